@@ -1,0 +1,18 @@
+"""Event sources: the Online Retail loader, event file readers and the synthetic generator."""
+
+from __future__ import annotations
+
+from offline.datasets.files import EVENT_FIELDS, iter_csv_events, iter_jsonl, open_text
+from offline.datasets.online_retail import find_online_retail, iter_online_retail
+from offline.datasets.records import Record, Tally
+
+__all__ = [
+    "EVENT_FIELDS",
+    "Record",
+    "Tally",
+    "find_online_retail",
+    "iter_csv_events",
+    "iter_jsonl",
+    "iter_online_retail",
+    "open_text",
+]
