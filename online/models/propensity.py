@@ -1,0 +1,301 @@
+"""Purchase propensity: the probability that a user buys within a horizon after an event.
+
+Labels arrive late, the way `river.stream.simulate_qa` replays them: the prediction made at an
+event (user, t, x) is a question whose answer is known only when the user purchases in
+(t, t + horizon] (positive) or when event time passes t + horizon without one (negative). Until
+then the question waits in a bounded pending queue with x as it was at t; the model learns from
+that x, and only once the answer is known. Nothing here reads a clock: "now" is the watermark,
+the newest event time seen, so the same event sequence always gives the same model.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from array import array
+from collections import deque
+
+from river import base, linear_model, preprocessing
+
+from . import explain
+from .drift import ErrorDrift
+
+__all__ = ["PurchasePropensity", "DAY_US", "HOUR_US"]
+
+HOUR_US = 3_600_000_000
+DAY_US = 24 * HOUR_US
+_NEVER = -(2**63)
+
+
+class PurchasePropensity(base.Estimator):
+    """P(purchase in (t, t + horizon]) for a user's event at t, learnt from delayed labels.
+
+    Per event, `observe` (1) moves the watermark to t and turns every pending prediction whose
+    horizon has passed (t_pred + horizon < watermark) into a negative example, in order of
+    expiry; (2) if the event is a purchase, turns the user's pending predictions made strictly
+    before t into positive examples; (3) predicts for x and (4) registers that prediction as
+    pending. Steps 1-2 reveal answers before the new question is asked, as `simulate_qa` does,
+    so the score returned at t has learnt from every label known at t and from nothing later.
+
+    What is held back, and why:
+
+    - Heavy users: a prediction is registered only if the user has no pending prediction made
+      less than `min_spacing_us` earlier (default one hour, roughly one example per session).
+      Otherwise a user with 1,000 events a day would be 1,000 near-identical examples.
+    - Memory: at most `max_pending` open predictions; when full, the one closest to expiry is
+      dropped unlearnt (`stats()["n_dropped"]`).
+    - Late events: an event whose horizon has already passed the watermark (t + horizon <
+      watermark) is scored but not registered (`n_late`): its label window has closed.
+
+    Missing features and non-finite values (NaN, inf, None) read as `fill_value`.
+
+    Parameters
+    ----------
+    features
+        Names read from each `x`, in this order; other keys are ignored, so the order of keys
+        in `x` has no effect.
+    model
+        A River binary classifier; learns in place. None means
+        `preprocessing.StandardScaler() | linear_model.LogisticRegression()`.
+    horizon_us
+        Label horizon H in µs (default 7 days).
+    min_spacing_us
+        Minimum event-time gap between two pending predictions of one user (default 1 hour).
+    max_pending
+        Bound of the pending queue.
+    fill_value
+        Value of a missing or non-finite feature.
+    drift
+        Monitor fed with |y - p| of every resolved prediction; None means `ErrorDrift()`.
+
+    Examples
+    --------
+
+    >>> model = PurchasePropensity(features=("carts",), horizon_us=10)
+    >>> model.observe("ann", 0, {"carts": 1.0})
+    0.5
+    >>> model.observe("bob", 1, {"carts": 0.0})
+    0.5
+    >>> model.pending_size, model.stats()["n_learnt"]
+    (2, 0)
+    >>> p = model.observe("ann", 5, {"carts": 2.0}, is_purchase=True)  # t=0 answered: yes
+    >>> round(p, 5)  # the model learnt that answer before scoring this event
+    0.50125
+    >>> model.advance(12)  # bob's t=1 question expires at 11 without a purchase: no
+    >>> model.pending_size, model.stats()["n_positive"], model.stats()["n_negative"]
+    (1, 1, 1)
+
+    """
+
+    def __init__(
+        self,
+        features: tuple[str, ...],
+        model: base.Classifier | None = None,
+        horizon_us: int = 7 * DAY_US,
+        min_spacing_us: int = HOUR_US,
+        max_pending: int = 100_000,
+        fill_value: float = 0.0,
+        drift: ErrorDrift | None = None,
+    ):
+        if not features or len(set(features)) != len(features):
+            raise ValueError(f"features must be distinct names, got {features!r}")
+        if horizon_us <= 0 or min_spacing_us < 0 or max_pending < 1:
+            raise ValueError(
+                "need horizon_us > 0, min_spacing_us >= 0, max_pending >= 1; got "
+                f"{horizon_us}, {min_spacing_us}, {max_pending}"
+            )
+        self.features = tuple(features)
+        self.model = model
+        self.horizon_us = horizon_us
+        self.min_spacing_us = min_spacing_us
+        self.max_pending = max_pending
+        self.fill_value = fill_value
+        self.drift = drift
+
+        self._model = model if model is not None else _default_model()
+        self._drift = drift if drift is not None else ErrorDrift()
+        self._linear = explain.linear_step(self._model) is not None
+        self._watermark = _NEVER
+        # Per user, open predictions (seq, t_us, score, x) in time order; a heap of
+        # (expiry, seq, user) over all of them. Resolving a positive leaves its heap entry
+        # behind (stale, skipped when popped) rather than paying O(n) to remove it.
+        self._open: dict[str, deque] = {}
+        self._heap: list[tuple[int, int, str]] = []
+        self._n_open = 0
+        self._seq = 0
+        self._counts = dict.fromkeys(
+            ("n_registered", "n_late", "n_dropped", "n_positive", "n_negative"), 0
+        )
+        # Running means of learnt x: the occlusion baseline when the model is not linear.
+        self._sums = [0.0] * len(self.features)
+
+    @classmethod
+    def _unit_test_params(cls):
+        yield {"features": ("a", "b")}
+
+    # -- scoring (pure) ----------------------------------------------------------------------
+
+    def _vector(self, x: dict) -> list[float]:
+        fill = self.fill_value
+        vals = [x.get(f, fill) for f in self.features]
+        try:
+            if all(map(math.isfinite, vals)):
+                return vals
+        except TypeError:  # a None slipped in
+            pass
+        return [v if v is not None and math.isfinite(v) else fill for v in vals]
+
+    def _score(self, vals: list[float]) -> float:
+        proba = self._model.predict_proba_one(dict(zip(self.features, vals, strict=True)))
+        return proba.get(True, 0.0)
+
+    def predict_proba_one(self, x: dict) -> float:
+        """P(purchase within the horizon) for features `x`; learns nothing, mutates nothing."""
+        return self._score(self._vector(x))
+
+    def explain_one(self, x: dict, top: int = 5) -> list[dict]:
+        """The `top` features behind `predict_proba_one(x)`, see `online.models.explain`."""
+        xs = dict(zip(self.features, self._vector(x), strict=True))
+        if self._linear:
+            contributions = explain.linear_contributions(self._model, xs)
+        else:
+            n = max(self.stats()["n_learnt"], 1)
+            baseline = {f: s / n for f, s in zip(self.features, self._sums, strict=True)}
+            contributions = explain.occlusion_contributions(self._score_dict, xs, baseline)
+        return explain.top_contributions(xs, contributions, top, self.features)
+
+    def _score_dict(self, x: dict) -> float:
+        return self._model.predict_proba_one(x).get(True, 0.0)
+
+    # -- learning ----------------------------------------------------------------------------
+
+    def learn_one(self, x: dict, y: bool) -> None:
+        """Learn one labelled example now (warm start, tests); live labels go through observe."""
+        self._learn(self._vector(x), bool(y))
+
+    def _learn(self, vals, y: bool) -> None:
+        self._model.learn_one(dict(zip(self.features, vals, strict=True)), y)
+        if not self._linear:
+            self._sums = [s + v for s, v in zip(self._sums, vals, strict=True)]
+        self._counts["n_positive" if y else "n_negative"] += 1
+
+    def _resolve(self, item: tuple, y: bool, t_us: int) -> None:
+        _, _, score, vals = item
+        self._learn(vals, y)
+        self._drift.update(abs(float(y) - score), t_us)
+
+    def observe(self, user: str, t_us: int, x: dict, is_purchase: bool = False) -> float:
+        """Resolve what event time t_us settles, then score `x` and hold it as a question."""
+        if t_us > self._watermark:
+            self._watermark = t_us
+            self._expire()
+        if is_purchase:
+            self._resolve_positives(user, t_us)
+        vals = self._vector(x)
+        score = self._score(vals)
+        self._register(user, t_us, score, vals)
+        return score
+
+    def advance(self, watermark_us: int) -> None:
+        """Move the watermark forward (never back) and learn the negatives that expire."""
+        if watermark_us > self._watermark:
+            self._watermark = watermark_us
+            self._expire()
+
+    def _register(self, user: str, t_us: int, score: float, vals: list[float]) -> None:
+        if t_us + self.horizon_us < self._watermark:
+            self._counts["n_late"] += 1
+            return
+        q = self._open.get(user)
+        # A negative gap (an out-of-order time) also skips, which keeps each queue time-sorted.
+        if q is not None and t_us - q[-1][1] < self.min_spacing_us:
+            return
+        if self._n_open >= self.max_pending:
+            self._drop_oldest()
+            q = self._open.get(user)
+        item = (self._seq, t_us, score, array("d", vals))
+        if q is None:
+            self._open[user] = deque((item,))
+        else:
+            q.append(item)
+        heapq.heappush(self._heap, (t_us + self.horizon_us, self._seq, user))
+        self._seq += 1
+        self._n_open += 1
+        self._counts["n_registered"] += 1
+        if len(self._heap) > 2 * self._n_open + 1024:
+            self._compact()
+
+    def _take(self, user: str, seq: int) -> tuple | None:
+        """Remove and return the open prediction a heap entry points to; None if stale."""
+        q = self._open.get(user)
+        # Removals only ever take a queue's head, so a live entry is its user's head.
+        if q is None or q[0][0] != seq:
+            return None
+        item = q.popleft()
+        if not q:
+            del self._open[user]
+        self._n_open -= 1
+        return item
+
+    def _expire(self) -> None:
+        heap, watermark = self._heap, self._watermark
+        while heap and heap[0][0] < watermark:
+            expiry, seq, user = heapq.heappop(heap)
+            item = self._take(user, seq)
+            if item is not None:
+                self._resolve(item, False, expiry)
+
+    def _resolve_positives(self, user: str, t_us: int) -> None:
+        q = self._open.get(user)
+        if q is None:
+            return
+        # Whatever is still open here has not expired (t_pred + horizon >= watermark >= t_us).
+        while q and q[0][1] < t_us:
+            self._resolve(q.popleft(), True, t_us)
+            self._n_open -= 1
+        if not q:
+            del self._open[user]
+
+    def _drop_oldest(self) -> None:
+        heap = self._heap
+        while heap:
+            _, seq, user = heapq.heappop(heap)
+            if self._take(user, seq) is not None:
+                self._counts["n_dropped"] += 1
+                return
+
+    def _compact(self) -> None:
+        self._heap = [
+            (item[1] + self.horizon_us, item[0], user)
+            for user, q in self._open.items()
+            for item in q
+        ]
+        heapq.heapify(self._heap)
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    @property
+    def pending_size(self) -> int:
+        """Open predictions waiting for their label."""
+        return self._n_open
+
+    @property
+    def watermark_us(self) -> int | None:
+        return None if self._watermark == _NEVER else self._watermark
+
+    @property
+    def drift_monitor(self) -> ErrorDrift:
+        return self._drift
+
+    def stats(self) -> dict:
+        c = self._counts
+        return {
+            "pending": self._n_open,
+            **c,
+            "n_learnt": c["n_positive"] + c["n_negative"],
+            "watermark_us": self.watermark_us,
+        }
+
+
+def _default_model() -> base.Classifier:
+    return preprocessing.StandardScaler() | linear_model.LogisticRegression()
