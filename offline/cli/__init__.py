@@ -1,0 +1,18 @@
+"""The `portrait` command line: a thin layer over the library functions of online and offline.
+
+Every command that reports results takes ``--json`` and then prints exactly one JSON object on
+stdout; progress bars and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+from offline.cli import events, profiles  # noqa: F401  (registers the sub-commands)
+from offline.cli.app import cli
+
+
+def main() -> None:
+    """Entry point of the `portrait` console script."""
+    cli()
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,53 @@
+"""Commands that read profiles: `profile`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from offline.cli.app import Context, cli, emit, fail, pass_context
+
+
+def parse_as_of(text: str) -> int:
+    """An ``--as-of`` value in µs, or a clean error naming the option."""
+    from online.clock import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        fail(f"--as-of: {exc}")
+        raise
+
+
+@cli.command()
+@click.argument("user_id")
+@click.option("--as-of", "as_of", default=None,
+              help="Evaluate the profile as of this time (ISO 8601 with a zone).")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as one JSON object.")
+@pass_context
+def profile(ctx: Context, user_id: str, as_of: str | None, as_json: bool) -> None:
+    """Print a user's profile: latest, or as of a past time (recomputed from the log).
+
+    \b
+    Examples:
+      portrait profile 17850
+      portrait profile 17850 --as-of 2011-06-01T00:00:00+00:00 --json
+    """
+    from online.eventlog import EventLog
+    from online.projector import Projector, UnknownUser
+
+    at_us = parse_as_of(as_of) if as_of is not None else None
+    if not ctx.settings.event_log_path.exists():
+        fail(f"no event log in {ctx.data_dir}: run `portrait ingest` first")
+    log = EventLog(ctx.settings.event_log_path)
+    try:
+        projector = Projector(log, ctx.settings.state_dir)
+        projector.run(batch_size=ctx.settings.batch_size)
+        try:
+            body = projector.profile(user_id, as_of=at_us)
+        except UnknownUser as exc:
+            fail(str(exc), code=3)
+    finally:
+        log.close()
+    emit(body, as_json, json.dumps(body, indent=2, default=str))
