@@ -1,0 +1,191 @@
+"""The projector's online models as one unit: what it calls per event, per batch, per checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+
+from .drift import ErrorDrift
+from .propensity import DAY_US, HOUR_US, PurchasePropensity
+from .segments import UserSegments
+
+__all__ = ["ModelSet", "STATE_FORMAT"]
+
+# Bump when the pickled layout of the models changes incompatibly.
+STATE_FORMAT = 1
+
+
+class ModelSet:
+    """Propensity, segments and drift under one `model_version`, checkpointed together.
+
+    `model_version` is ``"<config>-g<generation>"``: `config` is the first 12 hex digits of a
+    SHA-256 over the state format and the `repr` of both models (River's `repr` lists every
+    constructor parameter, nested ones included, and no learnt state), so a different
+    configuration gives a different version; `generation` counts `reset` and `replace_*` calls
+    since this set was created, so a reset model with an unchanged configuration still gets a
+    new version. Learning does not change the version: the log offset a profile carries says
+    how much the models have seen. A replay from offset 0 starts at generation 0 and so agrees
+    with a live projector that was never reset.
+
+    Parameters
+    ----------
+    propensity
+        The purchase propensity model (its drift monitor comes with it).
+    segments
+        The segment model; None means `UserSegments()` with its default RFM feature names.
+
+    Examples
+    --------
+
+    >>> models = ModelSet.for_features(("purchase_count", "spend_total"), horizon_us=DAY_US)
+    >>> p = models.observe("ann", 0, {"purchase_count": 1.0, "spend_total": 20.0})
+    >>> profile = models.profile({"purchase_count": 1.0, "spend_total": 20.0}, top=1)
+    >>> profile["propensity"]["horizon"], profile["segment"]["label"]
+    ('1d', 'unformed')
+    >>> version = models.model_version
+    >>> models.reset()
+    >>> models.model_version != version
+    True
+
+    """
+
+    def __init__(self, propensity: PurchasePropensity, segments: UserSegments | None = None):
+        self.propensity = propensity
+        self.segments = segments if segments is not None else UserSegments()
+        self._generation = 0
+        self._config = self._config_hash()
+
+    @classmethod
+    def for_features(
+        cls,
+        features: tuple[str, ...],
+        *,
+        horizon_us: int = 7 * DAY_US,
+        min_spacing_us: int = HOUR_US,
+        max_pending: int = 100_000,
+        segments: UserSegments | None = None,
+    ) -> ModelSet:
+        """The default models over `features` (a tuple of catalogue names)."""
+        propensity = PurchasePropensity(
+            features,
+            horizon_us=horizon_us,
+            min_spacing_us=min_spacing_us,
+            max_pending=max_pending,
+        )
+        return cls(propensity, segments)
+
+    def _config_hash(self) -> str:
+        text = f"{STATE_FORMAT}|{self.propensity!r}|{self.propensity._model!r}|{self.segments!r}"
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def model_version(self) -> str:
+        return f"{self._config}-g{self._generation}"
+
+    @property
+    def drift(self) -> ErrorDrift:
+        return self.propensity.drift_monitor
+
+    # -- the projector's calls ---------------------------------------------------------------
+
+    def observe(self, user: str, t_us: int, x: dict, is_purchase: bool = False) -> float:
+        """Per event, in log order: feed both models, return the propensity score at t_us."""
+        self.segments.observe(user, t_us, x)
+        return self.propensity.observe(user, t_us, x, is_purchase)
+
+    def advance(self, watermark_us: int) -> None:
+        """Per batch (optional): move event time on without an event; expired labels learn."""
+        self.propensity.advance(watermark_us)
+
+    def score(self, x: dict) -> float:
+        """The propensity score of `x` without learning: cheap, pure."""
+        return self.propensity.predict_proba_one(x)
+
+    def profile(self, x: dict, top: int = 5) -> dict:
+        """The model fields of a profile for served features `x`; pure (learns nothing)."""
+        return {
+            "segment": self.segments.segment(x),
+            "propensity": {
+                "score": self.propensity.predict_proba_one(x),
+                "horizon": format_duration(self.propensity.horizon_us),
+                "top_features": self.propensity.explain_one(x, top=top),
+            },
+            "model_version": self.model_version,
+        }
+
+    def stats(self) -> dict:
+        """Counters for /metrics and logs: pending queue, labels, drift, segment sizes."""
+        return {
+            "model_version": self.model_version,
+            "propensity": self.propensity.stats(),
+            "drift": self.drift.stats(),
+            "segments": [
+                {"id": s["id"], "label": s["label"], "size": s["size"]}
+                for s in self.segments.describe()
+            ],
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Start both models afresh with the same configuration (a new version)."""
+        self.propensity = self.propensity.clone()
+        self.segments = self.segments.clone()
+        self._bump()
+
+    def replace_propensity(self, propensity: PurchasePropensity) -> None:
+        self.propensity = propensity
+        self._bump()
+
+    def replace_segments(self, segments: UserSegments) -> None:
+        self.segments = segments
+        self._bump()
+
+    def _bump(self) -> None:
+        self._generation += 1
+        self._config = self._config_hash()
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume, for the projector's checkpoint (values are picklable)."""
+        return {
+            "format": STATE_FORMAT,
+            "model_version": self.model_version,
+            "generation": self._generation,
+            "propensity": self.propensity,
+            "segments": self.segments,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> ModelSet:
+        """Rebuild a `ModelSet` from `state_dict()` output (after its pickle round trip)."""
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"model state format {state.get('format')!r} is not {STATE_FORMAT}: "
+                "rebuild the models by replaying the log"
+            )
+        models = cls(state["propensity"], state["segments"])
+        models._generation = state["generation"]
+        return models
+
+    def to_bytes(self) -> bytes:
+        """`state_dict()` pickled: the blob a checkpoint stores."""
+        return pickle.dumps(self.state_dict(), protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> ModelSet:
+        """Inverse of `to_bytes`; only for blobs this process's checkpoints wrote (pickle)."""
+        return cls.from_state_dict(pickle.loads(blob))
+
+
+def format_duration(us: int) -> str:
+    """A duration in µs as the CLI writes it: "7d", "36h", "90m", "45s" (largest exact unit).
+
+    >>> format_duration(7 * DAY_US), format_duration(36 * HOUR_US), format_duration(1_500_000)
+    ('7d', '36h', '1500ms')
+    """
+    for unit, size in (("d", DAY_US), ("h", HOUR_US), ("m", 60_000_000), ("s", 1_000_000)):
+        if us % size == 0:
+            return f"{us // size}{unit}"
+    if us % 1000 == 0:
+        return f"{us // 1000}ms"
+    return f"{us}us"

@@ -1,0 +1,223 @@
+"""Behavioural segments: River's k-means over scaled RFM features, with a label in words."""
+
+from __future__ import annotations
+
+import math
+
+from river import base, cluster, preprocessing
+
+from .propensity import DAY_US
+
+__all__ = ["UserSegments", "RFM"]
+
+# Integer keys, not names: River's KMeans sums distances over a set of keys, and a set of small
+# ints iterates in the same order in every process, where a set of str depends on PYTHONHASHSEED.
+RFM = ("recency", "frequency", "monetary", "avg_order_value")
+_HIGH = ("lapsed", "frequent", "high spend", "large baskets")
+_LOW = ("recent", "occasional", "low spend", "small baskets")
+# The order words appear in a label: what a marketer asks first.
+_LABEL_ORDER = (1, 2, 0, 3)
+
+
+class UserSegments(base.Clusterer):
+    """Which kind of customer a user is, from recency, frequency and spend.
+
+    A user's served features become four RFM values: recency in days (since the last purchase,
+    capped at `recency_cap_days`, the cap also standing for "never purchased"), purchase
+    count, total spend and average order value (spend / count, or the `avg_order_value`
+    feature). All four have heavy tails, so each is `log1p`-transformed, then standardised
+    by a River `StandardScaler` and clustered by River's `cluster.KMeans`.
+
+    `observe` learns from a user at most once per `period_us` of event time (one calendar
+    bucket `t_us // period_us`, default a UTC day), so a heavy user does not pull every
+    centroid towards themselves; the set of users seen in the current bucket is all the state
+    this needs, and it is emptied when the bucket changes.
+
+    A segment's label puts its centroid next to the global mean (0 in standardised space):
+    a coordinate at least `label_threshold` standard deviations away earns a word, e.g.
+    "frequent, high spend, recent"; a centroid near the mean on every axis is "average"; one
+    whose random (seeded) start still weighs 5% or more of its position is "unformed".
+
+    Parameters
+    ----------
+    recency
+        Feature holding the time since the last purchase, in units of `recency_unit_s` seconds.
+    frequency
+        Feature holding the purchase count.
+    monetary
+        Feature holding the total spend.
+    avg_order_value
+        Feature holding the average order value; None computes monetary / frequency.
+    n_clusters
+        Number of segments (k).
+    halflife
+        How far a centroid moves towards each example (River's KMeans `halflife`).
+    seed
+        Seed of the initial centroid positions.
+    period_us
+        A user contributes at most one example per period of event time.
+    recency_unit_s
+        Seconds per unit of the recency feature (86400: the feature is in seconds).
+    recency_cap_days
+        Recency above this, missing or not finite, counts as this many days.
+    label_threshold
+        Standard deviations from the mean a centroid needs to earn a word.
+
+    Examples
+    --------
+
+    >>> segments = UserSegments(n_clusters=2, seed=1)
+    >>> day = 86_400
+    >>> for i in range(40):
+    ...     loyal = {"seconds_since_last_purchase": 2 * day, "purchase_count": 30 + i % 3,
+    ...              "spend_total": 3000.0}
+    ...     lapsed = {"seconds_since_last_purchase": 300 * day, "purchase_count": 1,
+    ...               "spend_total": 20.0 + i % 2}
+    ...     _ = segments.observe("loyal", i * DAY_US, loyal)
+    ...     _ = segments.observe("lapsed", i * DAY_US, lapsed)
+    >>> for s in (segments.segment(loyal), segments.segment(lapsed)):
+    ...     print(s["id"], s["label"])
+    0 frequent, high spend, recent, large baskets
+    1 occasional, low spend, lapsed, small baskets
+
+    """
+
+    def __init__(
+        self,
+        recency: str = "seconds_since_last_purchase",
+        frequency: str = "purchase_count",
+        monetary: str = "spend_total",
+        avg_order_value: str | None = None,
+        n_clusters: int = 5,
+        halflife: float = 0.1,
+        seed: int = 42,
+        period_us: int = DAY_US,
+        recency_unit_s: float = 86_400.0,
+        recency_cap_days: float = 365.0,
+        label_threshold: float = 0.5,
+    ):
+        if n_clusters < 1 or period_us < 1 or recency_unit_s <= 0:
+            raise ValueError(
+                "need n_clusters >= 1, period_us >= 1, recency_unit_s > 0; got "
+                f"{n_clusters}, {period_us}, {recency_unit_s}"
+            )
+        self.recency = recency
+        self.frequency = frequency
+        self.monetary = monetary
+        self.avg_order_value = avg_order_value
+        self.n_clusters = n_clusters
+        self.halflife = halflife
+        self.seed = seed
+        self.period_us = period_us
+        self.recency_unit_s = recency_unit_s
+        self.recency_cap_days = recency_cap_days
+        self.label_threshold = label_threshold
+
+        self._scaler = preprocessing.StandardScaler()
+        self._kmeans = cluster.KMeans(n_clusters=n_clusters, halflife=halflife, seed=seed)
+        # Draw every initial coordinate now, in a fixed order: River's centres are
+        # defaultdicts that draw on first read, which would make predict_one mutate the model.
+        for c in range(n_clusters):
+            for d in range(len(RFM)):
+                self._kmeans.centers[c][d]
+        self._sizes = [0] * n_clusters
+        self._bucket = -(2**63)
+        self._seen: set[str] = set()
+
+    # -- features ----------------------------------------------------------------------------
+
+    def rfm(self, x: dict) -> dict[int, float]:
+        """log1p of (recency days, frequency, monetary, average order value), keyed 0..3."""
+        cap = self.recency_cap_days
+        seconds = _finite(x.get(self.recency))
+        days = cap if seconds is None else min(max(seconds, 0.0) / self.recency_unit_s, cap)
+        freq = max(_finite(x.get(self.frequency)) or 0.0, 0.0)
+        spend = max(_finite(x.get(self.monetary)) or 0.0, 0.0)
+        if self.avg_order_value is None:
+            aov = spend / freq if freq > 0 else 0.0
+        else:
+            aov = max(_finite(x.get(self.avg_order_value)) or 0.0, 0.0)
+        return {0: math.log1p(days), 1: math.log1p(freq), 2: math.log1p(spend), 3: math.log1p(aov)}
+
+    def _standardised(self, x: dict) -> dict[int, float]:
+        return self._scaler.transform_one(self.rfm(x))
+
+    # -- learning ----------------------------------------------------------------------------
+
+    def learn_one(self, x: dict) -> None:
+        """Learn from one user snapshot now, with no rate control."""
+        r = self.rfm(x)
+        self._scaler.learn_one(r)
+        z = self._scaler.transform_one(r)
+        self._sizes[self._kmeans.learn_predict_one(z)] += 1
+
+    def observe(self, user: str, t_us: int, x: dict) -> bool:
+        """Learn from `user`'s snapshot unless they already contributed in this period."""
+        bucket = t_us // self.period_us
+        if bucket > self._bucket:
+            self._bucket = bucket
+            self._seen = set()
+        # An out-of-order (older) time counts against the current period, keeping this a
+        # function of the event sequence alone.
+        if user in self._seen:
+            return False
+        self._seen.add(user)
+        self.learn_one(x)
+        return True
+
+    # -- assignment (pure) -------------------------------------------------------------------
+
+    def _nearest(self, z: dict[int, float]) -> tuple[int, float]:
+        # The same sum, in the same key order, as KMeans.predict_one with p=2; first minimum
+        # wins, as in min().
+        best, best_d = 0, math.inf
+        for c, center in self._kmeans.centers.items():
+            d = sum((center[k] - z[k]) ** 2 for k in range(len(RFM)))
+            if d < best_d:
+                best, best_d = c, d
+        return best, best_d
+
+    def predict_one(self, x: dict) -> int:
+        """The segment id of features `x`; learns nothing, mutates nothing."""
+        return self._nearest(self._standardised(x))[0]
+
+    def segment(self, x: dict) -> dict:
+        """{"id", "label", "centroid_distance"} for features `x` (distance in standard units)."""
+        c, d2 = self._nearest(self._standardised(x))
+        return {"id": c, "label": self.label(c), "centroid_distance": math.sqrt(d2)}
+
+    # -- description -------------------------------------------------------------------------
+
+    def centroid(self, c: int) -> dict[str, float]:
+        """Segment `c`'s centre in standard deviations from the mean, per RFM axis."""
+        center = self._kmeans.centers[c]
+        return {name: center[k] for k, name in enumerate(RFM)}
+
+    def label(self, c: int) -> str:
+        """Segment `c` in words, from its centroid relative to the global means."""
+        # Each example moves a centre by `halflife`, so its seeded random start still weighs
+        # (1 - halflife) ** size; below 5% the centre speaks for the data.
+        if (1.0 - self.halflife) ** self._sizes[c] >= 0.05:
+            return "unformed"
+        center = self._kmeans.centers[c]
+        words = []
+        for k in _LABEL_ORDER:
+            if center[k] >= self.label_threshold:
+                words.append(_HIGH[k])
+            elif center[k] <= -self.label_threshold:
+                words.append(_LOW[k])
+        return ", ".join(words) or "average"
+
+    def describe(self) -> list[dict]:
+        """Every segment: id, label, size (examples learnt) and centroid."""
+        return [
+            {"id": c, "label": self.label(c), "size": self._sizes[c], "centroid": self.centroid(c)}
+            for c in range(self.n_clusters)
+        ]
+
+
+def _finite(v) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
