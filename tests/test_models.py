@@ -1,0 +1,465 @@
+"""Contract tests of the online models: River's checks, delayed labels, determinism, pickling."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import pickle
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from river import base, checks, linear_model, preprocessing, stream, tree
+
+from online.models import (
+    DAY_US,
+    HOUR_US,
+    ModelSet,
+    PurchasePropensity,
+    UserSegments,
+)
+
+FEATURES = (
+    "event_count",
+    "purchase_count",
+    "spend_total",
+    "seconds_since_last_purchase",
+    "carts_7d",
+)
+
+
+def make_stream(n: int = 300, n_users: int = 8, seed: int = 0) -> list[tuple]:
+    """(user, t_us, x, is_purchase) in time order; carts make a purchase likelier."""
+    rng = random.Random(seed)
+    t, out = 0, []
+    state = {f"u{i}": [0, 0, 0.0, None, 0] for i in range(n_users)}
+    for _ in range(n):
+        t += rng.randrange(1, 12) * 10 * 60_000_000  # 10 min .. 2 h
+        user = f"u{rng.randrange(n_users)}"
+        s = state[user]
+        s[0] += 1
+        s[4] = rng.randrange(4)
+        is_purchase = rng.random() < 0.08 + 0.1 * s[4]
+        if is_purchase:
+            s[1] += 1
+            s[2] += round(rng.uniform(5, 200), 2)
+            s[3] = t
+        x = {
+            "event_count": float(s[0]),
+            "purchase_count": float(s[1]),
+            "spend_total": s[2],
+            # Never purchased: NaN, as a served "time since" feature would be.
+            "seconds_since_last_purchase": math.nan if s[3] is None else (t - s[3]) / 1e6,
+            "carts_7d": float(s[4]),
+        }
+        out.append((user, t, x, is_purchase))
+    return out
+
+
+def shuffled(x: dict, rng: random.Random) -> dict:
+    keys = list(x)
+    rng.shuffle(keys)
+    return {k: x[k] for k in keys}
+
+
+# -- every model of ours through the same checks ---------------------------------------------
+
+
+def _propensity():
+    return PurchasePropensity(FEATURES, horizon_us=DAY_US, min_spacing_us=0, max_pending=50)
+
+
+def _segments():
+    return UserSegments(n_clusters=3, period_us=HOUR_US)
+
+
+def _modelset():
+    return ModelSet(_propensity(), _segments())
+
+
+def _run_propensity(m, events):
+    out = []
+    for user, t, x, p in events:
+        out.append(m.observe(user, t, x, p))
+        out.append(m.predict_proba_one(x))
+        out.append(json.dumps(m.explain_one(x, top=3)))
+    out.append(m.stats())
+    return out
+
+
+def _run_segments(m, events):
+    out = []
+    for user, t, x, _ in events:
+        out.append(m.observe(user, t, x))
+        out.append(m.predict_one(x))
+        out.append(m.segment(x))
+    out.append(m.describe())
+    return out
+
+
+def _run_modelset(m, events):
+    out = []
+    for user, t, x, p in events:
+        out.append(m.observe(user, t, x, p))
+        out.append(json.dumps(m.profile(x, top=3)))
+    m.advance(events[-1][1] + 2 * DAY_US)
+    out.append(m.stats())
+    return out
+
+
+MODELS = {
+    "propensity": (_propensity, _run_propensity),
+    "segments": (_segments, _run_segments),
+    "modelset": (_modelset, _run_modelset),
+}
+
+
+@pytest.fixture(params=list(MODELS))
+def model_case(request):
+    return MODELS[request.param]
+
+
+def test_deterministic(model_case):
+    make, run = model_case
+    events = make_stream()
+    assert run(make(), events) == run(make(), events)
+
+
+def test_inputs_not_mutated(model_case):
+    make, run = model_case
+    events = make_stream(n=120)
+    before = copy.deepcopy(events)
+    run(make(), events)
+    # NaN != NaN, so compare through repr.
+    assert repr(events) == repr(before)
+
+
+def test_feature_order_has_no_effect(model_case):
+    make, run = model_case
+    events = make_stream()
+    rng = random.Random(7)
+    reordered = [(u, t, shuffled(x, rng), p) for u, t, x, p in events]
+    assert run(make(), events) == run(make(), reordered)
+
+
+def test_extra_keys_are_ignored(model_case):
+    make, run = model_case
+    events = make_stream(n=150)
+    noisy = [(u, t, {**x, "zzz": 1e9, "aaa": -3.0}, p) for u, t, x, p in events]
+    assert run(make(), events) == run(make(), noisy)
+
+
+def test_pickle_round_trip_gives_identical_predictions(model_case):
+    make, run = model_case
+    events = make_stream(n=400)
+    head, tail = events[:250], events[250:]
+    live = make()
+    run(live, head)
+    restored = pickle.loads(pickle.dumps(live))
+    assert run(restored, tail) == run(live, tail)
+
+
+def test_learning_does_not_keep_references_to_inputs(model_case):
+    make, run = model_case
+    events = make_stream(n=200)
+    scratch = copy.deepcopy(events)
+    a, b = make(), make()
+    run(a, scratch)
+    for _, _, x, _ in scratch:  # mutate every input after the fact
+        for k in x:
+            x[k] = 1e9
+    run(b, events)
+    probe = events[-10:]
+    assert run(a, probe) == run(b, probe)
+
+
+def test_same_outputs_under_another_hash_seed():
+    """A replay in another process (other PYTHONHASHSEED) must reproduce every output."""
+    code = (
+        "import json, tests.test_models as t;"
+        "m = t._modelset(); print(json.dumps(t._run_modelset(m, t.make_stream(n=200))))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    root = Path(__file__).resolve().parents[1]
+    other = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    here = json.dumps(_run_modelset(_modelset(), make_stream(n=200)))
+    assert json.loads(other) == json.loads(here)
+
+
+# -- River's own estimator checks, where they apply ------------------------------------------
+
+
+def _river_checks():
+    for model in (
+        preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+        PurchasePropensity(("a", "b")),
+        UserSegments(),
+    ):
+        for check in checks.yield_checks(model):
+            if check.__name__ not in model._unit_test_skips():
+                yield pytest.param(model, check, id=f"{type(model).__name__}-{check.__name__}")
+
+
+@pytest.mark.parametrize(("model", "check"), list(_river_checks()))
+def test_river_estimator_checks(model, check):
+    check(model.clone())
+
+
+# -- delayed labels --------------------------------------------------------------------------
+
+
+class SpyClassifier(base.Classifier):
+    """Predicts 0.5, records every learn_one call with the step it happened at."""
+
+    def __init__(self):
+        self.calls: list[tuple[int, dict, bool]] = []
+        self.step = 0
+
+    def learn_one(self, x, y):
+        self.calls.append((self.step, dict(x), y))
+
+    def predict_proba_one(self, x):
+        return {False: 0.5, True: 0.5}
+
+
+def test_labels_learnt_only_after_resolution_and_from_x_at_prediction_time():
+    spy = SpyClassifier()
+    m = PurchasePropensity(("f",), model=spy, horizon_us=7 * DAY_US, min_spacing_us=HOUR_US)
+    steps = [
+        ("ann", 0, {"f": 1.0}, False),  # 0: pending
+        ("ann", 30 * 60_000_000, {"f": 1.5}, False),  # 1: within spacing, not held
+        ("ann", 2 * HOUR_US, {"f": 2.0}, False),  # 2: pending
+        ("bob", 12 * HOUR_US, {"f": 10.0}, False),  # 3: pending
+        ("ann", DAY_US, {"f": 3.0}, True),  # 4: ann buys: steps 0 and 2 positive; pending
+        ("cat", 8 * DAY_US, {"f": 0.0}, False),  # 5: bob's horizon (7.5d) passed: negative
+    ]
+    for i, (user, t, x, purchase) in enumerate(steps):
+        spy.step = i
+        m.observe(user, t, x, purchase)
+        x["f"] = -99.0  # the caller reuses its dict: the model must have copied
+    assert spy.calls == [
+        (4, {"f": 1.0}, True),
+        (4, {"f": 2.0}, True),
+        (5, {"f": 10.0}, False),
+    ]
+    # ann's purchase-time question expires at exactly 8d: not yet at watermark 8d, at 8d + 1 yes.
+    assert m.pending_size == 2
+    spy.step = 6
+    m.advance(8 * DAY_US + 1)
+    assert spy.calls[3:] == [(6, {"f": 3.0}, False)]
+    assert m.stats()["n_positive"] == 2 and m.stats()["n_negative"] == 2
+
+
+def test_purchase_does_not_answer_a_question_asked_at_the_same_time():
+    spy = SpyClassifier()
+    m = PurchasePropensity(("f",), model=spy, min_spacing_us=0)
+    m.observe("ann", 100, {"f": 1.0})
+    m.observe("ann", 100, {"f": 2.0}, is_purchase=True)
+    assert spy.calls == [] and m.pending_size == 2
+
+
+def test_reveal_order_matches_river_simulate_qa():
+    """With every event held (spacing 0), labels arrive in `stream.simulate_qa`'s order."""
+    horizon = 6 * HOUR_US  # even, and all times even: no reveal ever ties with an event time
+    events = [(u, 2 * t, x, p) for u, t, x, p in make_stream(n=250, n_users=5, seed=3)]
+    purchases: dict[str, list[int]] = {}
+    for u, t, _, p in events:
+        if p:
+            purchases.setdefault(u, []).append(t)
+
+    def delay(x, y):
+        if y:
+            return min(tp for tp in purchases[x["user"]] if tp > x["t"]) - x["t"]
+        return horizon + 1
+
+    dataset = []
+    for i, (u, t, _, _) in enumerate(events):
+        y = any(t < tp <= t + horizon for tp in purchases.get(u, ()))
+        dataset.append(({"i": i, "user": u, "t": t}, y))
+    expected = [
+        (x["i"], y)
+        for _, x, y in stream.simulate_qa(dataset, moment="t", delay=delay)
+        if y is not None
+    ]
+
+    spy = SpyClassifier()
+    m = PurchasePropensity(("i",), model=spy, horizon_us=horizon, min_spacing_us=0)
+    for i, (u, t, _, p) in enumerate(events):
+        m.observe(u, t, {"i": float(i)}, p)
+    m.advance(events[-1][1] + horizon + 1)
+    assert [(int(x["i"]), y) for _, x, y in spy.calls] == expected
+    assert len(expected) == len(events)
+
+
+def test_pending_queue_is_bounded_and_drops_the_oldest():
+    spy = SpyClassifier()
+    m = PurchasePropensity(("f",), model=spy, horizon_us=DAY_US, max_pending=3)
+    for i in range(5):
+        m.observe(f"u{i}", i, {"f": float(i)})
+    assert m.pending_size == 3 and m.stats()["n_dropped"] == 2
+    m.advance(10 * DAY_US)
+    assert [x["f"] for _, x, _ in spy.calls] == [2.0, 3.0, 4.0]
+
+
+def test_heavy_user_holds_one_question_per_spacing():
+    m = PurchasePropensity(("f",), min_spacing_us=HOUR_US)
+    for minute in range(120):
+        m.observe("heavy", minute * 60_000_000, {"f": 1.0})
+    assert m.stats()["n_registered"] == 2 and m.pending_size == 2
+
+
+def test_event_whose_horizon_already_passed_is_scored_not_held():
+    m = PurchasePropensity(("f",), horizon_us=DAY_US)
+    m.observe("ann", 10 * DAY_US, {"f": 1.0})
+    score = m.observe("bob", 2 * DAY_US, {"f": 1.0})
+    assert score == m.predict_proba_one({"f": 1.0})
+    assert m.stats()["n_late"] == 1 and m.pending_size == 1
+
+
+def test_stale_heap_entries_are_compacted():
+    m = PurchasePropensity(("f",), min_spacing_us=0, max_pending=10)
+    for i in range(3000):
+        m.observe("ann", 2 * i, {"f": 1.0}, is_purchase=True)
+    assert m.pending_size == 1 and len(m._heap) <= 2 * 1 + 1025
+
+
+def test_non_finite_and_missing_features_read_as_fill_value():
+    m = PurchasePropensity(("a", "b"), fill_value=0.0)
+    for i in range(20):
+        m.learn_one({"a": float(i), "b": 1.0}, i % 2 == 0)
+    clean = m.predict_proba_one({"a": 0.0, "b": 0.0})
+    for x in ({"a": math.nan, "b": math.inf}, {"a": None}, {}):
+        assert m.predict_proba_one(x) == clean
+
+
+# -- explanations ----------------------------------------------------------------------------
+
+
+def test_linear_contributions_add_up_to_the_logit():
+    m = PurchasePropensity(FEATURES)
+    events = make_stream(n=300)
+    for _, _, x, p in events:
+        m.learn_one(x, p)
+    x = events[-1][2]
+    top = m.explain_one(x, top=len(FEATURES))
+    lr = m._model["LogisticRegression"]
+    logit = sum(c["contribution"] for c in top) + lr.intercept
+    p = m.predict_proba_one(x)
+    assert math.isclose(logit, math.log(p / (1 - p)), rel_tol=1e-9, abs_tol=1e-12)
+    assert [c["feature"] for c in top] == sorted(
+        FEATURES, key=lambda f: (-abs(next(c for c in top if c["feature"] == f)["contribution"]), f)
+    )
+    assert m.explain_one(x, top=2) == top[:2]
+    assert {c["feature"]: c["value"] for c in top}["seconds_since_last_purchase"] == (
+        0.0 if math.isnan(x["seconds_since_last_purchase"]) else x["seconds_since_last_purchase"]
+    )
+
+
+def test_occlusion_explains_a_non_linear_model():
+    m = PurchasePropensity(("a", "b"), model=tree.HoeffdingTreeClassifier(grace_period=20))
+    rng = random.Random(1)
+    for _ in range(400):
+        a, b = rng.random(), rng.random()
+        m.learn_one({"a": a, "b": b}, a > 0.5)
+    top = m.explain_one({"a": 0.9, "b": 0.5}, top=2)
+    assert top[0]["feature"] == "a" and top[0]["contribution"] > 0
+    assert set(top[0]) == {"feature", "value", "contribution"}
+
+
+# -- segments --------------------------------------------------------------------------------
+
+
+def test_a_user_contributes_at_most_once_per_period():
+    s = UserSegments()
+    x = {"purchase_count": 3.0, "spend_total": 90.0, "seconds_since_last_purchase": 3600.0}
+    learnt = [s.observe("heavy", h * HOUR_US, x) for h in range(48)]
+    assert learnt == [True] + [False] * 23 + [True] + [False] * 23
+    assert s.observe("other", 47 * HOUR_US, x) is True
+    assert sum(seg["size"] for seg in s.describe()) == 3
+
+
+def test_segment_prediction_matches_river_kmeans_and_is_pure():
+    s = UserSegments(n_clusters=4)
+    for user, t, x, _ in make_stream(n=300, n_users=30):
+        s.observe(user, t, x)
+    for _, _, x, _ in make_stream(n=50, seed=9):
+        before = pickle.dumps(s)
+        z = s._scaler.transform_one(s.rfm(x))
+        assert s.predict_one(x) == s._kmeans.predict_one(z)
+        assert pickle.dumps(s) == before
+
+
+def test_segment_labels_describe_centroids_against_the_mean():
+    s = UserSegments(n_clusters=2, seed=1, period_us=1)
+    day = 86_400.0
+    whale = {"seconds_since_last_purchase": day, "purchase_count": 50.0, "spend_total": 9000.0}
+    gone = {"seconds_since_last_purchase": 200 * day, "purchase_count": 1.0, "spend_total": 9.0}
+    for t in range(60):
+        s.observe("whale", t, whale)
+        s.observe("gone", t, gone)
+    assert s.segment(whale)["label"] == "frequent, high spend, recent, large baskets"
+    assert s.segment(gone)["label"] == "occasional, low spend, lapsed, small baskets"
+    assert s.segment(whale)["centroid_distance"] < 0.1
+    never = s.rfm({"purchase_count": 0.0, "seconds_since_last_purchase": math.nan})
+    assert never == {0: math.log1p(365.0), 1: 0.0, 2: 0.0, 3: 0.0}
+
+
+# -- the model set ---------------------------------------------------------------------------
+
+
+def test_profile_fields():
+    m = _modelset()
+    events = make_stream(n=200)
+    for user, t, x, p in events:
+        m.observe(user, t, x, p)
+    profile = m.profile(events[-1][2], top=2)
+    assert set(profile) == {"segment", "propensity", "model_version"}
+    assert set(profile["segment"]) == {"id", "label", "centroid_distance"}
+    assert profile["propensity"]["horizon"] == "1d"
+    assert 0.0 <= profile["propensity"]["score"] <= 1.0
+    assert profile["propensity"]["score"] == m.score(events[-1][2])
+    assert len(profile["propensity"]["top_features"]) == 2
+    assert profile["model_version"] == m.model_version
+
+
+def test_model_version_tracks_configuration_and_resets_not_learning():
+    a, b = _modelset(), _modelset()
+    assert a.model_version == b.model_version
+    version = a.model_version
+    for user, t, x, p in make_stream(n=100):
+        a.observe(user, t, x, p)
+    assert a.model_version == version
+    other = ModelSet(PurchasePropensity(FEATURES, horizon_us=2 * DAY_US), _segments())
+    assert other.model_version != version
+    a.reset()
+    assert a.model_version not in (version, b.model_version)
+    assert a.propensity.stats()["n_learnt"] == 0 and a.propensity.pending_size == 0
+    reset_version = a.model_version
+    a.replace_segments(_segments())
+    assert a.model_version != reset_version
+
+
+def test_state_dict_round_trip():
+    events = make_stream(n=400)
+    live = _modelset()
+    _run_modelset(live, events[:250])
+    live.reset()
+    _run_modelset(live, events[:250])
+    restored = ModelSet.from_bytes(live.to_bytes())
+    assert restored.model_version == live.model_version
+    assert _run_modelset(restored, events[250:]) == _run_modelset(live, events[250:])
+    with pytest.raises(ValueError, match="format"):
+        ModelSet.from_state_dict({**live.state_dict(), "format": 0})
+
+
+def test_drift_monitor_sees_every_resolved_prediction():
+    m = _modelset()
+    _run_modelset(m, make_stream(n=300))
+    assert m.drift.n_updates == m.propensity.stats()["n_learnt"] > 0
+    assert m.stats()["drift"]["n_updates"] == m.drift.n_updates
