@@ -21,12 +21,14 @@ price: is required for purchase and refund [rule=required_for_type, value=None]
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -40,12 +42,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "BATCH_COLUMNS",
     "EVENT_FIELDS",
     "MAX_FUTURE_US",
     "N_EVENT_TYPES",
     "SCHEMA_VERSION",
     "WIRE_NAMES",
     "Event",
+    "EventBatch",
     "EventType",
     "InvalidEvent",
     "validate_event",
@@ -260,3 +264,77 @@ def validate_event(payload: Mapping, *, now_us: int | None = None) -> Event:
         return Event.model_validate(payload, context=None if now_us is None else {"now_us": now_us})
     except ValidationError as exc:
         raise _from_validation_error(exc) from None
+
+
+@dataclass(frozen=True, eq=False)
+class EventBatch:
+    """Events in columns (numpy arrays of equal length), the form the kernels consume.
+
+    >>> b = EventBatch.empty()
+    >>> len(b), b.ts.dtype, b.type.dtype, b.user_id.dtype
+    (0, dtype('int64'), dtype('int8'), dtype('O'))
+    """
+
+    offset: np.ndarray  # int64 log offsets
+    ts: np.ndarray  # int64 µs UTC
+    type: np.ndarray  # int8 EventType codes
+    user_id: np.ndarray  # object str (as stored, i.e. pseudonymized)
+    item_id: np.ndarray  # object str | None
+    category: np.ndarray  # object str | None
+    session_id: np.ndarray  # object str | None
+    price: np.ndarray  # float64, NaN when absent
+    quantity: np.ndarray  # int64
+    event_id: np.ndarray  # object str
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple]) -> EventBatch:
+        """A batch from row tuples in ``BATCH_COLUMNS`` order (as the log's SELECT returns)."""
+        if not rows:
+            return cls.empty()
+        n = len(rows)
+        cols = list(zip(*rows, strict=True))
+        arrays = {}
+        for name, col in zip(BATCH_COLUMNS, cols, strict=True):
+            dtype = _BATCH_DTYPES[name]
+            if dtype is object:
+                arr = np.empty(n, dtype=object)
+                arr[:] = col
+            else:
+                arr = np.array(col, dtype=dtype)  # None -> NaN for price
+            arrays[name] = arr
+        return cls(**arrays)
+
+    @classmethod
+    def empty(cls) -> EventBatch:
+        """A batch of no events, with the right dtypes."""
+        return cls(**{name: np.empty(0, dtype=dtype) for name, dtype in _BATCH_DTYPES.items()})
+
+    @classmethod
+    def concat(cls, batches: Iterable[EventBatch]) -> EventBatch:
+        """The batches one after the other (offset order is the caller's business)."""
+        batches = [b for b in batches if len(b)]
+        if not batches:
+            return cls.empty()
+        if len(batches) == 1:
+            return batches[0]
+        return cls(**{name: np.concatenate([getattr(b, name) for b in batches])
+                      for name in BATCH_COLUMNS})  # fmt: skip
+
+    def take(self, idx: np.ndarray | slice | list[int]) -> EventBatch:
+        """The events at ``idx`` (integer indices, a boolean mask or a slice)."""
+        return type(self)(**{name: getattr(self, name)[idx] for name in BATCH_COLUMNS})
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        """Column name -> array (e.g. for ``pandas.DataFrame``)."""
+        return {name: getattr(self, name) for name in BATCH_COLUMNS}
+
+
+_BATCH_DTYPES: dict[str, Any] = {
+    "offset": np.int64, "ts": np.int64, "type": np.int8, "user_id": object, "item_id": object,
+    "category": object, "session_id": object, "price": np.float64, "quantity": np.int64,
+    "event_id": object,
+}  # fmt: skip
+BATCH_COLUMNS = tuple(_BATCH_DTYPES)

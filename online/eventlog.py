@@ -1,0 +1,474 @@
+"""The event log: the append-only, deduplicated source of truth every projection is rebuilt from.
+
+An SQLite file (WAL mode). Each event gets an offset, a 0-based sequence number that is never
+reused, even after rows are erased (``meta.next_offset``). One append batch is one
+transaction: validation happens first, then the batch's event ids are looked up in the log,
+and the accepted events get consecutive offsets; rejected payloads go to ``quarantine`` with
+their reason, in the same transaction, so nothing is half-applied or silently lost.
+
+>>> with EventLog(":memory:") as log:
+...     r = log.append([
+...         {"event_id": "e1", "user_id": "u1", "type": "view", "ts": "2011-06-01T00:00:00Z"},
+...         {"event_id": "e1", "user_id": "u1", "type": "view", "ts": "2011-06-01T00:00:00Z"},
+...         {"event_id": "e2", "user_id": "u1", "type": "purchase", "ts": "2011-06-01T00:00:00Z"},
+...     ])
+...     batch, resume = log.read(0)
+>>> r.accepted, r.duplicates, r.rejected, r.last_offset, r.next_offset, resume
+(1, 1, 1, 0, 1, 1)
+>>> r.outcomes[2].field, batch.event_id.tolist()
+('price', ['e1'])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import sqlite_utils
+
+from online.events import BATCH_COLUMNS, Event, EventBatch, InvalidEvent, validate_event
+
+__all__ = ["AppendResult", "EventBatch", "EventLog", "Outcome"]
+
+Status = Literal["accepted", "duplicate", "rejected"]
+_LOOKUP_CHUNK = 500  # ids per IN (...) query: well under SQLite's bound-parameter limit
+_MAX_RAW_CHARS = 64 * 1024  # a quarantined payload larger than this is kept truncated
+_INSERT = (
+    'INSERT INTO events ("offset", event_id, user_id, type, ts, item_id, category, session_id,'
+    " price, quantity, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT = "SELECT " + ", ".join(f'"{c}"' for c in BATCH_COLUMNS) + " FROM events"
+_QUARANTINE = (
+    "INSERT INTO quarantine (received_at, source, batch_index, raw, field, reason)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_QUARANTINE_USER = "CASE WHEN json_valid(raw) THEN CAST(json_extract(raw, '$.user_id') AS TEXT) END"
+
+
+class Outcome(NamedTuple):
+    """What happened to payload ``index`` of an append batch."""
+
+    index: int
+    status: Status
+    offset: int | None  # the event's offset (for a duplicate: the offset already holding it)
+    event_id: str | None
+    reason: str | None = None
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """The outcome of one append batch, per payload and in total."""
+
+    outcomes: list[Outcome]
+    accepted: int
+    duplicates: int
+    rejected: int
+    last_offset: int | None  # offset of the last event accepted in this batch
+    next_offset: int  # the log's next offset once this batch committed
+
+
+class EventLog:
+    """The event log in one SQLite file; safe to share between threads (and processes).
+
+    ``pseudonymizer`` maps a user id to the id stored (e.g. a keyed hash); it is applied to
+    accepted events and to the ``user_id`` of quarantined payloads, and ``read_user`` /
+    ``erase_user`` take the stored id (``stored_user_id`` converts).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        pseudonymizer: Callable[[str], str] | None = None,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout_s: float = 30.0,
+    ) -> None:
+        self.path = path if str(path) == ":memory:" else Path(path)
+        self._pseudonymize = pseudonymizer
+        self._synchronous = synchronous
+        self._timeout = busy_timeout_s
+        self._memory = str(path) == ":memory:"
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._writer = self._connect()
+        self._create_schema()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves. One writer
+        # connection shared under a lock (appends serialise in SQLite anyway) and one reader
+        # connection per thread, so a long read never blocks an append (WAL snapshots).
+        conn = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=self._timeout
+        )
+        if not self._memory:
+            conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + synchronous=NORMAL: a commit is written to the WAL file (the OS page cache)
+        # before COMMIT returns, and fsynced only at checkpoints. An acknowledged append
+        # therefore survives a process crash (SIGKILL, OOM kill), which is the guarantee we
+        # give; only an OS crash or power loss may drop the last commits. FULL fsyncs the WAL
+        # on every commit (survives power loss, ~2-10x slower for small batches).
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: keeps the event_id index hot
+        conn.execute("PRAGMA temp_store=MEMORY")
+        return conn
+
+    def _create_schema(self) -> None:
+        db = sqlite_utils.Database(self._writer, execute_plugins=False)
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")  # two processes opening a new log at once
+            try:
+                db["events"].create(
+                    {
+                        "offset": int, "event_id": str, "user_id": str, "type": int, "ts": int,
+                        "item_id": str, "category": str, "session_id": str, "price": float,
+                        "quantity": int, "ingested_at": int,
+                    },
+                    pk="offset",
+                    not_null={"event_id", "user_id", "type", "ts", "quantity", "ingested_at"},
+                    if_not_exists=True,
+                )  # fmt: skip
+                events = db["events"]
+                # the unique index is what makes event_id the idempotency key
+                events.create_index(["event_id"], unique=True, if_not_exists=True)
+                events.create_index(["user_id", "offset"], if_not_exists=True)
+                events.create_index(["ts"], if_not_exists=True)
+                db["meta"].create({"key": str, "value": int}, pk="key", if_not_exists=True)
+                db["quarantine"].create(
+                    {
+                        "id": int, "received_at": int, "source": str, "batch_index": int,
+                        "raw": str, "field": str, "reason": str,
+                    },
+                    pk="id",
+                    if_not_exists=True,
+                )  # fmt: skip
+                self._writer.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) "
+                    "SELECT 'next_offset', COALESCE(MAX(\"offset\") + 1, 0) FROM events"
+                )
+                self._writer.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', 1)"
+                )
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        if self._closed:
+            raise sqlite3.ProgrammingError("the event log is closed")
+        if self._memory:  # an in-memory database exists in one connection only
+            with self._write_lock:
+                yield self._writer
+            return
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        yield conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if self._closed:
+            raise sqlite3.ProgrammingError("the event log is closed")
+        with self._write_lock:
+            conn = self._writer
+            # IMMEDIATE takes the write lock up front: the next_offset we read cannot change
+            # under us, even when another process appends to the same file.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        """Close every connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self._write_lock:
+            self._writer.close()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def stored_user_id(self, user_id: str) -> str:
+        """The id under which ``user_id``'s events are stored (pseudonymized when configured)."""
+        return self._pseudonymize(user_id) if self._pseudonymize else user_id
+
+    def append(
+        self,
+        payloads: Iterable[Mapping | Event],
+        *,
+        source: str = "python",
+        now_us: int | None = None,
+    ) -> AppendResult:
+        """Validate, deduplicate and append a batch in one transaction.
+
+        Dicts go through ``validate_event`` (``now_us`` pins "now" for the future-time rule);
+        ``Event`` objects are taken as validated. Returns one ``Outcome`` per payload.
+        """
+        received_at = time.time_ns() // 1000
+        outcomes: list[Outcome | None] = []
+        valid: list[tuple[int, Event]] = []
+        bad: list[tuple] = []
+        for index, payload in enumerate(payloads):
+            outcomes.append(None)
+            if isinstance(payload, Event):
+                valid.append((index, payload))
+                continue
+            try:
+                valid.append((index, validate_event(payload, now_us=now_us)))
+            except InvalidEvent as exc:
+                reason = str(exc)
+                if exc.field == "user_id" and self._pseudonymize:  # the raw id must not leak
+                    reason = f"user_id: {exc.message} [rule={exc.rule}]"
+                outcomes[index] = Outcome(
+                    index, "rejected", None, _event_id_of(payload), reason, exc.field
+                )
+                bad.append((received_at, source, index, self._raw(payload), exc.field, reason))
+        if not outcomes:
+            return AppendResult([], 0, 0, 0, None, self.next_offset)
+
+        with self._transaction() as conn:
+            first = conn.execute("SELECT value FROM meta WHERE key = 'next_offset'").fetchone()[0]
+            seen = _existing_offsets(conn, {ev.event_id for _, ev in valid})
+            fresh: list[tuple[int, Event]] = []
+            for index, ev in valid:
+                held = seen.get(ev.event_id)
+                if held is None:
+                    seen[ev.event_id] = first + len(fresh)  # a later repeat is a duplicate
+                    fresh.append((index, ev))
+                else:
+                    why = _DUP_IN_BATCH if held >= first else _DUP_IN_LOG
+                    outcomes[index] = Outcome(index, "duplicate", held, ev.event_id, why)
+            offsets = range(first, first + len(fresh))
+            rows = [
+                (o, *ev.to_record(), received_at) for o, (_, ev) in zip(offsets, fresh, strict=True)
+            ]
+            if self._pseudonymize is not None:
+                rows = self._pseudonymized(rows)
+            if rows:
+                conn.executemany(_INSERT, rows)
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'next_offset'", (offsets.stop,))
+            if bad:
+                conn.executemany(_QUARANTINE, bad)
+        for o, (index, ev) in zip(offsets, fresh, strict=True):
+            outcomes[index] = Outcome(index, "accepted", o, ev.event_id)
+        return AppendResult(
+            outcomes=outcomes,  # type: ignore[arg-type]  # every slot is filled by now
+            accepted=len(fresh),
+            duplicates=len(valid) - len(fresh),
+            rejected=len(bad),
+            last_offset=offsets[-1] if fresh else None,
+            next_offset=offsets.stop,
+        )
+
+    def _pseudonymized(self, rows: list[tuple]) -> list[tuple]:
+        pseudo, known = self._pseudonymize, {}
+        assert pseudo is not None
+        for user_id in {row[2] for row in rows}:
+            known[user_id] = pseudo(user_id)
+        return [(r[0], r[1], known[r[2]], *r[3:]) for r in rows]
+
+    def _raw(self, payload: Any) -> str:
+        """The payload as JSON text for the quarantine (user id pseudonymized, size capped)."""
+        obj = _jsonable(payload)
+        if self._pseudonymize and isinstance(obj, dict) and "user_id" in obj:
+            uid = obj["user_id"]
+            if isinstance(uid, str | int) and not isinstance(uid, bool):
+                obj["user_id"] = self._pseudonymize(str(uid))
+        text = json.dumps(obj, ensure_ascii=False)
+        if len(text) > _MAX_RAW_CHARS:
+            keep = {"truncated": True, "chars": len(text), "head": text[:_MAX_RAW_CHARS]}
+            if isinstance(obj, dict) and isinstance(obj.get("user_id"), str):
+                keep["user_id"] = obj["user_id"][:256]  # still findable by erase_user
+            text = json.dumps(keep, ensure_ascii=False)
+        return text
+
+    def erase_user(self, user_id: str) -> dict[str, Any]:
+        """Delete a user's events and quarantined payloads (``user_id`` as stored).
+
+        Offsets are not reused. Deleted pages are zeroed (``secure_delete``) and the WAL is
+        checkpointed and truncated, so the erased rows do not linger in the database files.
+        """
+        with self._write_lock:
+            self._writer.execute("PRAGMA secure_delete=ON")
+        try:
+            with self._transaction() as conn:
+                events = conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+                quarantined = conn.execute(
+                    f"DELETE FROM quarantine WHERE {_QUARANTINE_USER} = ?", (user_id,)
+                ).rowcount
+        finally:
+            with self._write_lock:
+                self._writer.execute("PRAGMA secure_delete=OFF")
+        checkpointed = True
+        if not self._memory:
+            with self._write_lock:
+                busy = self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            checkpointed = busy == 0
+        return {"events": events, "quarantine": quarantined, "wal_checkpointed": checkpointed}
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read(
+        self, from_offset: int = 0, limit: int = 100_000, *, to_offset: int | None = None
+    ) -> tuple[EventBatch, int]:
+        """Events with ``from_offset <= offset < to_offset`` in offset order, at most ``limit``.
+
+        Returns ``(batch, resume_offset)``: pass ``resume_offset`` as the next ``from_offset``
+        (last returned offset + 1, or ``from_offset`` when nothing was returned).
+        """
+        if limit <= 0:
+            return EventBatch.empty(), from_offset
+        upper = _MAX_INT64 if to_offset is None else to_offset
+        with self._reading() as conn:
+            rows = conn.execute(
+                f'{_SELECT} WHERE "offset" >= ? AND "offset" < ? ORDER BY "offset" LIMIT ?',
+                (from_offset, upper, limit),
+            ).fetchall()
+        if not rows:
+            return EventBatch.empty(), from_offset
+        return EventBatch.from_rows(rows), rows[-1][0] + 1
+
+    def read_user(
+        self,
+        user_id: str,
+        *,
+        until_ts_us: int | None = None,
+        limit: int | None = None,
+        before_ts_us: int | None = None,
+    ) -> EventBatch:
+        """A user's events in offset order (``user_id`` as stored).
+
+        ``until_ts_us`` keeps ``ts <= until``, ``before_ts_us`` keeps ``ts < before`` (raw event
+        times: with late events this is a superset of the "as of" prefix, which the caller
+        cuts by effective time). ``limit`` keeps the newest ``limit`` events (highest offsets).
+        """
+        where, args = ["user_id = ?"], [user_id]
+        if until_ts_us is not None:
+            where.append("ts <= ?")
+            args.append(until_ts_us)
+        if before_ts_us is not None:
+            where.append("ts < ?")
+            args.append(before_ts_us)
+        sql = f"{_SELECT} WHERE {' AND '.join(where)}"
+        if limit is not None:
+            sql = f'SELECT * FROM ({sql} ORDER BY "offset" DESC LIMIT ?) ORDER BY "offset"'
+            args.append(max(limit, 0))
+        else:
+            sql += ' ORDER BY "offset"'
+        with self._reading() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        return EventBatch.from_rows(rows)
+
+    def read_quarantine(self, from_id: int = 0, limit: int = 1_000) -> list[dict[str, Any]]:
+        """Quarantined payloads (oldest first), each with its reason and the raw JSON."""
+        with self._reading() as conn:
+            cur = conn.execute(
+                "SELECT id, received_at, source, batch_index, raw, field, reason"
+                " FROM quarantine WHERE id >= ? ORDER BY id LIMIT ?",
+                (from_id, limit),
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    @property
+    def next_offset(self) -> int:
+        """The offset the next accepted event will get (one past the newest ever appended)."""
+        with self._reading() as conn:
+            return conn.execute("SELECT value FROM meta WHERE key = 'next_offset'").fetchone()[0]
+
+    def count(self) -> int:
+        """The number of events held (offsets minus erased events)."""
+        with self._reading() as conn:
+            return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+    def stats(self) -> dict[str, Any]:
+        """Size and extent of the log, for operators and ``/metrics``."""
+        with self._reading() as conn:
+            events, users, first, last = conn.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT user_id), MIN(ts), MAX(ts) FROM events"
+            ).fetchone()
+            quarantined = conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
+            next_offset = conn.execute(
+                "SELECT value FROM meta WHERE key = 'next_offset'"
+            ).fetchone()[0]
+        size = 0
+        if not self._memory:
+            for suffix in ("", "-wal"):
+                f = Path(f"{self.path}{suffix}")
+                size += f.stat().st_size if f.exists() else 0
+        return {
+            "path": str(self.path), "events": events, "users": users,
+            "next_offset": next_offset, "quarantined": quarantined,
+            "first_ts_us": first, "last_ts_us": last, "size_bytes": size,
+        }  # fmt: skip
+
+
+_MAX_INT64 = 2**63 - 1
+_DUP_IN_LOG = "event_id already in the log"
+_DUP_IN_BATCH = "event_id repeated within the batch"
+
+
+def _existing_offsets(conn: sqlite3.Connection, event_ids: set[str]) -> dict[str, int]:
+    """event_id -> offset for those of ``event_ids`` already in the log."""
+    ids = list(event_ids)
+    found: dict[str, int] = {}
+    for start in range(0, len(ids), _LOOKUP_CHUNK):
+        chunk = ids[start : start + _LOOKUP_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        found.update(
+            conn.execute(
+                f'SELECT event_id, "offset" FROM events WHERE event_id IN ({marks})', chunk
+            ).fetchall()
+        )
+    return found
+
+
+def _event_id_of(payload: Any) -> str | None:
+    event_id = payload.get("event_id") if isinstance(payload, Mapping) else None
+    return event_id if isinstance(event_id, str) and 0 < len(event_id) <= 128 else None
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """``value`` made JSON-safe for SQLite's json1 (no NaN/inf, string keys, repr fallback)."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if depth < 20 and isinstance(value, Mapping):
+        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    if depth < 20 and isinstance(value, list | tuple):
+        return [_jsonable(v, depth + 1) for v in value]
+    return repr(value)[:1000]
