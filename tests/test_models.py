@@ -52,8 +52,8 @@ def make_stream(n: int = 300, n_users: int = 8, seed: int = 0) -> list[tuple]:
             "event_count": float(s[0]),
             "purchase_count": float(s[1]),
             "spend_total": s[2],
-            # Never purchased: NaN, as a served "time since" feature would be.
-            "seconds_since_last_purchase": math.nan if s[3] is None else (t - s[3]) / 1e6,
+            # Never purchased: -1.0, as the catalogue serves a "since" feature without source.
+            "seconds_since_last_purchase": -1.0 if s[3] is None else (t - s[3]) / 1e6,
             "carts_7d": float(s[4]),
         }
         out.append((user, t, x, is_purchase))
@@ -73,8 +73,17 @@ def _propensity():
     return PurchasePropensity(FEATURES, horizon_us=DAY_US, min_spacing_us=0, max_pending=50)
 
 
+SEGMENT_NAMES = {
+    "recency": "seconds_since_last_purchase",
+    "recency_days_per_unit": 1 / 86_400,
+    "frequency": "purchase_count",
+    "monetary": "spend_total",
+    "avg_order_value": None,
+}
+
+
 def _segments():
-    return UserSegments(n_clusters=3, period_us=HOUR_US)
+    return UserSegments(n_clusters=3, period_us=HOUR_US, **SEGMENT_NAMES)
 
 
 def _modelset():
@@ -356,9 +365,7 @@ def test_linear_contributions_add_up_to_the_logit():
         FEATURES, key=lambda f: (-abs(next(c for c in top if c["feature"] == f)["contribution"]), f)
     )
     assert m.explain_one(x, top=2) == top[:2]
-    assert {c["feature"]: c["value"] for c in top}["seconds_since_last_purchase"] == (
-        0.0 if math.isnan(x["seconds_since_last_purchase"]) else x["seconds_since_last_purchase"]
-    )
+    assert {c["feature"]: c["value"] for c in top} == x
 
 
 def test_occlusion_explains_a_non_linear_model():
@@ -376,7 +383,7 @@ def test_occlusion_explains_a_non_linear_model():
 
 
 def test_a_user_contributes_at_most_once_per_period():
-    s = UserSegments()
+    s = UserSegments(**SEGMENT_NAMES)
     x = {"purchase_count": 3.0, "spend_total": 90.0, "seconds_since_last_purchase": 3600.0}
     learnt = [s.observe("heavy", h * HOUR_US, x) for h in range(48)]
     assert learnt == [True] + [False] * 23 + [True] + [False] * 23
@@ -385,7 +392,7 @@ def test_a_user_contributes_at_most_once_per_period():
 
 
 def test_segment_prediction_matches_river_kmeans_and_is_pure():
-    s = UserSegments(n_clusters=4)
+    s = UserSegments(n_clusters=4, **SEGMENT_NAMES)
     for user, t, x, _ in make_stream(n=300, n_users=30):
         s.observe(user, t, x)
     for _, _, x, _ in make_stream(n=50, seed=9):
@@ -397,17 +404,20 @@ def test_segment_prediction_matches_river_kmeans_and_is_pure():
 
 def test_segment_labels_describe_centroids_against_the_mean():
     s = UserSegments(n_clusters=2, seed=1, period_us=1)
-    day = 86_400.0
-    whale = {"seconds_since_last_purchase": day, "purchase_count": 50.0, "spend_total": 9000.0}
-    gone = {"seconds_since_last_purchase": 200 * day, "purchase_count": 1.0, "spend_total": 9.0}
+    whale = {"rfm_recency_days": 1.0, "rfm_frequency": 50.0, "rfm_monetary": 9e3}
+    gone = {"rfm_recency_days": 200.0, "rfm_frequency": 1.0, "rfm_monetary": 9.0}
+    whale["avg_order_value"] = whale["rfm_monetary"] / whale["rfm_frequency"]
+    gone["avg_order_value"] = 9.0
     for t in range(60):
         s.observe("whale", t, whale)
         s.observe("gone", t, gone)
     assert s.segment(whale)["label"] == "frequent, high spend, recent, large baskets"
     assert s.segment(gone)["label"] == "occasional, low spend, lapsed, small baskets"
     assert s.segment(whale)["centroid_distance"] < 0.1
-    never = s.rfm({"purchase_count": 0.0, "seconds_since_last_purchase": math.nan})
-    assert never == {0: math.log1p(365.0), 1: 0.0, 2: 0.0, 3: 0.0}
+    capped = {0: math.log1p(365.0), 1: 0.0, 2: 0.0, 3: 0.0}
+    for recency in (-1.0, math.nan, None):  # the catalogue's "no purchase yet" and worse
+        assert s.rfm({"rfm_recency_days": recency, "rfm_frequency": 0.0}) == capped
+    assert s.rfm({"rfm_recency_days": 9e9})[0] == math.log1p(365.0)
 
 
 # -- the model set ---------------------------------------------------------------------------

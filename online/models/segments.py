@@ -22,11 +22,12 @@ _LABEL_ORDER = (1, 2, 0, 3)
 class UserSegments(base.Clusterer):
     """Which kind of customer a user is, from recency, frequency and spend.
 
-    A user's served features become four RFM values: recency in days (since the last purchase,
-    capped at `recency_cap_days`, the cap also standing for "never purchased"), purchase
-    count, total spend and average order value (spend / count, or the `avg_order_value`
-    feature). All four have heavy tails, so each is `log1p`-transformed, then standardised
-    by a River `StandardScaler` and clustered by River's `cluster.KMeans`.
+    A user's served features become four RFM values: recency in days since the last purchase
+    (capped at `recency_cap_days`; a missing, non-finite or negative recency, the catalogue's
+    -1.0 for "no purchase yet", counts as the cap), order count, total spend and average order
+    value (the `avg_order_value` feature, or spend / count when that is None). All four have
+    heavy tails, so each is `log1p`-transformed, then standardised by a River `StandardScaler`
+    and clustered by River's `cluster.KMeans`. The defaults are the catalogue's RFM names.
 
     `observe` learns from a user at most once per `period_us` of event time (one calendar
     bucket `t_us // period_us`, default a UTC day), so a heavy user does not pull every
@@ -41,9 +42,9 @@ class UserSegments(base.Clusterer):
     Parameters
     ----------
     recency
-        Feature holding the time since the last purchase, in units of `recency_unit_s` seconds.
+        Feature holding the time since the last purchase (times `recency_days_per_unit`: days).
     frequency
-        Feature holding the purchase count.
+        Feature holding the number of orders.
     monetary
         Feature holding the total spend.
     avg_order_value
@@ -56,8 +57,8 @@ class UserSegments(base.Clusterer):
         Seed of the initial centroid positions.
     period_us
         A user contributes at most one example per period of event time.
-    recency_unit_s
-        Seconds per unit of the recency feature (86400: the feature is in seconds).
+    recency_days_per_unit
+        Days per unit of the recency feature: 1.0 for days, 1 / 86400 for seconds.
     recency_cap_days
         Recency above this, missing or not finite, counts as this many days.
     label_threshold
@@ -66,13 +67,10 @@ class UserSegments(base.Clusterer):
     Examples
     --------
 
-    >>> segments = UserSegments(n_clusters=2, seed=1)
-    >>> day = 86_400
+    >>> segments = UserSegments(n_clusters=2, seed=1, avg_order_value=None)
     >>> for i in range(40):
-    ...     loyal = {"seconds_since_last_purchase": 2 * day, "purchase_count": 30 + i % 3,
-    ...              "spend_total": 3000.0}
-    ...     lapsed = {"seconds_since_last_purchase": 300 * day, "purchase_count": 1,
-    ...               "spend_total": 20.0 + i % 2}
+    ...     loyal = {"rfm_recency_days": 2.0, "rfm_frequency": 30 + i % 3, "rfm_monetary": 3e3}
+    ...     lapsed = {"rfm_recency_days": 300.0, "rfm_frequency": 1, "rfm_monetary": 20 + i % 2}
     ...     _ = segments.observe("loyal", i * DAY_US, loyal)
     ...     _ = segments.observe("lapsed", i * DAY_US, lapsed)
     >>> for s in (segments.segment(loyal), segments.segment(lapsed)):
@@ -84,22 +82,22 @@ class UserSegments(base.Clusterer):
 
     def __init__(
         self,
-        recency: str = "seconds_since_last_purchase",
-        frequency: str = "purchase_count",
-        monetary: str = "spend_total",
-        avg_order_value: str | None = None,
+        recency: str = "rfm_recency_days",
+        frequency: str = "rfm_frequency",
+        monetary: str = "rfm_monetary",
+        avg_order_value: str | None = "avg_order_value",
         n_clusters: int = 5,
         halflife: float = 0.1,
         seed: int = 42,
         period_us: int = DAY_US,
-        recency_unit_s: float = 86_400.0,
+        recency_days_per_unit: float = 1.0,
         recency_cap_days: float = 365.0,
         label_threshold: float = 0.5,
     ):
-        if n_clusters < 1 or period_us < 1 or recency_unit_s <= 0:
+        if n_clusters < 1 or period_us < 1 or recency_days_per_unit <= 0:
             raise ValueError(
-                "need n_clusters >= 1, period_us >= 1, recency_unit_s > 0; got "
-                f"{n_clusters}, {period_us}, {recency_unit_s}"
+                "need n_clusters >= 1, period_us >= 1, recency_days_per_unit > 0; got "
+                f"{n_clusters}, {period_us}, {recency_days_per_unit}"
             )
         self.recency = recency
         self.frequency = frequency
@@ -109,7 +107,7 @@ class UserSegments(base.Clusterer):
         self.halflife = halflife
         self.seed = seed
         self.period_us = period_us
-        self.recency_unit_s = recency_unit_s
+        self.recency_days_per_unit = recency_days_per_unit
         self.recency_cap_days = recency_cap_days
         self.label_threshold = label_threshold
 
@@ -129,8 +127,11 @@ class UserSegments(base.Clusterer):
     def rfm(self, x: dict) -> dict[int, float]:
         """log1p of (recency days, frequency, monetary, average order value), keyed 0..3."""
         cap = self.recency_cap_days
-        seconds = _finite(x.get(self.recency))
-        days = cap if seconds is None else min(max(seconds, 0.0) / self.recency_unit_s, cap)
+        recency = _finite(x.get(self.recency))
+        if recency is None or recency < 0:
+            days = cap
+        else:
+            days = min(recency * self.recency_days_per_unit, cap)
         freq = max(_finite(x.get(self.frequency)) or 0.0, 0.0)
         spend = max(_finite(x.get(self.monetary)) or 0.0, 0.0)
         if self.avg_order_value is None:
