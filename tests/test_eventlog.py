@@ -362,12 +362,14 @@ def test_acknowledged_appends_survive_sigkill(tmp_path):
 def test_readers_see_whole_batches_only(log):
     done = threading.Event()
     seen_sizes: list[int] = []
+    holes: list[list[int]] = []
 
     def reader() -> None:
         while not done.is_set():
             batch = all_events(log)
             seen_sizes.append(len(batch))
-            assert batch.offset.tolist() == list(range(len(batch)))
+            if batch.offset.tolist() != list(range(len(batch))):
+                holes.append(batch.offset.tolist())
 
     th = threading.Thread(target=reader)
     th.start()
@@ -377,4 +379,4 @@ def test_readers_see_whole_batches_only(log):
     finally:
         done.set()
         th.join()
-    assert seen_sizes and all(n % 10 == 0 for n in seen_sizes)
+    assert seen_sizes and all(n % 10 == 0 for n in seen_sizes) and not holes
