@@ -1,0 +1,293 @@
+"""The projector: reads the event log in offset order, keeps feature state, serves profiles.
+
+It applies batches through the kernels, tracks the offset it reached and the watermark (the
+newest effective event time applied), checkpoints state + offset (+ the contributors' state)
+atomically, and resumes from the latest checkpoint on construction, so a restart gives exactly
+the state an uninterrupted run would.
+
+Profile parts computed outside the kernels (segment, propensity, model version) come from
+``ProfileContributor`` objects: the projector calls them once per applied batch (with the
+users' row indices and effective times) and once per profile, and checkpoints them with the
+state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from online import catalogue as cat
+from online import kernels
+from online.state import UserState, fsync_dir
+
+CHECKPOINT_FORMAT = 1
+_CURRENT = "CURRENT"  # names the live checkpoint directory; replaced atomically
+
+
+class UnknownUser(LookupError):
+    """A user with no events in the log (as of T: none with effective ts <= T)."""
+
+    def __init__(self, user_id: str, as_of_us: int | None = None) -> None:
+        self.user_id = user_id
+        self.as_of_us = as_of_us
+        when = "" if as_of_us is None else f" as of {cat.iso_utc(as_of_us)}"
+        super().__init__(f"user {user_id!r} has no events{when}")
+
+
+@dataclass(frozen=True)
+class ServedFeatures:
+    """Served feature values of one user at ``as_of_us``, reflecting the log below ``offset``."""
+
+    user_id: str
+    as_of_us: int
+    offset: int
+    values: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``features`` object of a profile body (ISO timestamps, plain numbers)."""
+        return {name: cat.json_value(name, v) for name, v in self.values.items()}
+
+
+class ProfileContributor(ABC):
+    """A part of the profile computed outside the feature kernels (the online models)."""
+
+    name: str = "contributor"  # its checkpoint sub-directory
+
+    @abstractmethod
+    def on_batch(self, projector: Projector, batch, user_idx: np.ndarray,
+                 eff_ts: np.ndarray) -> None:
+        """Called after each applied batch: row index and effective ts of every event.
+
+        Per-event feature values (after each event, no look-ahead inside the batch) are
+        ``kernels.apply(..., event_rows=...)`` rows; ``projector.event_rows`` holds them for
+        the batch when this contributor sets ``wants_event_rows = True``.
+        """
+
+    @abstractmethod
+    def contribute(self, body: dict[str, Any], features: ServedFeatures) -> None:
+        """Fill this contributor's keys of a profile body (e.g. segment, propensity)."""
+
+    def save(self, directory: Path) -> None:  # noqa: B027 - optional: stateless by default
+        """Write the contributor's state into ``directory`` (exists, fsynced by the caller)."""
+
+    def load(self, directory: Path) -> None:  # noqa: B027
+        """Restore the state written by ``save``."""
+
+    wants_event_rows: bool = False
+
+
+class Projector:
+    """Projects the event log into per-user feature state; resumes from its checkpoint."""
+
+    def __init__(self, log, state_dir: str | Path, *,
+                 contributors: Iterable[ProfileContributor] = ()) -> None:
+        self.log = log
+        self.state_dir = Path(state_dir)
+        self.contributors = list(contributors)
+        self.state = UserState()
+        self.offset = 0
+        self.watermark_us = cat.NO_TS
+        self.event_rows: dict[str, np.ndarray] | None = None
+        self._load_latest()
+
+    # -- projection ------------------------------------------------------------------------
+
+    def run(self, batch_size: int = 100_000, until_offset: int | None = None,
+            progress: bool = False) -> int:
+        """Apply the log from the resume offset (to ``until_offset``); returns events applied."""
+        applied = 0
+        bar = _progress(progress, self.log, until_offset, self.offset)
+        while until_offset is None or self.offset < until_offset:
+            batch, resume = self.log.read(self.offset, limit=batch_size, to_offset=until_offset)
+            if len(batch) == 0:
+                break
+            self.apply_batch(batch)
+            self.offset = resume
+            applied += len(batch)
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        return applied
+
+    def apply_batch(self, batch) -> np.ndarray:
+        """Apply one batch (the caller moves ``offset``); returns effective ts per event."""
+        state = self.state
+        user_idx = state.index_users(batch.user_id)
+        rows = True if any(c.wants_event_rows for c in self.contributors) else None
+        out = kernels.apply_encoded(
+            state, user_idx, batch.ts, batch.type, batch.price, batch.quantity,
+            state.encode_items(batch.item_id), state.encode_categories(batch.category),
+            event_rows=rows,
+        )
+        eff, self.event_rows = out if rows else (out, None)
+        if len(eff):
+            self.watermark_us = max(self.watermark_us, int(eff.max()))
+            for c in self.contributors:
+                c.on_batch(self, batch, user_idx, eff)
+        self.event_rows = None
+        return eff
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def checkpoint(self) -> Path:
+        """Write state + offset + contributors atomically; returns the checkpoint directory."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        target = Path(tempfile.mkdtemp(prefix=f"ckpt-{self.offset:020d}-", dir=self.state_dir))
+        try:
+            self.state.write_into(target)
+            for c in self.contributors:
+                sub = target / c.name
+                sub.mkdir()
+                c.save(sub)
+                _fsync_tree(sub)
+            meta = {"format": CHECKPOINT_FORMAT, "offset": self.offset,
+                    "watermark_us": self.watermark_us}
+            _write_text(target / "meta.json", json.dumps(meta))
+            fsync_dir(target)
+            fsync_dir(self.state_dir)
+            _write_text(self.state_dir / f"{_CURRENT}.tmp", target.name)
+            os.replace(self.state_dir / f"{_CURRENT}.tmp", self.state_dir / _CURRENT)
+            fsync_dir(self.state_dir)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        for old in self.state_dir.glob("ckpt-*"):
+            if old.name != target.name:
+                shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def _load_latest(self) -> None:
+        current = self.state_dir / _CURRENT
+        if not current.exists():
+            return
+        directory = self.state_dir / current.read_text("utf-8").strip()
+        meta = json.loads((directory / "meta.json").read_text("utf-8"))
+        if meta["format"] != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format: expected {CHECKPOINT_FORMAT}, "
+                             f"got {meta['format']} in {directory}")
+        self.state = UserState.load(directory)
+        self.offset = int(meta["offset"])
+        self.watermark_us = int(meta["watermark_us"])
+        for c in self.contributors:
+            if (directory / c.name).is_dir():
+                c.load(directory / c.name)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def features(self, user_id: str, at_us: int | None = None) -> ServedFeatures:
+        """Served values of a user from the live state at ``at_us`` (default the watermark)."""
+        row = self.state.user_index(_stored_id(self.log, user_id))
+        if row is None:
+            raise UnknownUser(user_id)
+        t = self.watermark_us if at_us is None else int(at_us)
+        t = max(t, int(self.state.ints[row, kernels.I_LAST_TS]))
+        values = kernels.evaluate(self.state, [row], t)
+        return ServedFeatures(user_id, t, self.offset, {k: _scalar(v[0]) for k, v in
+                                                        values.items()})
+
+    def profile(self, user_id: str, as_of: int | None = None) -> dict[str, Any]:
+        """The profile body: latest (at the watermark) or as of ``as_of`` (µs) via the log."""
+        if as_of is None:
+            served = self.features(user_id)
+        else:
+            served = features_as_of(self.log, user_id, int(as_of))
+        body: dict[str, Any] = {
+            "user_id": user_id,
+            "as_of": cat.iso_utc(served.as_of_us),
+            "offset": served.offset,
+            "features": served.to_json(),
+            "segment": None,
+            "propensity": None,
+            "model_version": None,
+        }
+        for c in self.contributors:
+            c.contribute(body, served)
+        return body
+
+    def erase_user(self, user_id: str) -> dict[str, Any]:
+        """Forget a user's state (erasure); returns what was removed."""
+        return {"state_rows": int(self.state.erase(_stored_id(self.log, user_id)))}
+
+
+def features_as_of(log, user_id: str, t_us: int) -> ServedFeatures:
+    """Served values as of T recomputed from the user's log history (the prefix rule).
+
+    Effective times are taken over the user's whole history in offset order, and the state
+    as of T is the one after the prefix of events with effective ts <= T, run through the
+    same kernels with a fresh single-user state.  ``offset`` is the offset after the last
+    event included.  Raises ``UnknownUser`` when no event has effective ts <= T.
+    """
+    batch = log.read_user(_stored_id(log, user_id))
+    if len(batch) == 0:
+        raise UnknownUser(user_id, t_us)
+    eff = np.maximum.accumulate(batch.ts)
+    n = int(np.searchsorted(eff, t_us, side="right"))
+    if n == 0:
+        raise UnknownUser(user_id, t_us)
+    state = UserState(capacity=1)
+    kernels.apply(state, batch.take(slice(0, n)))
+    values = kernels.evaluate(state, [0], t_us)
+    return ServedFeatures(user_id, int(t_us), int(batch.offset[n - 1]) + 1,
+                          {k: _scalar(v[0]) for k, v in values.items()})
+
+
+def _stored_id(log, user_id: str) -> str:
+    # the log may pseudonymize ids; state and log hold the stored form
+    to_stored = getattr(log, "stored_user_id", None)
+    return to_stored(user_id) if to_stored is not None else user_id
+
+
+def _scalar(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in sorted(directory.rglob("*"), reverse=True):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        else:
+            fsync_dir(path)
+    fsync_dir(directory)
+
+
+class _Progress:
+    """A rich progress bar on stderr (only when asked for)."""
+
+    def __init__(self, total: int | None) -> None:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self._bar = Progress(console=Console(stderr=True), transient=True)
+        self._task = self._bar.add_task("projecting", total=total)
+        self._bar.start()
+
+    def update(self, n: int) -> None:
+        self._bar.advance(self._task, n)
+
+    def close(self) -> None:
+        self._bar.stop()
+
+
+def _progress(enabled: bool, log, until_offset: int | None, start: int) -> _Progress | None:
+    if not enabled:
+        return None
+    end = until_offset if until_offset is not None else getattr(log, "next_offset", None)
+    return _Progress(None if end is None else max(end - start, 0))

@@ -1,0 +1,243 @@
+"""Per-user feature state: struct-of-arrays numpy storage, id maps, atomic save and load.
+
+Each array below has one row per user (dense index assigned in first-appearance order) and a
+fixed set of named columns; the kernels in ``online/kernels.py`` read and write them.  Rows of
+one array are contiguous, so applying an event touches few cache lines.
+
+- ``ints`` int64 ``[n, N_INT]`` counters and timestamps (columns ``I_*``)
+- ``floats`` float64 ``[n, N_FLOAT]`` totals and decayed sums at ``last_event_ts`` (``F_*``)
+- ``win_count`` int32 / ``win_spend`` float64 ``[n, WIN_SLOTS]`` the bucket rings of all
+  windows side by side (ring ``r`` at ``WIN_OFFSETS[r]``), ``win_head`` int64 ``[n, 2 * n_windows]``
+  per ring the newest bucket number written, then (columns ``n_windows + r``) its slot
+- ``cat_code`` int32 / ``cat_weight`` float64 ``[n, INTEREST_SLOTS]`` category affinity slots
+- ``hll`` uint8 ``[n, 2**HLL_P]`` HyperLogLog registers of viewed items
+- ``recent`` int32 ``[n, RECENT_ITEMS]`` ring of the last item codes
+
+Item and category strings are mapped to dense int codes (``-1`` = none); an item also keeps a
+stable 64-bit hash (blake2b of its UTF-8 text) so HyperLogLog results do not depend on codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from online import catalogue as cat
+
+# int64 columns
+(
+    I_EVENT_COUNT, I_VIEW, I_ADD_TO_CART, I_REMOVE_FROM_CART, I_PURCHASE, I_REFUND,
+    I_ITEMS_PURCHASED, I_FIRST_TS, I_LAST_TS, I_LAST_PURCHASE_TS, I_FIRST_ORDER_TS,
+    I_ORDER_COUNT, I_SESSION_COUNT, I_SESSION_EVENTS, I_SESSION_FLAGS, I_CART_SESSIONS,
+    I_CONVERTED_CART_SESSIONS, I_RECENT_COUNT,
+) = range(18)
+N_INT = 18
+I_TYPE0 = I_VIEW  # per-type counts are I_TYPE0 + type code
+SESSION_HAS_CART, SESSION_HAS_PURCHASE = 1, 2  # bits of I_SESSION_FLAGS
+
+# float64 columns
+F_SPEND, F_REFUND = 0, 1
+F_DECAYED_EVENTS = 2  # + half-life index
+F_DECAYED_SPEND = F_DECAYED_EVENTS + len(cat.HALF_LIVES)
+N_FLOAT = F_DECAYED_SPEND + len(cat.HALF_LIVES)
+
+WIN_SIZES = np.array([n for _, _, n in cat.WINDOWS], dtype=np.int64)
+WIN_WIDTHS = np.array([w for _, w, _ in cat.WINDOWS], dtype=np.int64)
+WIN_OFFSETS = np.concatenate([[0], np.cumsum(WIN_SIZES)[:-1]]).astype(np.int64)
+WIN_SLOTS = int(WIN_SIZES.sum())
+HLL_M = 1 << cat.HLL_P
+
+_NO_TS_COLS = (I_FIRST_TS, I_LAST_TS, I_LAST_PURCHASE_TS, I_FIRST_ORDER_TS)
+_ARRAYS = {  # name: (dtype, columns, initial value)
+    "ints": (np.int64, N_INT, 0),
+    "floats": (np.float64, N_FLOAT, 0.0),
+    "win_count": (np.int32, WIN_SLOTS, 0),
+    "win_spend": (np.float64, WIN_SLOTS, 0.0),
+    "win_head": (np.int64, 2 * len(cat.WINDOWS), 0),
+    "cat_code": (np.int32, cat.INTEREST_SLOTS, -1),
+    "cat_weight": (np.float64, cat.INTEREST_SLOTS, 0.0),
+    "hll": (np.uint8, HLL_M, 0),
+    "recent": (np.int32, cat.RECENT_ITEMS, -1),
+}
+
+
+def stable_hash(text: str) -> int:
+    """A process-independent signed 64-bit hash of ``text`` (Python's hash() is salted)."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+class CodeMap:
+    """Dense int codes for strings, in first-appearance order, with the map back."""
+
+    def __init__(self, values: list[str] | None = None) -> None:
+        self.values: list[str | None] = list(values or [])  # None: an erased entry
+        self.codes: dict[str, int] = {v: i for i, v in enumerate(self.values) if v is not None}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def encode(self, column: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Codes (int64, -1 for None) of a column of str/None; also the strings newly added."""
+        local, uniques = pd.factorize(np.asarray(column, dtype=object), use_na_sentinel=True)
+        added: list[str] = []
+        mapped = np.empty(len(uniques) + 1, dtype=np.int64)
+        mapped[-1] = -1  # local code -1 (None) indexes the last slot
+        for j, value in enumerate(uniques):
+            code = self.codes.get(value)
+            if code is None:
+                code = self.codes[value] = len(self.values)
+                self.values.append(value)
+                added.append(value)
+            mapped[j] = code
+        return mapped[local], added
+
+
+class UserState:
+    """Feature state of all users: growable numpy arrays plus user/item/category code maps."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.users = CodeMap()
+        self.items = CodeMap()
+        self.categories = CodeMap()
+        self.item_hash = np.zeros(0, dtype=np.int64)
+        self.n_users = 0
+        self._alloc(max(int(capacity), 1))
+
+    def _alloc(self, capacity: int) -> None:
+        old = {name: getattr(self, name, None) for name in _ARRAYS}
+        for name, (dtype, cols, init) in _ARRAYS.items():
+            arr = np.full((capacity, cols), init, dtype=dtype)
+            if name == "ints":
+                arr[:, list(_NO_TS_COLS)] = cat.NO_TS
+            if old[name] is not None:  # rows past the old capacity keep initial values
+                arr[: len(old[name])] = old[name]
+            setattr(self, name, arr)
+        self.capacity = capacity
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The state arrays cut to the known users (views, not copies)."""
+        return {name: getattr(self, name)[: self.n_users] for name in _ARRAYS}
+
+    def index_users(self, user_ids: np.ndarray) -> np.ndarray:
+        """Dense row index (int64) of each user id, adding unseen users (amortised doubling)."""
+        idx, added = self.users.encode(user_ids)
+        if (idx < 0).any():
+            raise ValueError("user_id must be a non-empty string for every event, got None")
+        self.n_users = len(self.users)
+        if self.n_users > self.capacity:
+            self._alloc(max(self.n_users, 2 * self.capacity))
+        return idx
+
+    def encode_items(self, item_ids: np.ndarray) -> np.ndarray:
+        """Item codes (int32, -1 = none); new items get their stable hash recorded."""
+        codes, added = self.items.encode(item_ids)
+        if added:
+            extra = np.array([stable_hash(v) for v in added], dtype=np.int64)
+            self.item_hash = np.concatenate([self.item_hash, extra])
+        return codes.astype(np.int32)
+
+    def encode_categories(self, categories: np.ndarray) -> np.ndarray:
+        """Category codes (int32, -1 = none)."""
+        return self.categories.encode(categories)[0].astype(np.int32)
+
+    def user_index(self, user_id: str) -> int | None:
+        """Row of ``user_id``, None when the user has no events in this state."""
+        return self.users.codes.get(user_id)
+
+    def erase(self, user_id: str) -> int:
+        """Forget a user (erasure): reset its row and drop its id; returns rows cleared (0/1).
+
+        The row stays allocated (indices of other users do not move) and is never reused.
+        """
+        row = self.users.codes.pop(user_id, None)
+        if row is None:
+            return 0
+        self.users.values[row] = None
+        for name, (_, _, init) in _ARRAYS.items():
+            getattr(self, name)[row] = init
+        self.ints[row, list(_NO_TS_COLS)] = cat.NO_TS
+        return 1
+
+    def bytes_per_user(self) -> int:
+        """Bytes of numpy state per user row (code maps not included)."""
+        return sum(np.dtype(dt).itemsize * cols for dt, cols, _ in _ARRAYS.values())
+
+    def equals(self, other: UserState) -> bool:
+        """Bit-for-bit equality of arrays and code maps (floats compared by their bits)."""
+        if (self.users.values, self.items.values, self.categories.values) != (
+            other.users.values, other.items.values, other.categories.values
+        ):
+            return False
+        a, b = self.arrays(), other.arrays()
+        return all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+    def save(self, directory: str | Path) -> None:
+        """Write the state to ``directory`` atomically (tmp dir, fsync, rename over)."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        try:
+            self.write_into(tmp)
+            fsync_dir(tmp)
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+                os.replace(directory, old)
+                os.replace(tmp, directory)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, directory)
+            fsync_dir(directory.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def write_into(self, directory: Path) -> None:
+        """Write arrays (.npy) and code maps (json) into an existing directory, fsynced."""
+        for name, arr in self.arrays().items():
+            _write(directory / f"{name}.npy", lambda f, a=arr: np.save(f, a))
+        _write(directory / "item_hash.npy", lambda f: np.save(f, self.item_hash))
+        maps = {
+            "users": self.users.values,
+            "items": self.items.values,
+            "categories": self.categories.values,
+        }
+        _write(directory / "codes.json", lambda f: f.write(json.dumps(maps).encode("utf-8")))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> UserState:
+        """Read a state written by ``save`` / ``write_into``."""
+        directory = Path(directory)
+        maps = json.loads((directory / "codes.json").read_text("utf-8"))
+        state = cls(capacity=max(len(maps["users"]), 1))
+        state.users = CodeMap(maps["users"])
+        state.items = CodeMap(maps["items"])
+        state.categories = CodeMap(maps["categories"])
+        state.n_users = len(state.users)
+        state.item_hash = np.load(directory / "item_hash.npy")
+        for name in _ARRAYS:
+            getattr(state, name)[: state.n_users] = np.load(directory / f"{name}.npy")
+        return state
+
+
+def _write(path: Path, writer) -> None:
+    with open(path, "wb") as f:
+        writer(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so renames and new entries in it are durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

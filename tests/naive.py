@@ -1,0 +1,200 @@
+"""Plain-Python reference of every catalogue feature: a dict per user and straightforward loops.
+
+It keeps each user's applied events and recomputes features from that list, so it shares no
+state layout with the kernels.  Where a float result depends on the order of operations
+(decayed sums, window sums) it uses the order the catalogue documents, so kernels and
+reference can be compared exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+from online import catalogue as cat
+from online.state import HLL_M, stable_hash
+
+VIEW, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE, REFUND = range(5)
+TYPE_NAMES = ("view", "add_to_cart", "remove_from_cart", "purchase", "refund")
+
+
+def amount_of(e: dict) -> float:
+    """price x quantity of a purchase or refund (0.0 for others or a missing price)."""
+    if e["type"] in (PURCHASE, REFUND) and e["price"] is not None and e["price"] == e["price"]:
+        return e["price"] * e["quantity"]
+    return 0.0
+
+
+def replay(events: list[dict]) -> dict[str, list[dict]]:
+    """Apply events in log order: per user the list of events with their effective ts."""
+    users: dict[str, list[dict]] = {}
+    for e in events:
+        mine = users.setdefault(e["user_id"], [])
+        eff = e["ts"] if not mine else max(e["ts"], mine[-1]["eff"])
+        mine.append({**e, "eff": eff})
+    return users
+
+
+def _decayed(applied: list[dict], rate: float, value_of) -> float:
+    # incremental form: decay to each new effective time, then add (the documented order)
+    v, last = 0.0, None
+    for e in applied:
+        if last is not None and e["eff"] > last:
+            v = v * math.exp(-(float(e["eff"] - last) * rate))
+        v = v + value_of(e)
+        last = e["eff"]
+    return v
+
+
+def _interest_slots(applied: list[dict]) -> list[list]:
+    rate = math.log(2.0) / cat.INTEREST_HALF_LIFE_US
+    slots: list[list] = []  # [category, weight] in slot order
+    last = None
+    for e in applied:
+        if last is not None and e["eff"] > last:
+            f = math.exp(-(float(e["eff"] - last) * rate))
+            for s in slots:
+                s[1] = s[1] * f
+        last = e["eff"]
+        w = cat.INTEREST_WEIGHTS[e["type"]]
+        if e["category"] is None or w <= 0.0:
+            continue
+        for s in slots:
+            if s[0] == e["category"]:
+                s[1] = s[1] + w
+                break
+        else:
+            if len(slots) < cat.INTEREST_SLOTS:
+                slots.append([e["category"], w])
+            else:  # replace the smallest weight, the lowest slot on ties
+                m = min(range(len(slots)), key=lambda k: (slots[k][1], k))
+                slots[m] = [e["category"], w]
+    return slots
+
+
+def _hll(applied: list[dict]) -> int:
+    regs = [0] * HLL_M
+    for e in applied:
+        if e["type"] != VIEW or e["item_id"] is None:
+            continue
+        h = stable_hash(e["item_id"])
+        reg = (h >> (64 - cat.HLL_P)) & (HLL_M - 1)
+        bits = format(h & ((1 << (64 - cat.HLL_P)) - 1), f"0{64 - cat.HLL_P}b")
+        rank = len(bits) - len(bits.lstrip("0")) + 1
+        regs[reg] = max(regs[reg], rank)
+    if all(r == 0 for r in regs):
+        return 0
+    s = 0.0
+    for r in regs:
+        s += 2.0 ** -r
+    zeros = regs.count(0)
+    alpha = 0.7213 / (1.0 + 1.079 / HLL_M)
+    est = alpha * HLL_M * HLL_M / s
+    if est <= 2.5 * HLL_M and zeros > 0:
+        est = HLL_M * math.log(HLL_M / zeros)
+    return math.floor(est + 0.5)
+
+
+def _sessions(applied: list[dict]) -> list[list[dict]]:
+    sessions: list[list[dict]] = []
+    for e in applied:
+        if not sessions or e["eff"] - sessions[-1][-1]["eff"] > cat.SESSION_GAP_US:
+            sessions.append([])
+        sessions[-1].append(e)
+    return sessions
+
+
+def _ratio(num, den) -> float:
+    return num / den if den > 0 else 0.0
+
+
+def stored(applied: list[dict], at_us: int | None = None) -> dict:
+    """Stored values of one user (windows at ``max(at_us, last_event_ts)``)."""
+    last = applied[-1]["eff"]
+    tw = last if at_us is None else max(at_us, last)
+    out: dict = {"event_count": len(applied)}
+    for code, name in enumerate(TYPE_NAMES):
+        out[f"{name}_count"] = sum(1 for e in applied if e["type"] == code)
+    purchases = [e for e in applied if e["type"] == PURCHASE]
+    order_times = sorted({e["eff"] for e in purchases})
+    out["order_count"] = out["rfm_frequency"] = len(order_times)
+    out["items_purchased"] = sum(e["quantity"] for e in purchases)
+    spend = 0.0
+    for e in purchases:
+        spend = spend + amount_of(e)
+    refund = 0.0
+    for e in applied:
+        if e["type"] == REFUND:
+            refund = refund + amount_of(e)
+    out["spend_total"] = out["rfm_monetary"] = spend
+    out["refund_total"] = refund
+    out["refund_rate"] = _ratio(refund, spend)
+    out["avg_order_value"] = _ratio(spend, len(order_times))
+    out["first_event_ts"] = applied[0]["eff"]
+    out["last_event_ts"] = last
+    out["last_purchase_ts"] = order_times[-1] if order_times else cat.NO_TS
+    n_orders = len(order_times)
+    out["purchase_interarrival_mean_s"] = (
+        (order_times[-1] - order_times[0]) / 1e6 / (n_orders - 1) if n_orders > 1 else 0.0
+    )
+    for label, hl in cat.HALF_LIVES:
+        rate = math.log(2.0) / hl
+        out[f"decayed_events_{label}"] = _decayed(applied, rate, lambda e: 1.0)
+        out[f"decayed_spend_{label}"] = _decayed(
+            applied, rate, lambda e: amount_of(e) if e["type"] == PURCHASE else 0.0)
+    for label, width, n in cat.WINDOWS:
+        bt = tw // width
+        count, total = 0, 0.0
+        for k in range(bt - n + 1, bt + 1):  # whole buckets (b(T) - n, b(T)], oldest first
+            in_bucket = [e for e in applied if e["eff"] // width == k]
+            bucket_spend = 0.0
+            for e in in_bucket:
+                if e["type"] == PURCHASE:
+                    bucket_spend = bucket_spend + amount_of(e)
+            count += len(in_bucket)
+            total = total + bucket_spend
+        out[f"events_{label}"] = count
+        out[f"spend_{label}"] = total
+    sessions = _sessions(applied)
+    out["session_count"] = len(sessions)
+    out["session_events_mean"] = _ratio(len(applied), len(sessions))
+    out["last_session_events"] = len(sessions[-1])
+    out["view_to_cart_rate"] = _ratio(out["add_to_cart_count"], out["view_count"])
+    out["cart_to_purchase_rate"] = _ratio(out["purchase_count"], out["add_to_cart_count"])
+    types = [{e["type"] for e in s} for s in sessions]
+    with_cart = [t for t in types if ADD_TO_CART in t]
+    abandoned = [t for t in with_cart if PURCHASE not in t]
+    out["cart_abandonment_rate"] = _ratio(len(abandoned), len(with_cart))
+    slots = _interest_slots(applied)
+    ranked = sorted(range(len(slots)), key=lambda k: (-slots[k][1], k))
+    for k in range(cat.INTEREST_TOP):
+        top = slots[ranked[k]] if k < len(ranked) else [None, 0.0]
+        out[f"interest_top{k + 1}"] = top[0]
+        out[f"interest_top{k + 1}_weight"] = top[1]
+    out["distinct_items_viewed"] = _hll(applied)
+    items = [e["item_id"] for e in applied if e["item_id"] is not None]
+    out["recent_items"] = items[::-1][: cat.RECENT_ITEMS]
+    return {name: out[name] for name in cat.stored_names()}
+
+
+def served(applied: list[dict], t_us: int) -> dict:
+    """Served values of one user at ``t_us`` (taken as at least the user's last event)."""
+    values = stored(applied, t_us)
+    last = values["last_event_ts"]
+    t = max(t_us, last)
+    out = {}
+    for f in cat.FEATURES:
+        if f.kind == "decay":
+            v = values[f.name]
+            out[f.name] = v * math.exp(-(float(t - last) * f.rate_per_us)) if t > last else v
+        elif f.kind == "since":
+            src = values[f.source]
+            out[f.name] = -1.0 if src == cat.NO_TS else (t - src) / f.scale_us
+        else:
+            out[f.name] = values[f.name]
+    return out
+
+
+def as_of(events: list[dict], user_id: str, t_us: int) -> dict | None:
+    """Served values of ``user_id`` as of T by the prefix rule; None when unknown as of T."""
+    applied = [e for e in replay(events).get(user_id, []) if e["eff"] <= t_us]
+    return served(applied, t_us) if applied else None
