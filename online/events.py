@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from functools import cached_property
+from operator import itemgetter
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -47,6 +48,7 @@ __all__ = [
     "MAX_FUTURE_US",
     "N_EVENT_TYPES",
     "SCHEMA_VERSION",
+    "TYPE_CODES",
     "WIRE_NAMES",
     "Event",
     "EventBatch",
@@ -86,7 +88,7 @@ class EventType(IntEnum):
 
 N_EVENT_TYPES = len(EventType)
 _TYPE_BY_NAME = {t.wire_name: t for t in EventType}
-_CODE_BY_NAME = {name: int(t) for name, t in _TYPE_BY_NAME.items()}
+TYPE_CODES = {name: int(t) for name, t in _TYPE_BY_NAME.items()}  # wire name -> int code
 WIRE_NAMES = tuple(_TYPE_BY_NAME)
 WireType = Literal["view", "add_to_cart", "remove_from_cart", "purchase", "refund"]
 _PRICED = frozenset({"purchase", "refund"})
@@ -191,7 +193,7 @@ class Event(BaseModel):
         return (
             self.event_id,
             self.user_id,
-            _CODE_BY_NAME[self.type],
+            TYPE_CODES[self.type],
             self.ts_us,
             self.item_id,
             self.category,
@@ -295,16 +297,14 @@ class EventBatch:
         if not rows:
             return cls.empty()
         n = len(rows)
-        cols = list(zip(*rows, strict=True))
         arrays = {}
-        for name, col in zip(BATCH_COLUMNS, cols, strict=True):
-            dtype = _BATCH_DTYPES[name]
-            if dtype is object:
-                arr = np.empty(n, dtype=object)
-                arr[:] = col
+        # one C-level pass per column; zip(*rows) would build an iterator per row
+        for k, (name, dtype) in enumerate(_BATCH_DTYPES.items()):
+            values = map(itemgetter(k), rows)
+            if name == "price":
+                arrays[name] = np.array(list(values), dtype=np.float64)  # None -> NaN
             else:
-                arr = np.array(col, dtype=dtype)  # None -> NaN for price
-            arrays[name] = arr
+                arrays[name] = np.fromiter(values, dtype=dtype, count=n)
         return cls(**arrays)
 
     @classmethod
