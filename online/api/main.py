@@ -1,0 +1,76 @@
+"""The FastAPI application: `create_app()` builds it; its lifespan opens and closes the stores.
+
+Nothing is opened at import time: the event log and the projector live in a `ProfileService`
+created by the lifespan (so each app, e.g. each test, gets its own), and settings reach the
+routes through `get_api_settings`, which `create_app(settings)` overrides.
+
+Run it with ``portrait serve`` (which calls `check_bind` first) or
+``uvicorn --factory online.api.main:create_app``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from online.settings import Settings
+
+from .errors import install_error_handlers
+from .limits import BodySizeLimit
+from .metrics import ApiMetrics, RequestTimer
+from .routes import events, features, health, profiles, users
+from .service import ProfileService
+from .settings import ApiSettings, get_api_settings
+
+__all__ = ["create_app"]
+
+_log = logging.getLogger("portrait.api")
+
+
+def _api_settings(settings: Settings | None) -> ApiSettings:
+    if settings is None:
+        return get_api_settings()
+    if isinstance(settings, ApiSettings):
+        return settings
+    # the lead's Settings (e.g. from the CLI's --data-dir): keep its values, add API defaults
+    return ApiSettings(**{k: getattr(settings, k) for k in type(settings).model_fields})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The REST API over the data dir of ``settings`` (environment settings when None)."""
+    api_settings = _api_settings(settings)
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = ProfileService(api_settings, metrics)
+        service.open()  # loads the checkpoint and catches up with the log before serving
+        app.state.service = service
+        _log.info("serving %s at offset %d", api_settings.data_dir, service.offset)
+        try:
+            yield
+        finally:
+            service.close()  # final checkpoint, then the log
+
+    app = FastAPI(
+        title="portrait",
+        summary="Real-time e-commerce user profiles on an event-sourced feature store.",
+        version="1",
+        lifespan=lifespan,
+        responses={
+            "default": {"description": "Problem details (RFC 9457)",
+                        "content": {"application/problem+json": {}}},
+        },  # fmt: skip
+    )
+    app.state.settings = api_settings
+    app.state.metrics = metrics
+    app.dependency_overrides[get_api_settings] = lambda: api_settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=api_settings.max_body_bytes)
+    app.add_middleware(RequestTimer, metrics=metrics)
+    for module in (events, profiles, users, features, health):
+        app.include_router(module.router)
+    return app

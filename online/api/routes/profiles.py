@@ -1,0 +1,96 @@
+"""Profiles: one user's (latest or as of a past time) and many users' in one call."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from online.clock import parse_time
+
+from ..deps import MetricsDep, ReadAccess, ServiceDep, SettingsDep
+from ..errors import BadAsOf, PayloadTooLarge
+from ..schemas import BatchProfilesRequest, BatchProfilesResponse, Problem, Profile
+
+router = APIRouter(prefix="/v1", tags=["profiles"], dependencies=[ReadAccess])
+
+_PROBLEMS = {
+    404: {"model": Problem, "description": "No events for this user"},
+    422: {"model": Problem, "description": "Unknown feature name or invalid as_of"},
+}
+UserId = Annotated[str, Path(min_length=1, max_length=128, description="The user's id.")]
+AsOf = Annotated[
+    str | None,
+    Query(description="ISO 8601 time with a zone (or a date): the profile as of that time, "
+          "recomputed from the log. Latest when absent.",
+          examples=["2011-06-01T00:00:00+00:00"]),
+]  # fmt: skip
+Features = Annotated[
+    str | None,
+    Query(description="Comma-separated feature names to return (all when absent).",
+          examples=["event_count,spend_total"]),
+]  # fmt: skip
+
+
+def parse_as_of(text: str | None) -> int | None:
+    """``as_of`` text in µs (None when absent), or `BadAsOf` naming the problem."""
+    if text is None:
+        return None
+    try:
+        return parse_time(text)
+    except (ValueError, OverflowError) as exc:
+        raise BadAsOf(str(exc)) from None
+
+
+def parse_features(text: str | None) -> list[str] | None:
+    """``a,b`` -> ["a", "b"] (None when absent; blanks ignored)."""
+    if text is None:
+        return None
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+@router.get("/users/{user_id}/profile", responses=_PROBLEMS, response_model_exclude_none=False)
+def get_profile(
+    user_id: UserId,
+    service: ServiceDep,
+    metrics: MetricsDep,
+    as_of: AsOf = None,
+    features: Features = None,
+) -> Profile:
+    """A user's profile: features, segment, propensity, and the offset and time they reflect.
+
+    Latest profiles come from the projector's state (every field from one log offset, which
+    includes every event acknowledged by `POST /v1/events`); `as_of` profiles are recomputed
+    from the log by the same kernels, using only events with time <= `as_of`.
+    """
+    at_us = parse_as_of(as_of)
+    body = service.profile(user_id, as_of_us=at_us, features=parse_features(features))
+    metrics.profiles.labels("latest" if at_us is None else "as_of").inc()
+    return Profile.model_validate(body)
+
+
+@router.post("/profiles:batch", responses=_PROBLEMS)
+def post_profiles_batch(
+    request: BatchProfilesRequest,
+    service: ServiceDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> BatchProfilesResponse:
+    """Many users' profiles in one call, all from one log offset; unknown users are listed.
+
+    A read: a key with the read scope suffices although the method is POST (the user list
+    does not fit a URL).
+    """
+    if len(request.user_ids) > settings.max_batch_users:
+        raise PayloadTooLarge(
+            f"{len(request.user_ids)} users in one request; at most {settings.max_batch_users}",
+            field="user_ids", limit=settings.max_batch_users,
+        )  # fmt: skip
+    at_us = parse_as_of(request.as_of)
+    offset, bodies, missing = service.profiles(
+        request.user_ids, as_of_us=at_us, features=request.features
+    )
+    metrics.profiles.labels("latest" if at_us is None else "as_of").inc(len(bodies))
+    return BatchProfilesResponse(
+        offset=offset, profiles=[Profile.model_validate(b) for b in bodies], missing=missing
+    )

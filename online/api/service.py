@@ -1,0 +1,313 @@
+"""The server's live state: the event log, the projector, and the locks that keep reads consistent.
+
+One `ProfileService` per app, opened by the lifespan. Concurrency (routes are plain ``def`` and
+run in a thread pool):
+
+- `EventLog` is thread-safe (a writer connection under its lock, one reader per thread).
+- The projector's in-memory state is guarded by a readers-writer lock: projection runs alone,
+  profile reads share. A read therefore sees every feature and model output at one offset.
+- `ingest` appends (durable on return), then projects up to at least the new offset before it
+  answers: a profile read after a successful POST reflects it (read-your-writes).
+- A follower thread catches up with events appended by other writers (e.g. a CLI ingest into
+  the same data dir) and checkpoints every N events or T seconds, never inside a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from online import catalogue
+from online.catalogue import NO_TS, iso_utc
+from online.eventlog import AppendResult, EventLog
+from online.events import EventType
+
+from .consistency import ProfileSampler
+from .errors import NotImplementedYet, UnknownFeature, UnknownUserError
+from .metrics import ApiMetrics
+from .rwlock import ReadWriteLock
+from .settings import ApiSettings
+
+__all__ = ["ProfileService"]
+
+_log = logging.getLogger("portrait.api")
+_FOLLOW_POLL_S = 0.5
+_TYPE_NAMES = {int(t): t.wire_name for t in EventType}
+_KNOWN_FEATURES = frozenset(catalogue.served_names())
+
+
+def pseudonymizer_for(settings: ApiSettings):
+    """The user-id pseudonymizer the rest of portrait uses for these settings (None if off)."""
+    if settings.pseudonym_key is None and settings.pseudonym_key_file is None:
+        return None
+    try:  # the one shared implementation (CLI, projector and API must agree on stored ids)
+        from online.pseudonym import pseudonymizer_from_settings
+    except ImportError as exc:
+        raise RuntimeError(
+            "a pseudonym key is configured but online.pseudonym is not available"
+        ) from exc
+    return pseudonymizer_from_settings(settings)
+
+
+class ProfileService:
+    """Ingest, profiles and history over one data dir, safe under concurrent requests."""
+
+    def __init__(self, settings: ApiSettings, metrics: ApiMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.log: EventLog | None = None
+        self.projector = None
+        self.sampler: ProfileSampler | None = None
+        self._lock = ReadWriteLock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._follower: threading.Thread | None = None
+        self._checkpoint_offset = 0
+        self._checkpoint_time = time.monotonic()
+        self._caught_up_at = time.monotonic()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the log, load the projector's checkpoint and catch up with the log."""
+        from online.projector import Projector  # heavy (numba, River): only when serving
+
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = EventLog(s.event_log_path, pseudonymizer=pseudonymizer_for(s))
+        self.projector = Projector(self.log, s.state_dir)
+        self._checkpoint_offset = self.projector.offset
+        self._project()
+        if s.profile_sample_path is not None and s.profile_sample_rate > 0:
+            self.sampler = ProfileSampler(s.profile_sample_path, s.profile_sample_rate)
+        self.metrics.add_gauges(self._gauges)
+        self._follower = threading.Thread(target=self._follow, name="portrait-follower",
+                                          daemon=True)
+        self._follower.start()
+
+    def close(self) -> None:
+        """Stop the follower, write a final checkpoint, close the log (idempotent)."""
+        self._stop.set()
+        self._wake.set()
+        if self._follower is not None:
+            self._follower.join(timeout=30)
+            self._follower = None
+        if self.projector is not None and self.log is not None:
+            try:
+                self._checkpoint(force=False)
+            finally:
+                self.log.close()
+        if self.sampler is not None:
+            self.sampler.close()
+        self.log = None
+
+    @property
+    def offset(self) -> int:
+        """The log offset the projector has reached (events below it are reflected)."""
+        return self.projector.offset
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def ingest(self, payloads: list[Any]) -> tuple[AppendResult, int]:
+        """Append ``payloads`` (validated per event), then project them; return the offset."""
+        result = self.log.append(payloads, source="http")
+        offset = self.projector.offset
+        if result.accepted or offset < result.next_offset:
+            offset = self._project()
+        if offset - self._checkpoint_offset >= self.settings.checkpoint_every_events:
+            self._wake.set()  # the follower checkpoints; this request does not wait for it
+        return result, offset
+
+    def _project(self) -> int:
+        """Bring the projector to the end of the log (exclusive section); return its offset."""
+        with self._lock.write():
+            if self.projector.offset < self.log.next_offset:
+                start = time.perf_counter()
+                self.projector.run(batch_size=self.settings.batch_size)
+                self.metrics.projection_seconds.observe(time.perf_counter() - start)
+            self._caught_up_at = time.monotonic()
+            return self.projector.offset
+
+    def _checkpoint(self, *, force: bool) -> bool:
+        s = self.settings
+        due = self.projector.offset > self._checkpoint_offset and (
+            force
+            or self.projector.offset - self._checkpoint_offset >= s.checkpoint_every_events
+            or time.monotonic() - self._checkpoint_time >= s.checkpoint_every_seconds
+            or self._stop.is_set()
+        )
+        if not due:
+            return False
+        with self._lock.write():  # a checkpoint must not see a half-applied batch
+            self.projector.checkpoint()
+            self._checkpoint_offset = self.projector.offset
+        self._checkpoint_time = time.monotonic()
+        self.metrics.checkpoints.inc()
+        return True
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(_FOLLOW_POLL_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                if self.log.next_offset > self.projector.offset:
+                    self._project()
+                self._checkpoint(force=False)
+            except Exception:  # keep following; the next round retries
+                _log.exception("follower: projection or checkpoint failed")
+
+    def erase(self, user_id: str) -> tuple[dict[str, Any], int]:
+        """Erase a user from the log and the projection (404 when the log has no events)."""
+        erase = getattr(self.projector, "erase_user", None)
+        if erase is None:
+            raise NotImplementedYet("erasure is not available: the projector cannot forget a user")
+        stored = self.log.stored_user_id(user_id)
+        with self._lock.write():
+            erased = self.log.erase_user(stored)
+            if not erased.get("events"):
+                raise UnknownUserError(user_id)
+            erased["projection"] = erase(stored)
+            offset = self.projector.offset
+        self._checkpoint(force=True)  # the erased state must not survive in an old checkpoint
+        return erased, offset
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def profile(
+        self, user_id: str, *, as_of_us: int | None = None, features: list[str] | None = None
+    ) -> dict[str, Any]:
+        """One user's profile body (latest or as of ``as_of_us``), features optionally cut."""
+        _check_features(features)
+        from online.projector import UnknownUser
+
+        with self._lock.read():
+            try:
+                body = self.projector.profile(user_id, as_of=as_of_us)
+            except UnknownUser:
+                raise UnknownUserError(user_id) from None
+        body = _served(body, features, as_of_us)
+        if self.sampler is not None:
+            self.sampler.maybe_record(body)
+        return body
+
+    def profiles(
+        self,
+        user_ids: list[str],
+        *,
+        as_of_us: int | None = None,
+        features: list[str] | None = None,
+    ) -> tuple[int, list[dict[str, Any]], list[str]]:
+        """Many users' profiles from one offset: (offset, bodies, ids with no events)."""
+        _check_features(features)
+        from online.projector import UnknownUser
+
+        bodies, missing = [], []
+        with self._lock.read():  # one section: every profile reflects the same offset
+            offset = self.projector.offset
+            for user_id in user_ids:
+                try:
+                    bodies.append(self.projector.profile(user_id, as_of=as_of_us))
+                except UnknownUser:
+                    missing.append(user_id)
+        out = [_served(b, features, as_of_us) for b in bodies]
+        if self.sampler is not None:
+            for body in out:
+                self.sampler.maybe_record(body)
+        return offset, out, missing
+
+    def history(
+        self, user_id: str, *, limit: int, before_us: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The user's newest ``limit`` events (before ``before_us``), newest first."""
+        batch = self.log.read_user(
+            self.log.stored_user_id(user_id), limit=limit, before_ts_us=before_us
+        )
+        rows = []
+        for i in range(len(batch) - 1, -1, -1):
+            price = float(batch.price[i])
+            rows.append({
+                "offset": int(batch.offset[i]), "event_id": batch.event_id[i],
+                "user_id": user_id, "type": _TYPE_NAMES[int(batch.type[i])],
+                "ts": iso_utc(int(batch.ts[i])), "item_id": batch.item_id[i],
+                "category": batch.category[i], "session_id": batch.session_id[i],
+                "price": None if price != price else price, "quantity": int(batch.quantity[i]),
+            })  # fmt: skip
+        return rows
+
+    def readiness(self) -> tuple[bool, int, int]:
+        """(log open, projector offset, log next offset)."""
+        if self.log is None:
+            return False, 0, 0
+        try:
+            return True, self.projector.offset, self.log.next_offset
+        except Exception:
+            return False, self.projector.offset, 0
+
+    def _gauges(self) -> dict[str, tuple[str, float]]:
+        if self.log is None:
+            return {}
+        offset = self.projector.offset
+        out = {
+            "portrait_projector_offset": ("Log offset the projector has reached.", offset),
+            "portrait_log_next_offset": ("The log's next offset.", self.log.next_offset),
+            "portrait_projector_lag_events": (
+                "Events in the log not yet projected.", max(self.log.next_offset - offset, 0)
+            ),
+            "portrait_checkpoint_offset": ("Offset of the last checkpoint.",
+                                           self._checkpoint_offset),
+            "portrait_checkpoint_age_seconds": (
+                "Seconds since the server's last checkpoint.",
+                time.monotonic() - self._checkpoint_time,
+            ),
+        }  # fmt: skip
+        lag = out["portrait_projector_lag_events"][1]
+        out["portrait_projector_lag_seconds"] = (
+            "Seconds since the projector was last caught up with the log (0 when it is).",
+            time.monotonic() - self._caught_up_at if lag else 0.0,
+        )
+        out["portrait_projector_watermark_seconds"] = (
+            "Newest effective event time projected (Unix seconds).",
+            self.projector.watermark_us / 1e6 if self.projector.watermark_us != NO_TS else 0.0,
+        )
+        out.update(_model_gauges(self.projector))
+        return out
+
+
+def _check_features(features: list[str] | None) -> None:
+    if features:
+        unknown = [n for n in features if n not in _KNOWN_FEATURES]
+        if unknown:
+            raise UnknownFeature(unknown)
+
+
+def _served(body: dict[str, Any], features: list[str] | None, as_of_us: int | None) -> dict:
+    """The projector's body plus serving metadata, features cut to ``features``."""
+    out = dict(body)
+    values = body["features"]
+    event_time = values.get("last_event_ts")
+    out["event_time"] = event_time
+    out["event_age_s"] = values.get("seconds_since_last_event")
+    out.setdefault("model_source", "current")
+    if features is not None:
+        out["features"] = {n: values[n] for n in features}
+    return out
+
+
+def _model_gauges(projector) -> dict[str, tuple[str, float]]:
+    models = getattr(projector, "models", None)
+    stats = getattr(models, "stats", None)
+    if stats is None:
+        return {}
+    s = stats()
+    out = {}
+    for key, value in (s.get("propensity") or {}).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[f"portrait_propensity_{key}"] = (f"Propensity model: {key}.", value)
+    for key, value in (s.get("drift") or {}).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[f"portrait_drift_{key}"] = (f"Propensity error drift: {key}.", value)
+    return out
