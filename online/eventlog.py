@@ -99,14 +99,16 @@ class EventLog:
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         busy_timeout_s: float = 30.0,
     ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous: expected 'NORMAL' or 'FULL', got {synchronous!r}")
         self.path = path if str(path) == ":memory:" else Path(path)
         self._pseudonymize = pseudonymizer
         self._synchronous = synchronous
         self._timeout = busy_timeout_s
         self._memory = str(path) == ":memory:"
         self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._idle: list[sqlite3.Connection] = []  # reader connections not in use
+        self._readers: list[sqlite3.Connection] = []  # every reader connection, to close
         self._readers_lock = threading.Lock()
         self._closed = False
         self._writer = self._connect()
@@ -114,10 +116,10 @@ class EventLog:
 
     # -- connections -------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, cache_kib: int = 32768) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves. One writer
-        # connection shared under a lock (appends serialise in SQLite anyway) and one reader
-        # connection per thread, so a long read never blocks an append (WAL snapshots).
+        # connection shared under a lock (appends serialise in SQLite anyway) and a pool of
+        # reader connections, so a long read never blocks an append (WAL snapshots).
         conn = sqlite3.connect(
             str(self.path), isolation_level=None, check_same_thread=False, timeout=self._timeout
         )
@@ -129,7 +131,7 @@ class EventLog:
         # give; only an OS crash or power loss may drop the last commits. FULL fsyncs the WAL
         # on every commit (survives power loss, ~2-10x slower for small batches).
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: keeps the event_id index hot
+        conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")  # writer: keeps the id index hot
         conn.execute("PRAGMA temp_store=MEMORY")
         return conn
 
@@ -182,14 +184,19 @@ class EventLog:
             with self._write_lock:
                 yield self._writer
             return
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
+        # A pool, not one connection per thread: the API's worker threads come and go, and a
+        # per-thread connection would outlive its thread. list.pop/append are atomic.
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            conn = self._connect(cache_kib=8192)
             conn.execute("PRAGMA query_only=ON")
-            self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
-        yield conn
+        try:
+            yield conn
+        finally:
+            self._idle.append(conn)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -217,6 +224,7 @@ class EventLog:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+            self._idle.clear()
         with self._write_lock:
             self._writer.close()
 

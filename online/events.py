@@ -1,5 +1,8 @@
 """Event schema (version 1): what a shop may send, validated once at the edge of the log.
 
+``Event`` is one validated event; ``EventBatch`` the same events in numpy columns, the form
+the log's reads return and the kernels consume.
+
 Validation is pydantic-core doing the work: field types are strict where lax coercion would
 hide bad data (``quantity="3.5"``, ``quantity=True``, ``user_id=123``), and only the rules
 pydantic cannot express run in Python, in two hops per event: ``ts`` parsing

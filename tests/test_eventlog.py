@@ -359,6 +359,15 @@ def test_acknowledged_appends_survive_sigkill(tmp_path):
     assert batch.offset.tolist() == list(range(len(batch)))  # unique, and no holes
 
 
+def test_short_lived_threads_reuse_reader_connections(log):
+    log.append([ev("a")])
+    for _ in range(20):  # like a thread pool whose idle workers exit and get replaced
+        th = threading.Thread(target=lambda: log.read_user("u1"))
+        th.start()
+        th.join()
+    assert len(log._readers) == 1
+
+
 def test_readers_see_whole_batches_only(log):
     done = threading.Event()
     seen_sizes: list[int] = []
