@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,10 +17,14 @@ from offline.datasets import (
     Record,
     Tally,
     find_online_retail,
+    generate,
+    generate_columns,
     iter_csv_events,
     iter_jsonl,
     iter_online_retail,
+    write_jsonl,
 )
+from offline.datasets.encode import TYPE_NAMES, jsonl_from_columns, payloads_from_columns
 from offline.datasets.online_retail import london_to_utc_iso
 
 ONLINE_RETAIL = find_online_retail(None)
@@ -230,3 +237,146 @@ def test_csv_unknown_columns_are_passed_through(monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
     assert [r.payload for r in iter_csv_events("-")] == [
         {"event_id": "e1", "user_id": "u1", "colour": "red"}]
+
+
+# --- synthetic generator -----------------------------------------------------------------
+
+SMALL = {"n_users": 2_000, "n_events": 100_000, "seed": 11}
+
+
+@pytest.fixture(scope="module")
+def synthetic_columns() -> dict[str, np.ndarray]:
+    chunks = list(generate_columns(**SMALL, chunk_size=30_000))
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def _jsonl_bytes(**kwargs) -> bytes:
+    out = io.BytesIO()
+    written = write_jsonl(out, **kwargs)
+    assert written == kwargs["n_events"]
+    return out.getvalue()
+
+
+def test_generator_same_seed_same_bytes_other_seed_other_bytes():
+    args = {"n_users": 300, "n_events": 20_000}
+    first = _jsonl_bytes(**args, seed=3)
+    assert first == _jsonl_bytes(**args, seed=3)
+    assert first != _jsonl_bytes(**args, seed=4)
+    # the stream does not depend on the chunk size
+    assert first == _jsonl_bytes(**args, seed=3, chunk_size=777)
+    assert first.count(b"\n") == 20_000
+
+
+def test_generator_chunks_are_bounded_and_ids_sequential():
+    sizes, ids = [], []
+    for chunk in generate_columns(500, 25_000, seed=5, chunk_size=4_000):
+        sizes.append(len(chunk["ts"]))
+        assert {len(v) for v in chunk.values()} == {len(chunk["ts"])}
+        ids += chunk["event_id"].tolist()
+    assert sizes == [4_000] * 6 + [1_000]
+    assert ids == [f"syn-5-{n}" for n in range(25_000)]
+    assert [len(c) for c in generate(500, 9_000, seed=5, chunk_size=4_000)] == [4_000, 4_000, 1_000]
+    assert list(generate_columns(500, 0, seed=5)) == []
+
+
+def test_generator_columns_dicts_and_json_describe_the_same_events():
+    args = {"n_users": 400, "n_events": 12_000, "seed": 8, "chunk_size": 5_000}
+    chunks = list(generate_columns(**args))
+    for column, dtype in [("ts", np.int64), ("type", np.int8), ("price", np.float64),
+                          ("quantity", np.int64), ("user_id", object), ("event_id", object)]:
+        assert chunks[0][column].dtype == dtype
+    payloads = [p for chunk in generate(**args) for p in chunk]
+    assert payloads == [p for chunk in chunks for p in payloads_from_columns(chunk)]
+    data = _jsonl_bytes(**args)
+    assert data == b"".join(jsonl_from_columns(chunk) for chunk in chunks)
+    assert [json.loads(line) for line in data.splitlines()] == payloads
+    assert [r.payload for r in iter_jsonl(io.BytesIO(data))] == payloads
+    # and the dicts say what the columns say
+    columns = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for i in (0, 1, 4_321, 11_999):
+        p = payloads[i]
+        assert (datetime.fromisoformat(p["ts"]) - epoch) // timedelta(microseconds=1) == (
+            columns["ts"][i])
+        assert TYPE_NAMES[columns["type"][i]] == p["type"]
+        assert (p["user_id"], p["item_id"], p["category"], p["session_id"], p["price"],
+                p["quantity"]) == (
+            columns["user_id"][i], columns["item_id"][i], columns["category"][i],
+            columns["session_id"][i], columns["price"][i], columns["quantity"][i])
+
+
+def test_generator_writes_to_paths_stdout_and_text_streams(tmp_path, capsysbinary):
+    args = {"n_users": 50, "n_events": 500, "seed": 2}
+    expected = _jsonl_bytes(**args)
+    write_jsonl(tmp_path / "events.jsonl", **args)
+    assert (tmp_path / "events.jsonl").read_bytes() == expected
+    text = io.StringIO()
+    write_jsonl(text, **args)
+    assert text.getvalue().encode() == expected
+    write_jsonl("-", **args)
+    assert capsysbinary.readouterr().out == expected
+
+
+def test_generator_funnel_shape(synthetic_columns):
+    kind, session = synthetic_columns["type"], synthetic_columns["session_id"]
+    share = np.bincount(kind, minlength=5) / len(kind)
+    assert share[0] > 0.85  # views dominate
+    assert share[1] > share[2] > 0 and share[3] > share[4] > 0
+    sessions = {s for s in session.tolist() if s is not None}
+    buying = set(session[kind == 3].tolist())
+    carting = set(session[kind == 1].tolist())
+    assert buying <= carting <= sessions
+    assert 0.01 < len(buying) / len(sessions) < 0.08  # a few percent of sessions convert
+    assert 0.005 < share[4] / share[3] < 0.08  # a few percent of purchase lines refunded
+    assert all(s is None for s in session[kind == 4].tolist())  # refunds are out of session
+    assert 4 < len(kind) / len(sessions) < 9
+
+
+def test_generator_refunds_come_days_after_their_purchase(synthetic_columns):
+    c = synthetic_columns
+    bought = {}
+    for user, item, kind, ts in zip(c["user_id"].tolist(), c["item_id"].tolist(),
+                                    c["type"].tolist(), c["ts"].tolist(), strict=True):
+        if kind == 3:
+            bought.setdefault((user, item), []).append(ts)
+        elif kind == 4:
+            assert min(ts - t for t in bought[(user, item)]) >= 3_600 * 1_000_000
+
+
+def test_generator_late_event_share(synthetic_columns):
+    newest: dict[str, int] = {}
+    late = 0
+    for user, ts in zip(synthetic_columns["user_id"].tolist(), synthetic_columns["ts"].tolist(),
+                        strict=True):
+        if ts < newest.get(user, ts):
+            late += 1
+        newest[user] = max(ts, newest.get(user, ts))
+    assert 0.006 < late / len(synthetic_columns["ts"]) < 0.014
+
+
+def test_generator_traffic_is_realistic(synthetic_columns):
+    c = synthetic_columns
+    start = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
+    assert c["ts"].min() >= start and np.all(c["ts"] % 1_000 == 0)
+    assert c["ts"].max() < start + 160 * 86_400 * 1_000_000
+    hours = (c["ts"] // 3_600_000_000) % 24
+    by_hour = np.bincount(hours, minlength=24)
+    assert by_hour[2:5].sum() < 0.3 * by_hour[18:21].sum()  # nights are quiet
+    _, per_user = np.unique(c["user_id"], return_counts=True)
+    top = np.sort(per_user)[::-1]
+    assert top[: len(top) // 100].sum() > 0.05 * len(c["ts"])  # heavy-tailed activity
+    _, per_item = np.unique(c["item_id"], return_counts=True)
+    assert np.sort(per_item)[-1] > 20 * np.median(per_item)  # Zipf-popular items
+    assert len(set(c["category"].tolist())) == 20
+    # one price per item
+    prices = pd.DataFrame({"item": c["item_id"], "price": c["price"]}).groupby("item").price
+    assert (prices.nunique() == 1).all() and (c["price"] > 0).all()
+    assert set(np.unique(c["type"]).tolist()) == {0, 1, 2, 3, 4}
+
+
+def test_generated_events_pass_the_event_schema():
+    events = pytest.importorskip("online.events")
+    assert TYPE_NAMES == tuple(t.wire_name for t in events.EventType)
+    for chunk in generate(300, 5_000, seed=1):
+        for payload in chunk:
+            events.validate_event(payload)

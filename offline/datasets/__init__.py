@@ -5,14 +5,19 @@ from __future__ import annotations
 from offline.datasets.files import EVENT_FIELDS, iter_csv_events, iter_jsonl, open_text
 from offline.datasets.online_retail import find_online_retail, iter_online_retail
 from offline.datasets.records import Record, Tally
+from offline.datasets.synthetic import Shop, generate, generate_columns, write_jsonl
 
 __all__ = [
     "EVENT_FIELDS",
     "Record",
+    "Shop",
     "Tally",
     "find_online_retail",
+    "generate",
+    "generate_columns",
     "iter_csv_events",
     "iter_jsonl",
     "iter_online_retail",
     "open_text",
+    "write_jsonl",
 ]
