@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import math
 import operator
+from array import array
 from collections import deque
 
 from river import base, linear_model, preprocessing
@@ -125,11 +126,9 @@ class PurchasePropensity(base.Estimator):
         self._heap: list[tuple[int, int, str]] = []
         self._n_open = 0
         self._seq = 0
-        self._counts = dict.fromkeys(
-            ("n_registered", "n_late", "n_dropped", "n_positive", "n_negative"), 0
-        )
-        # Running means of learnt x: the occlusion baseline when the model is not linear.
-        self._sums = [0.0] * len(self.features)
+        self._n_late = self._n_dropped = self._n_positive = self._n_negative = 0
+        # Running sums of learnt x: the occlusion baseline, kept only for a non-linear model.
+        self._sums = None if self._linear else [0.0] * len(self.features)
 
     @classmethod
     def _unit_test_params(cls):
@@ -182,21 +181,21 @@ class PurchasePropensity(base.Estimator):
         return self._model.predict_proba_one(x).get(True, 0.0)
 
     # -- learning ----------------------------------------------------------------------------
+    # observe() is the per-event path and reads a little denser than the rest: each method
+    # call or attribute lookup saved there is a few percent of River's own ~30 µs per event.
 
     def learn_one(self, x: dict, y: bool) -> None:
         """Learn one labelled example now (warm start, tests); live labels go through observe."""
         self._learn(self._vector(x), bool(y))
 
-    def _learn(self, vals: tuple, y: bool) -> None:
+    def _learn(self, vals, y: bool) -> None:
         self._model.learn_one(self._dict(vals), y)
-        if not self._linear:
+        if self._sums is not None:
             self._sums = [s + v for s, v in zip(self._sums, vals, strict=True)]
-        self._counts["n_positive" if y else "n_negative"] += 1
-
-    def _resolve(self, item: tuple, y: bool, t_us: int) -> None:
-        _, _, score, vals = item
-        self._learn(vals, y)
-        self._drift.update(abs(float(y) - score), t_us)
+        if y:
+            self._n_positive += 1
+        else:
+            self._n_negative += 1
 
     def observe(self, user: str, t_us: int, x: dict, is_purchase: bool = False) -> float:
         """Resolve what event time t_us settles, then score `x` and hold it as a question."""
@@ -209,7 +208,31 @@ class PurchasePropensity(base.Estimator):
             self._resolve_positives(user, t_us)
         vals = self._vector(x)
         score = self._model.predict_proba_one(self._dict(vals)).get(True, 0.0)
-        self._register(user, t_us, score, vals)
+
+        # Hold the question, unless its label window has already closed (a late event) or
+        # the user has one held less than min_spacing_us ago. A negative gap (an out-of-order
+        # time) also skips, which keeps each user's queue time-sorted.
+        if t_us + self.horizon_us < self._watermark:
+            self._n_late += 1
+            return score
+        q = self._open.get(user)
+        if q is not None and t_us - q[-1][1] < self.min_spacing_us:
+            return score
+        if self._n_open >= self.max_pending:
+            self._drop_oldest()
+            q = self._open.get(user)
+        seq = self._seq
+        # array("d"): 8 bytes a value, half the memory of a tuple of float objects.
+        item = (seq, t_us, score, array("d", vals))
+        if q is None:
+            self._open[user] = deque((item,))
+        else:
+            q.append(item)
+        heapq.heappush(self._heap, (t_us + self.horizon_us, seq, user))
+        self._seq = seq + 1
+        self._n_open += 1
+        if len(self._heap) > 2 * self._n_open + 1024:
+            self._compact()
         return score
 
     def advance(self, watermark_us: int) -> None:
@@ -217,29 +240,6 @@ class PurchasePropensity(base.Estimator):
         if watermark_us > self._watermark:
             self._watermark = watermark_us
             self._expire()
-
-    def _register(self, user: str, t_us: int, score: float, vals: tuple) -> None:
-        if t_us + self.horizon_us < self._watermark:
-            self._counts["n_late"] += 1
-            return
-        q = self._open.get(user)
-        # A negative gap (an out-of-order time) also skips, which keeps each queue time-sorted.
-        if q is not None and t_us - q[-1][1] < self.min_spacing_us:
-            return
-        if self._n_open >= self.max_pending:
-            self._drop_oldest()
-            q = self._open.get(user)
-        item = (self._seq, t_us, score, vals)
-        if q is None:
-            self._open[user] = deque((item,))
-        else:
-            q.append(item)
-        heapq.heappush(self._heap, (t_us + self.horizon_us, self._seq, user))
-        self._seq += 1
-        self._n_open += 1
-        self._counts["n_registered"] += 1
-        if len(self._heap) > 2 * self._n_open + 1024:
-            self._compact()
 
     def _take(self, user: str, seq: int) -> tuple | None:
         """Remove and return the open prediction a heap entry points to; None if stale."""
@@ -254,21 +254,28 @@ class PurchasePropensity(base.Estimator):
         return item
 
     def _expire(self) -> None:
-        heap, watermark = self._heap, self._watermark
+        heap, watermark, opened = self._heap, self._watermark, self._open
         while heap and heap[0][0] < watermark:
             expiry, seq, user = heapq.heappop(heap)
-            item = self._take(user, seq)
-            if item is not None:
-                self._resolve(item, False, expiry)
+            # Inlined _take (this is the per-event path when every event is held).
+            q = opened.get(user)
+            if q is None or q[0][0] != seq:
+                continue
+            item = q.popleft()
+            if not q:
+                del opened[user]
+            self._n_open -= 1
+            self._learn(item[3], False)
+            self._drift.update(item[2], expiry)  # |0 - p|
 
     def _resolve_positives(self, user: str, t_us: int) -> None:
-        q = self._open.get(user)
-        if q is None:
-            return
+        q = self._open[user]
         # Whatever is still open here has not expired (t_pred + horizon >= watermark >= t_us).
         while q and q[0][1] < t_us:
-            self._resolve(q.popleft(), True, t_us)
+            item = q.popleft()
             self._n_open -= 1
+            self._learn(item[3], True)
+            self._drift.update(1.0 - item[2], t_us)  # |1 - p|
         if not q:
             del self._open[user]
 
@@ -277,7 +284,7 @@ class PurchasePropensity(base.Estimator):
         while heap:
             _, seq, user = heapq.heappop(heap)
             if self._take(user, seq) is not None:
-                self._counts["n_dropped"] += 1
+                self._n_dropped += 1
                 return
 
     def _compact(self) -> None:
@@ -304,11 +311,15 @@ class PurchasePropensity(base.Estimator):
         return self._drift
 
     def stats(self) -> dict:
-        c = self._counts
+        """Queue and label counters (n_registered: questions ever held)."""
         return {
             "pending": self._n_open,
-            **c,
-            "n_learnt": c["n_positive"] + c["n_negative"],
+            "n_registered": self._seq,
+            "n_late": self._n_late,
+            "n_dropped": self._n_dropped,
+            "n_positive": self._n_positive,
+            "n_negative": self._n_negative,
+            "n_learnt": self._n_positive + self._n_negative,
             "watermark_us": self.watermark_us,
         }
 
