@@ -59,7 +59,8 @@ def test_online_retail_every_line_is_accounted_for(online_retail):
 @needs_online_retail
 def test_online_retail_figures_match_the_readme(online_retail):
     # an independent read of the raw columns for the figures that include skipped lines
-    raw = pd.read_csv(ONLINE_RETAIL, dtype=str, keep_default_na=False)
+    raw = pd.read_csv(ONLINE_RETAIL, dtype=str, keep_default_na=False,
+                      usecols=["InvoiceNo", "CustomerID"])
     cancelled = raw["InvoiceNo"].str.startswith("C")
     assert cancelled.sum() == 9_288
     refunds = [r.payload for r in online_retail if r.payload and r.payload["type"] == "refund"]
@@ -117,7 +118,10 @@ def test_online_retail_ids_are_deterministic_and_read_from_stdin(online_retail, 
 
 
 def _retail(rows: list[str]) -> list[Record]:
-    return list(iter_online_retail(io.BytesIO((HEADER + "\n".join(rows) + "\n").encode())))
+    text = HEADER + "\n".join(rows) + "\n"
+    records = list(iter_online_retail(io.BytesIO(text.encode())))
+    assert list(iter_online_retail(io.StringIO(text))) == records
+    return records
 
 
 def test_online_retail_schema_breaks_are_kept_for_the_validator():
@@ -310,9 +314,13 @@ def test_generator_writes_to_paths_stdout_and_text_streams(tmp_path, capsysbinar
     expected = _jsonl_bytes(**args)
     write_jsonl(tmp_path / "events.jsonl", **args)
     assert (tmp_path / "events.jsonl").read_bytes() == expected
-    text = io.StringIO()
-    write_jsonl(text, **args)
-    assert text.getvalue().encode() == expected
+    text, progress = io.StringIO(), []
+    write_jsonl(text, **args, chunk_size=200, on_chunk=progress.append)
+    assert text.getvalue().encode() == expected and progress == [200, 200, 100]
+    with open(tmp_path / "text.jsonl", "w", encoding="utf-8") as f:
+        f.write("")  # a text-mode file: written through its binary buffer
+        write_jsonl(f, **args)
+    assert (tmp_path / "text.jsonl").read_bytes() == expected
     write_jsonl("-", **args)
     assert capsysbinary.readouterr().out == expected
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from offline.datasets.files import EVENT_FIELDS, iter_csv_events, iter_jsonl, open_text
+from offline.datasets.files import iter_csv_events, iter_jsonl, open_text
 from offline.datasets.online_retail import find_online_retail, iter_online_retail
 from offline.datasets.records import Record, Tally
 from offline.datasets.synthetic import Shop, generate, generate_columns, write_jsonl
 
 __all__ = [
-    "EVENT_FIELDS",
     "Record",
     "Shop",
     "Tally",

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from offline.datasets.files import EVENT_FIELDS
+from online.events import EVENT_FIELDS, EventType
 
 __all__ = ["TYPE_NAMES", "format_ts", "jsonl_from_columns", "payloads_from_columns"]
 
-TYPE_NAMES = ("view", "add_to_cart", "remove_from_cart", "purchase", "refund")
-"""Wire names by type code (``online.events.EventType``: VIEW=0 ... REFUND=4)."""
+TYPE_NAMES = tuple(t.wire_name for t in sorted(EventType))
+"""Wire names by type code: ``TYPE_NAMES[EventType.PURCHASE] == "purchase"``."""
 
 _US_PER_DAY = 86_400_000_000
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')

@@ -14,18 +14,12 @@ from typing import IO, Any
 
 from offline.datasets.records import Record
 
-__all__ = [
-    "EVENT_FIELDS",
-    "Source", "iter_csv_events", "iter_jsonl", "open_binary", "open_text"]
+__all__ = ["Source", "iter_csv_events", "iter_jsonl", "open_binary", "open_text"]
 
 Source = str | os.PathLike[str] | IO[str] | IO[bytes]
 """A path, ``"-"`` for stdin, or an open text or binary stream (left open)."""
 
 _GZIP_MAGIC = b"\x1f\x8b"
-EVENT_FIELDS = (
-    "event_id", "user_id", "type", "ts", "item_id", "category", "session_id", "price", "quantity",
-)
-"""The event schema's field names in wire order (also the CSV column names)."""
 
 
 @contextmanager

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -87,6 +88,14 @@ def _numbers(column: pd.Series, kind: type) -> list:
         return parsed
 
 
+def _read(stream: IO[str] | IO[bytes]) -> pd.DataFrame:
+    """The columns we use, all as text; blank lines kept so that row + 2 is the file line."""
+    return pd.read_csv(
+        stream, dtype=str, usecols=_COLUMNS, keep_default_na=False, na_filter=False,
+        skip_blank_lines=False, encoding="utf-8",
+    )
+
+
 def _distinct(column: pd.Series, convert: Callable[[str], Any]) -> tuple[np.ndarray, np.ndarray]:
     """Codes per line and the converted distinct values (an object array indexed by code)."""
     codes, uniques = pd.factorize(column, sort=False)
@@ -113,14 +122,15 @@ def iter_online_retail(source: Source) -> Iterator[Record]:
 
     ``event_id`` is ``or-<InvoiceNo>-<n>``, n the 0-based position of the line within its
     invoice in file order (lines without a customer included), so a re-ingest is deduplicated.
-    ``user_id`` is the CustomerID as an integer string. ``line`` is the file line (header = 1).
-    The whole file is read at once (~40 MB of columns) and then streamed as records.
+    ``user_id`` is the CustomerID as an integer string. ``line`` is the file line (header = 1;
+    the file has no quoted line breaks). The file is parsed at once (~120 MB peak for the
+    541,909 lines) and then streamed as records.
     """
-    with open_binary(source) as stream:
-        frame = pd.read_csv(
-            stream, dtype=str, usecols=_COLUMNS, keep_default_na=False, na_filter=False,
-            skip_blank_lines=False, encoding="utf-8",
-        )
+    if isinstance(source, io.TextIOBase):
+        frame = _read(source)
+    else:
+        with open_binary(source) as stream:
+            frame = _read(stream)
     # the text columns repeat a lot (25,900 invoices, 4,372 customers, 23,260 minutes for
     # 541,909 lines): work on their distinct values and map back, which keeps the load fast
     invoice_codes, invoice_names = _distinct(frame["InvoiceNo"], str.strip)

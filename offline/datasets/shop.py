@@ -15,9 +15,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
+
+from online.events import EventType
 
 __all__ = ["CATEGORIES", "Catalogue", "RawColumns", "Shop", "delivered_events"]
 
@@ -34,7 +36,7 @@ _HOURLY = (
 )  # fmt: skip
 _WEEKDAY = (0.95, 0.93, 0.93, 0.95, 1.00, 1.10, 1.20)
 
-VIEW, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE, REFUND = range(5)
+VIEW, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE, REFUND = (int(t) for t in sorted(EventType))
 _MS_PER_HOUR = 3_600_000
 _BLOCK_SESSIONS = 16_384
 
@@ -225,8 +227,9 @@ def _block(rng: np.random.Generator, cat: Catalogue, shop: Shop, clock: _Clock,
     return raw, op[-1] + gaps[-1]
 
 
-def delivered_events(n_users: int, n_events: int, seed: int, *, start: str, shop: Shop,
-                 ) -> tuple[Catalogue, Iterator[RawColumns]]:
+def delivered_events(
+    n_users: int, n_events: int, seed: int, *, start: str, shop: Shop
+) -> tuple[Catalogue, Iterator[RawColumns]]:
     """The catalogue and the stream of delivered events in arrival order, as index columns.
 
     Blocks of sessions are generated ahead; an event is delivered once no later session can
@@ -243,7 +246,7 @@ def delivered_events(n_users: int, n_events: int, seed: int, *, start: str, shop
     rng = np.random.default_rng(seed)
     catalogue = Catalogue(n_users, shop, rng)
     clock = _Clock(start_dt.astimezone(UTC))
-    start_ms = int(start_dt.timestamp() * 1000)
+    start_ms = (start_dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
     n_sessions = n_events / shop.events_per_session()
     rate = max(n_sessions, 1.0) / (shop.days * 24.0)  # sessions per operational hour
     block = int(min(_BLOCK_SESSIONS, max(64, n_sessions / 4)))

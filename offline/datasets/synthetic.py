@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import numpy as np
@@ -35,18 +35,16 @@ DEFAULT_CHUNK = 100_000
 
 def _rechunk(stream: Iterator[RawColumns], size: int) -> Iterator[RawColumns]:
     """The same events in chunks of exactly ``size`` (the last one may be shorter)."""
-    buffered: list[RawColumns] = []
-    n_buffered = 0
+    rest: RawColumns | None = None
     for raw in stream:
-        buffered.append(raw)
-        n_buffered += len(raw["ts_ms"])
-        while n_buffered >= size:
-            merged = {k: np.concatenate([b[k] for b in buffered]) for k in buffered[0]}
-            yield {k: v[:size] for k, v in merged.items()}
-            buffered = [{k: v[size:] for k, v in merged.items()}]
-            n_buffered -= size
-    if n_buffered:
-        yield {k: np.concatenate([b[k] for b in buffered]) for k in buffered[0]}
+        merged = raw if rest is None else {k: np.concatenate([rest[k], raw[k]]) for k in raw}
+        n, at = len(merged["ts_ms"]), 0
+        while n - at >= size:
+            yield {k: v[at:at + size] for k, v in merged.items()}
+            at += size
+        rest = {k: v[at:] for k, v in merged.items()}
+    if rest is not None and len(rest["ts_ms"]):
+        yield rest
 
 
 def _numbered(prefix: str, numbers: np.ndarray) -> np.ndarray:
@@ -108,9 +106,15 @@ def _raw_chunks(n_users: int, n_events: int, seed: int, start: str, chunk_size: 
     return catalogue, _Names(catalogue, n_users, seed), _rechunk(stream, chunk_size)
 
 
-def generate_columns(n_users: int, n_events: int, seed: int, *, start: str = DEFAULT_START,
-                     chunk_size: int = DEFAULT_CHUNK, shop: Shop | None = None,
-                     ) -> Iterator[dict[str, np.ndarray]]:
+def generate_columns(
+    n_users: int,
+    n_events: int,
+    seed: int,
+    *,
+    start: str = DEFAULT_START,
+    chunk_size: int = DEFAULT_CHUNK,
+    shop: Shop | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
     """Synthetic events as column chunks (the fast path: no dicts, no JSON).
 
     Each chunk has at most ``chunk_size`` events, in delivery order, as numpy arrays:
@@ -143,9 +147,15 @@ def generate_columns(n_users: int, n_events: int, seed: int, *, start: str = DEF
         first += n
 
 
-def generate(n_users: int, n_events: int, seed: int, *, start: str = DEFAULT_START,
-             chunk_size: int = DEFAULT_CHUNK, shop: Shop | None = None,
-             ) -> Iterator[list[dict[str, Any]]]:
+def generate(
+    n_users: int,
+    n_events: int,
+    seed: int,
+    *,
+    start: str = DEFAULT_START,
+    chunk_size: int = DEFAULT_CHUNK,
+    shop: Shop | None = None,
+) -> Iterator[list[dict[str, Any]]]:
     """Synthetic events as chunks of payload dicts (the wire format of the event schema).
 
     The same events as ``generate_columns`` with the same arguments.
@@ -205,18 +215,28 @@ class _JsonLines:
         return join_slots(n, slots)
 
 
-def write_jsonl(out: str | os.PathLike[str] | IO[str] | IO[bytes], n_users: int,
-                n_events: int, seed: int, *, start: str = DEFAULT_START,
-                chunk_size: int = DEFAULT_CHUNK, shop: Shop | None = None) -> int:
+def write_jsonl(
+    out: str | os.PathLike[str] | IO[str] | IO[bytes],
+    n_users: int,
+    n_events: int,
+    seed: int,
+    *,
+    start: str = DEFAULT_START,
+    chunk_size: int = DEFAULT_CHUNK,
+    shop: Shop | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> int:
     """Write synthetic events as JSON Lines to a path, ``"-"`` (stdout) or a stream.
 
-    Returns the number of events written. The same arguments give the same bytes, and the
-    lines parse to the payloads ``generate`` yields.
+    A text stream with a binary buffer (stdout, ``open(..., "w")``) is written through the
+    buffer. ``on_chunk(n)`` is called after each chunk of n events (progress bars). Returns
+    the number of events written. The same arguments give the same bytes, and the lines
+    parse to the payloads ``generate`` yields.
     """
     if isinstance(out, str | os.PathLike) and os.fspath(out) != "-":
         with open(out, "wb") as f:
             return write_jsonl(f, n_users, n_events, seed, start=start, chunk_size=chunk_size,
-                               shop=shop)
+                               shop=shop, on_chunk=on_chunk)
     stream: IO[Any] = sys.stdout if isinstance(out, str | os.PathLike) else out
     binary = getattr(stream, "buffer", None) if isinstance(stream, io.TextIOBase) else stream
     if binary is not None and binary is not stream:
@@ -231,6 +251,8 @@ def write_jsonl(out: str | os.PathLike[str] | IO[str] | IO[bytes], n_users: int,
         else:
             stream.write(data.decode("ascii"))
         written += len(raw["ts_ms"])
+        if on_chunk is not None:
+            on_chunk(len(raw["ts_ms"]))
     if binary is not None and binary is not stream:
         binary.flush()
     return written
