@@ -149,7 +149,6 @@ def _project(ctx: Context, log) -> int:
     from online.projector import Projector
 
     projector = Projector(log, ctx.settings.state_dir)
-    with counting_progress("projecting", total=log.next_offset - projector.offset) as advance:
-        projector.run(batch_size=ctx.settings.batch_size, on_batch=advance)
+    projector.run(batch_size=ctx.settings.batch_size, progress=True)
     projector.checkpoint()
     return projector.offset
