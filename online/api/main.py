@@ -22,6 +22,7 @@ from .errors import install_error_handlers
 from .limits import BodySizeLimit
 from .metrics import ApiMetrics, RequestTimer
 from .routes import events, features, health, profiles, users
+from .schemas import problem_responses
 from .service import ProfileService
 from .settings import ApiSettings, get_api_settings
 
@@ -60,10 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Real-time e-commerce user profiles on an event-sourced feature store.",
         version="1",
         lifespan=lifespan,
-        responses={
-            "default": {"description": "Problem details (RFC 9457)",
-                        "content": {"application/problem+json": {}}},
-        },  # fmt: skip
+        responses=problem_responses("default"),
     )
     app.state.settings = api_settings
     app.state.metrics = metrics

@@ -7,13 +7,17 @@ with `online.events.validate_event`. The OpenAPI schema still documents their sh
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from online import catalogue
 from online.events import Event
 
 __all__ = [
+    "FEATURE_LIST_PATTERN",
+    "TIME_SCHEMA",
+    "problem_responses",
     "BatchProfilesRequest",
     "BatchProfilesResponse",
     "ErasureResponse",
@@ -42,6 +46,35 @@ class Problem(BaseModel):
     status: int
     detail: str
     field: str | None = Field(None, description="The request field at fault, when one is.")
+
+
+_PROBLEM_DESCRIPTIONS = {
+    401: "No API key, or an unknown one",
+    403: "The API key lacks the scope",
+    404: "No events for this user",
+    413: "Too large a request",
+    422: "Invalid request (the `field` names what)",
+    503: "Not ready",
+}
+
+
+def problem_responses(*statuses: int | str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for problem bodies (``application/problem+json``)."""
+    schema = Problem.model_json_schema()
+    return {
+        status: {
+            "description": _PROBLEM_DESCRIPTIONS.get(status, "Problem details (RFC 9457)"),
+            "content": {"application/problem+json": {"schema": schema}},
+        }
+        for status in statuses
+    }
+
+
+# Times are ISO 8601 with a zone; the schema says RFC 3339 date-time, which every client
+# library writes (a bare date, meaning its UTC midnight, is accepted too).
+TIME_SCHEMA = {"type": "string", "format": "date-time"}
+FEATURE_NAMES = tuple(catalogue.served_names())
+FEATURE_LIST_PATTERN = "^({0})(,({0}))*$".format("|".join(FEATURE_NAMES))
 
 
 class IngestOutcome(BaseModel):
@@ -114,9 +147,16 @@ class BatchProfilesRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_ids: list[str] = Field(min_length=1, description="Users to look up (at most 1,000).")
-    as_of: str | None = Field(None, description="ISO 8601 time with a zone; latest when absent.")
-    features: list[str] | None = Field(None, description="Only these features (all when absent).")
+    user_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        min_length=1, description="Users to look up (at most PORTRAIT_MAX_BATCH_USERS, 1,000)."
+    )
+    as_of: Annotated[str, Field(json_schema_extra=TIME_SCHEMA)] | None = Field(
+        None, description="ISO 8601 time with a zone; latest when absent."
+    )
+    features: (
+        Annotated[list[str], Field(json_schema_extra={"items": {"enum": list(FEATURE_NAMES)}})]
+        | None
+    ) = Field(None, description="Only these features (all when absent); see GET /v1/features.")
 
 
 class BatchProfilesResponse(BaseModel):

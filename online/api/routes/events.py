@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from ..deps import MetricsDep, ServiceDep, SettingsDep, WriteAccess
 from ..errors import ApiError, PayloadTooLarge
-from ..schemas import IngestOutcome, IngestResponse, ingest_request_schema
+from ..schemas import IngestOutcome, IngestResponse, ingest_request_schema, problem_responses
 
-router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[WriteAccess])
+router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[WriteAccess],
+                   responses=problem_responses(401, 403, 413, 422))
 
 
 class InvalidBody(ApiError):
@@ -52,9 +53,7 @@ def _payloads(body: Any, limit: int) -> list[Any]:
     "",
     summary="Ingest one event or a batch",
     openapi_extra={"requestBody": ingest_request_schema()},
-    responses={413: {"description": "Too many events or too large a body"},
-               422: {"description": "The body is not an event or a batch of events"}},
-)  # fmt: skip
+)
 def post_events(
     body: Annotated[Any, Depends(_json_body)],
     service: ServiceDep,

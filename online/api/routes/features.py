@@ -7,9 +7,10 @@ from fastapi import APIRouter
 from online import catalogue
 
 from ..deps import ReadAccess
-from ..schemas import FeatureInfo
+from ..schemas import FeatureInfo, problem_responses
 
-router = APIRouter(prefix="/v1/features", tags=["features"], dependencies=[ReadAccess])
+router = APIRouter(prefix="/v1/features", tags=["features"], dependencies=[ReadAccess],
+                   responses=problem_responses(401, 403))
 
 
 @router.get("")

@@ -10,25 +10,30 @@ from online.clock import parse_time
 
 from ..deps import MetricsDep, ReadAccess, ServiceDep, SettingsDep
 from ..errors import BadAsOf, PayloadTooLarge
-from ..schemas import BatchProfilesRequest, BatchProfilesResponse, Problem, Profile
+from ..schemas import (
+    FEATURE_LIST_PATTERN,
+    TIME_SCHEMA,
+    BatchProfilesRequest,
+    BatchProfilesResponse,
+    Profile,
+    problem_responses,
+)
 
-router = APIRouter(prefix="/v1", tags=["profiles"], dependencies=[ReadAccess])
-
-_PROBLEMS = {
-    404: {"model": Problem, "description": "No events for this user"},
-    422: {"model": Problem, "description": "Unknown feature name or invalid as_of"},
-}
+router = APIRouter(prefix="/v1", tags=["profiles"], dependencies=[ReadAccess],
+                   responses=problem_responses(401, 403, 422))
 UserId = Annotated[str, Path(min_length=1, max_length=128, description="The user's id.")]
 AsOf = Annotated[
     str | None,
     Query(description="ISO 8601 time with a zone (or a date): the profile as of that time, "
           "recomputed from the log. Latest when absent.",
-          examples=["2011-06-01T00:00:00+00:00"]),
+          examples=["2011-06-01T00:00:00+00:00"], json_schema_extra=TIME_SCHEMA),
 ]  # fmt: skip
 Features = Annotated[
     str | None,
     Query(description="Comma-separated feature names to return (all when absent).",
-          examples=["event_count,spend_total"]),
+          examples=["event_count,spend_total"],
+          # documented, not enforced here: the service's 422 names the unknown feature
+          json_schema_extra={"pattern": FEATURE_LIST_PATTERN}),
 ]  # fmt: skip
 
 
@@ -49,7 +54,7 @@ def parse_features(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-@router.get("/users/{user_id}/profile", responses=_PROBLEMS, response_model_exclude_none=False)
+@router.get("/users/{user_id}/profile", responses=problem_responses(404))
 def get_profile(
     user_id: UserId,
     service: ServiceDep,
@@ -69,7 +74,7 @@ def get_profile(
     return Profile.model_validate(body)
 
 
-@router.post("/profiles:batch", responses=_PROBLEMS)
+@router.post("/profiles:batch", responses=problem_responses(413))
 def post_profiles_batch(
     request: BatchProfilesRequest,
     service: ServiceDep,

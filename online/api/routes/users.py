@@ -7,16 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from ..deps import ReadAccess, ServiceDep, WriteAccess
-from ..schemas import ErasureResponse, EventRecord, Problem, UserEvents
+from ..schemas import TIME_SCHEMA, ErasureResponse, EventRecord, UserEvents, problem_responses
 from .profiles import UserId, parse_as_of
 
-router = APIRouter(prefix="/v1/users", tags=["users"])
+router = APIRouter(prefix="/v1/users", tags=["users"], responses=problem_responses(401, 403, 422))
 
 
 @router.get(
     "/{user_id}/events",
     dependencies=[ReadAccess],
-    responses={422: {"model": Problem, "description": "Invalid limit or before"}},
 )
 def get_user_events(
     user_id: UserId,
@@ -24,7 +23,8 @@ def get_user_events(
     limit: Annotated[int, Query(ge=1, le=1000, description="Most events returned.")] = 100,
     before: Annotated[
         str | None,
-        Query(description="Only events with a time strictly before this (ISO 8601 with a zone)."),
+        Query(description="Only events with a time strictly before this (ISO 8601 with a zone).",
+              json_schema_extra=TIME_SCHEMA),
     ] = None,
 ) -> UserEvents:
     """The user's recent events, newest first (log order); page with `next_before`.
@@ -41,7 +41,7 @@ def get_user_events(
 @router.delete(
     "/{user_id}",
     dependencies=[WriteAccess],
-    responses={404: {"model": Problem, "description": "No events for this user"}},
+    responses=problem_responses(404),
 )
 def delete_user(user_id: UserId, service: ServiceDep) -> ErasureResponse:
     """Erase a user across every store: the log (events and quarantine) and the profiles."""
