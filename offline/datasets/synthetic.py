@@ -78,11 +78,16 @@ def _numbered(prefix: str, numbers: np.ndarray) -> np.ndarray:
 class _Names:
     """The public ids of the generated users, items, categories, sessions and events."""
 
-    def __init__(self, catalogue: Catalogue, n_users: int, seed: int) -> None:
+    def __init__(self, catalogue: Catalogue, seed: int) -> None:
         self.seed = seed
-        self.user = _numbered("u", np.arange(n_users))
         self.item = _numbered("sku-", np.arange(len(catalogue.item_price)))
         self.item_category = np.array(CATEGORIES, dtype=object)[catalogue.item_category]
+
+    def users(self, user: np.ndarray) -> np.ndarray:
+        """User ids ("u<k>"), named per chunk: a table of all users would cost memory in
+        proportion to n_users."""
+        distinct, inverse = np.unique(user, return_inverse=True)
+        return _numbered("u", distinct)[inverse]
 
     def sessions(self, session: np.ndarray) -> np.ndarray:
         """Session ids ("s<seed>-<k>"; None for -1, events outside a session)."""
@@ -103,7 +108,7 @@ def _raw_chunks(n_users: int, n_events: int, seed: int, start: str, chunk_size: 
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     catalogue, stream = delivered_events(n_users, n_events, seed, start=start,
                                          shop=shop or Shop())
-    return catalogue, _Names(catalogue, n_users, seed), _rechunk(stream, chunk_size)
+    return catalogue, _Names(catalogue, seed), _rechunk(stream, chunk_size)
 
 
 def generate_columns(
@@ -135,7 +140,7 @@ def generate_columns(
         n, item = len(raw["ts_ms"]), raw["item"]
         yield {
             "event_id": names.events(first, n),
-            "user_id": names.user[raw["user"]],
+            "user_id": names.users(raw["user"]),
             "type": raw["type"],
             "ts": raw["ts_ms"] * 1000,
             "item_id": names.item[item],
@@ -172,14 +177,13 @@ def generate(
 class _JsonLines:
     """JSON Lines of generated chunks, laid out as byte slots (``encode.join_slots``).
 
-    The per-user, per-item and per-type texts are encoded once; per event only numbers are
-    turned into digits. The bytes equal ``encode.jsonl_from_columns`` of the same chunk
+    The per-item and per-type texts are encoded once; per event only numbers are turned into
+    digits. The bytes equal ``encode.jsonl_from_columns`` of the same chunk
     (a test holds them to it), at a fraction of its cost, as no name needs escaping.
     """
 
     def __init__(self, catalogue: Catalogue, names: _Names) -> None:
         self.seed = names.seed
-        self.user = byte_table([f',"user_id":"{u}"' for u in names.user.tolist()])
         self.type = byte_table([f',"type":"{t}"' for t in TYPE_NAMES])
         self.item_head = byte_table([
             f',"item_id":"{i}","category":"{c}","session_id":'
@@ -198,8 +202,9 @@ class _JsonLines:
         slots: list[bytes | np.ndarray] = [
             f'{{"event_id":"syn-{self.seed}-'.encode(),
             digit_chars(np.arange(first, first + n)),
+            b'","user_id":"u',
+            digit_chars(raw["user"]),
             b'"',
-            self.user[raw["user"]],
             self.type[raw["type"]],
             b',"ts":"',
             ts_chars(raw["ts_ms"] * 1000).T,
