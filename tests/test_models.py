@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from river import base, checks, linear_model, preprocessing, stream, tree
 
@@ -473,3 +474,51 @@ def test_drift_monitor_sees_every_resolved_prediction():
     _run_modelset(m, make_stream(n=300))
     assert m.drift.n_updates == m.propensity.stats()["n_learnt"] > 0
     assert m.stats()["drift"]["n_updates"] == m.drift.n_updates
+
+
+# -- the batch path --------------------------------------------------------------------------
+
+
+def _as_columns(events, columns):
+    users = np.array([u for u, _, _, _ in events], dtype=object)
+    ts = np.array([t for _, t, _, _ in events], dtype=np.int64)
+    X = np.array([[x.get(c, math.nan) for c in columns] for _, _, x, _ in events])
+    flags = np.array([p for _, _, _, p in events], dtype=bool)
+    return users, ts, X, flags
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+def test_batches_give_the_per_event_results_whatever_their_size(chunk):
+    events = make_stream(n=300)
+    # A NaN and a column the models do not read, in an order of our own.
+    events[5][2]["carts_7d"] = math.nan
+    columns = ("zzz_unused", *reversed(FEATURES))
+    per_event = _modelset()
+    expected = [per_event.observe(u, t, x, p) for u, t, x, p in events]
+    batched = _modelset()
+    users, ts, X, flags = _as_columns(events, columns)
+    got = []
+    for lo in range(0, len(events), chunk):
+        sl = slice(lo, lo + chunk)
+        got += batched.observe_many(users[sl], ts[sl], X[sl], flags[sl], columns)
+    assert got == expected
+    probe = events[-20:]
+    assert _run_modelset(batched, probe) == _run_modelset(per_event, probe)
+
+
+def test_batch_of_plain_lists():
+    events = make_stream(n=50)
+    users, ts, X, flags = _as_columns(events, FEATURES)
+    a, b = _propensity(), _propensity()
+    expected = [a.observe(u, t, x, p) for u, t, x, p in events]
+    assert b.observe_many(list(users), list(ts), X.tolist(), list(flags)) == expected
+
+
+def test_batch_shape_errors_name_what_is_wrong():
+    m = _modelset()
+    with pytest.raises(ValueError, match="lack the propensity features"):
+        m.observe_many(["a"], [0], np.zeros((1, 1)), [False], ("event_count",))
+    with pytest.raises(ValueError, match=r"shape \(n_events, 5\)"):
+        m.propensity.observe_many(["a"], [0], np.zeros((1, 4)), [False])
+    with pytest.raises(ValueError, match="one entry per event"):
+        m.propensity.observe_many(["a", "b"], [0], np.zeros((1, 5)), [False])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+from collections.abc import Sequence
 
 from .drift import ErrorDrift
 from .propensity import DAY_US, HOUR_US, PurchasePropensity
@@ -92,6 +93,27 @@ class ModelSet:
         """Per event, in log order: feed both models, return the propensity score at t_us."""
         self.segments.observe(user, t_us, x)
         return self.propensity.observe(user, t_us, x, is_purchase)
+
+    def observe_many(self, users, t_us, X, is_purchase, columns: Sequence[str]) -> list[float]:
+        """`observe` for a batch of events given as columns; the scores, in order.
+
+        `X` is a 2-D float array with one row per event (log order) and one column per name
+        in `columns` (e.g. every numeric served feature of the catalogue, in its order); it
+        must hold every propensity feature, and the segments read their RFM columns from it.
+        The same results as `observe` per event.
+        """
+        columns = tuple(columns)
+        position = {c: i for i, c in enumerate(columns)}
+        missing = [f for f in self.propensity.features if f not in position]
+        if missing:
+            raise ValueError(f"columns lack the propensity features {missing}")
+        self.segments.observe_many(users, t_us, X, columns)
+        wanted = [position[f] for f in self.propensity.features]
+        if hasattr(X, "shape"):
+            X_propensity = X[:, wanted]
+        else:
+            X_propensity = [[row[j] for j in wanted] for row in X]
+        return self.propensity.observe_many(users, t_us, X_propensity, is_purchase)
 
     def advance(self, watermark_us: int) -> None:
         """Per batch (optional): move event time on without an event; expired labels learn."""

@@ -145,6 +145,9 @@ class PurchasePropensity(base.Estimator):
         else:
             if self._single:
                 vals = (vals,)
+        return self._checked(vals)
+
+    def _checked(self, vals: tuple) -> tuple:
         # One sum instead of a test per value: the sum is finite only if every value is.
         try:
             if math.isfinite(sum(vals)):
@@ -199,6 +202,29 @@ class PurchasePropensity(base.Estimator):
 
     def observe(self, user: str, t_us: int, x: dict, is_purchase: bool = False) -> float:
         """Resolve what event time t_us settles, then score `x` and hold it as a question."""
+        return self._observe(user, t_us, self._vector(x), is_purchase)
+
+    def observe_many(self, users, t_us, X, is_purchase) -> list[float]:
+        """`observe` for each row of `X` (columns: `features`, in order); the scores, in order.
+
+        `X` is a 2-D float array (or a list of rows) as the projector's kernels produce it, so
+        no dict per event has to be built; `users`, `t_us` and `is_purchase` are equally long
+        sequences (numpy arrays are fine). Same results as calling `observe` row by row.
+        """
+        rows = _rows(X, len(self.features), "X")
+        ts, flags = _as_list(t_us), _as_list(is_purchase)
+        if not len(users) == len(ts) == len(flags) == len(rows):
+            raise ValueError(
+                f"users, t_us, is_purchase and X must have one entry per event; got lengths "
+                f"{len(users)}, {len(ts)}, {len(flags)}, {len(rows)}"
+            )
+        observe, checked = self._observe, self._checked
+        return [
+            observe(u, t, checked(tuple(row)), p)
+            for u, t, row, p in zip(users, ts, rows, flags, strict=True)
+        ]
+
+    def _observe(self, user: str, t_us: int, vals: tuple, is_purchase) -> float:
         if t_us > self._watermark:
             self._watermark = t_us
             heap = self._heap
@@ -206,7 +232,6 @@ class PurchasePropensity(base.Estimator):
                 self._expire()
         if is_purchase and user in self._open:
             self._resolve_positives(user, t_us)
-        vals = self._vector(x)
         score = self._model.predict_proba_one(self._dict(vals)).get(True, 0.0)
 
         # Hold the question, unless its label window has already closed (a late event) or
@@ -322,6 +347,22 @@ class PurchasePropensity(base.Estimator):
             "n_learnt": self._n_positive + self._n_negative,
             "watermark_us": self.watermark_us,
         }
+
+
+def _as_list(values) -> list:
+    """A numpy array as a list of Python scalars (ints stay ints), anything else as a list."""
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def _rows(X, width: int, name: str) -> list:
+    """The rows of a 2-D array-like of `width` columns, as lists of Python floats."""
+    shape = getattr(X, "shape", None)
+    if shape is not None and (len(shape) != 2 or shape[1] != width):
+        raise ValueError(f"{name} must have shape (n_events, {width}), got {tuple(shape)}")
+    rows = _as_list(X)
+    if rows and shape is None and any(len(r) != width for r in rows):
+        raise ValueError(f"every row of {name} must have {width} values")
+    return rows
 
 
 def _default_model() -> base.Classifier:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from river import base, cluster, preprocessing
 
-from .propensity import DAY_US
+from .propensity import DAY_US, _as_list, _rows
 
 __all__ = ["UserSegments", "RFM"]
 
@@ -154,6 +155,37 @@ class UserSegments(base.Clusterer):
 
     def observe(self, user: str, t_us: int, x: dict) -> bool:
         """Learn from `user`'s snapshot unless they already contributed in this period."""
+        if self._admit(user, t_us):
+            self.learn_one(x)
+            return True
+        return False
+
+    def observe_many(self, users, t_us, X, columns: Sequence[str]) -> list[bool]:
+        """`observe` for each row of `X`, a 2-D array whose columns are named by `columns`."""
+        rows, ts = _rows(X, len(columns), "X"), _as_list(t_us)
+        if not len(users) == len(ts) == len(rows):
+            raise ValueError(
+                f"users, t_us and X must have one entry per event; got lengths "
+                f"{len(users)}, {len(ts)}, {len(rows)}"
+            )
+        position = {c: i for i, c in enumerate(columns)}
+        wanted = [(n, position[n]) for n in self.inputs if n in position]
+        out = []
+        for user, t, row in zip(users, ts, rows, strict=True):
+            admitted = self._admit(user, t)
+            if admitted:
+                self.learn_one({n: row[j] for n, j in wanted})
+            out.append(admitted)
+        return out
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The feature names this model reads."""
+        names = (self.recency, self.frequency, self.monetary, self.avg_order_value)
+        return tuple(n for n in names if n is not None)
+
+    def _admit(self, user: str, t_us: int) -> bool:
+        """Whether `user` may contribute at `t_us` (and, if so, count them in)."""
         bucket = t_us // self.period_us
         if bucket > self._bucket:
             self._bucket = bucket
@@ -163,7 +195,6 @@ class UserSegments(base.Clusterer):
         if user in self._seen:
             return False
         self._seen.add(user)
-        self.learn_one(x)
         return True
 
     # -- assignment (pure) -------------------------------------------------------------------
