@@ -1,0 +1,163 @@
+"""Crash safety over HTTP: SIGKILL the server mid-stream, restart, nothing lost or doubled.
+
+The server runs as a real uvicorn subprocess on a free loopback port. A client streams POSTs
+and remembers which events were acknowledged; the server is killed (SIGKILL, no shutdown
+hook, no final checkpoint) while requests are in flight, then restarted on the same data dir.
+Every acknowledged event must be in the log exactly once, re-sending everything must add
+only the unacknowledged events, and the served profiles must equal a fresh replay.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from online.eventlog import EventLog
+from online.projector import Projector
+
+N_USERS, BATCH, N_BATCHES = 12, 25, 80
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _batches() -> list[list[dict]]:
+    out = []
+    for b in range(N_BATCHES):
+        events = []
+        for k in range(BATCH):
+            n = b * BATCH + k
+            kind = ("view", "add_to_cart", "view", "purchase")[n % 4]
+            events.append({
+                "event_id": f"e{n}", "user_id": f"u{n % N_USERS}", "type": kind,
+                # a few late events: a user's clock goes back now and then
+                "ts": f"2024-03-{1 + n // 1000:02d}T{(n // 40) % 24:02d}:{n % 60:02d}:00Z"
+                if n % 17 else "2024-02-28T00:00:00Z",
+                "item_id": f"sku-{n % 7}", "category": f"c{n % 3}",
+                **({"price": 1.5 + n % 5} if kind == "purchase" else {}),
+            })  # fmt: skip
+        out.append(events)
+    return out
+
+
+class Server:
+    """`uvicorn --factory online.api.main:create_app` over a data dir, as a subprocess."""
+
+    def __init__(self, data_dir: Path, log_file: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PORTRAIT_DATA_DIR": str(data_dir),
+               "PORTRAIT_CHECKPOINT_EVERY_EVENTS": "200"}  # checkpoints happen mid-stream
+        self._out = log_file.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "online.api.main:create_app",
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("server did not become ready")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(tmp_path) -> None:
+    data = tmp_path / "data"
+    batches = _batches()
+    acked: set[str] = set()
+    server = Server(data, tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        sent = threading.Event()
+
+        def stream() -> None:
+            with httpx.Client(base_url=server.url, timeout=10) as client:
+                for b, events in enumerate(batches):
+                    try:
+                        r = client.post("/v1/events", json={"events": events})
+                    except httpx.TransportError:
+                        return  # the server is gone: this batch's fate is unknown
+                    if r.status_code == 200:
+                        body = r.json()
+                        assert body["accepted"] + body["duplicates"] == len(events)
+                        acked.update(e["event_id"] for e in events)
+                    if b == N_BATCHES // 2:
+                        sent.set()
+
+        streamer = threading.Thread(target=stream)
+        streamer.start()
+        assert sent.wait(120), "the stream did not get half-way"
+        server.kill()
+        streamer.join(60)
+    finally:
+        server.stop()
+    assert 0 < len(acked) < N_BATCHES * BATCH
+
+    with EventLog(data / "events.db") as log:
+        batch, _ = log.read(0)
+        ids = batch.event_id.tolist()
+    assert len(ids) == len(set(ids)), "an event was appended twice"
+    assert acked <= set(ids), "an acknowledged event was lost"
+
+    server = Server(data, tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            total = {"accepted": 0, "duplicates": 0}
+            for events in batches:  # the client's retry: everything again
+                body = client.post("/v1/events", json={"events": events}).json()
+                total["accepted"] += body["accepted"]
+                total["duplicates"] += body["duplicates"]
+            assert total == {"accepted": N_BATCHES * BATCH - len(ids), "duplicates": len(ids)}
+            served = {
+                p["user_id"]: p for p in client.post(
+                    "/v1/profiles:batch", json={"user_ids": [f"u{u}" for u in range(N_USERS)]}
+                ).json()["profiles"]
+            }  # fmt: skip
+    finally:
+        server.stop()
+
+    with EventLog(data / "events.db") as log:
+        assert log.count() == N_BATCHES * BATCH
+        fresh = Projector(log, tmp_path / "fresh-state")
+        fresh.run()
+        for user, profile in served.items():
+            expected = fresh.profile(user)
+            assert profile["offset"] == expected["offset"] == N_BATCHES * BATCH
+            assert profile["features"] == expected["features"], user
