@@ -522,3 +522,14 @@ def test_batch_shape_errors_name_what_is_wrong():
         m.propensity.observe_many(["a"], [0], np.zeros((1, 4)), [False])
     with pytest.raises(ValueError, match="one entry per event"):
         m.propensity.observe_many(["a", "b"], [0], np.zeros((1, 5)), [False])
+
+
+def test_profile_many_equals_profile_per_user():
+    m = _modelset()
+    events = make_stream(n=200)
+    for user, t, x, p in events:
+        m.observe(user, t, x, p)
+    latest = {u: x for u, _, x, _ in events}
+    columns = ("zzz_unused", *reversed(FEATURES))
+    X = np.array([[x.get(c, 0.0) for c in columns] for x in latest.values()])
+    assert m.profile_many(X, columns, top=3) == [m.profile(x, top=3) for x in latest.values()]

@@ -28,6 +28,18 @@ class ModelSet:
     how much the models have seen. A replay from offset 0 starts at generation 0 and so agrees
     with a live projector that was never reset.
 
+    How the projector drives it (the models belong to the projector; nothing else learns):
+
+    - per batch of events in log order, after the kernels applied them: `observe_many(users,
+      ts, X, is_purchase, columns)` with each event's *effective* time and the row of its
+      user's served features at that time (the event included); or `observe` per event.
+      Results do not depend on where batches start or end, so a replay matches a live run.
+    - at the end of a batch: `advance(watermark)` (a no-op when every event was observed),
+      then `profile_many(X_users, columns)` (or `profile(x)`) for the users the batch touched,
+      served at the watermark: the segment, score, reasons and version to write online.
+      Scoring is pure, so serving never waits for learning.
+    - with each checkpoint: `to_bytes()` next to the offset; on restart `from_bytes(blob)`.
+
     Parameters
     ----------
     propensity
@@ -134,6 +146,18 @@ class ModelSet:
             },
             "model_version": self.model_version,
         }
+
+    def profile_many(self, X, columns: Sequence[str], top: int = 5) -> list[dict]:
+        """`profile` for each row of `X` (one user's served features per row, named by
+        `columns`), e.g. every user a batch touched, evaluated at the batch's watermark."""
+        wanted = sorted(
+            {*self.propensity.features, *self.segments.inputs} & set(columns),
+            key=list(columns).index,
+        )
+        position = {c: i for i, c in enumerate(columns)}
+        pairs = [(c, position[c]) for c in wanted]
+        rows = X.tolist() if hasattr(X, "tolist") else X
+        return [self.profile({c: row[j] for c, j in pairs}, top=top) for row in rows]
 
     def stats(self) -> dict:
         """Counters for /metrics and logs: pending queue, labels, drift, segment sizes."""

@@ -43,12 +43,16 @@ class PurchasePropensity(base.Estimator):
     - Heavy users: a prediction is registered only if the user has no pending prediction made
       less than `min_spacing_us` earlier (default one hour, roughly one example per session).
       Otherwise a user with 1,000 events a day would be 1,000 near-identical examples.
-    - Memory: at most `max_pending` open predictions; when full, the one closest to expiry is
-      dropped unlearnt (`stats()["n_dropped"]`).
+    - Memory: at most `max_pending` open predictions (each ~0.4 KB plus 8 bytes a feature);
+      when full, the one closest to expiry is dropped unlearnt (`stats()["n_dropped"]`).
+      Those are the likeliest negatives, so drops bias the model upwards: size the bound
+      above the questions held per horizon (`stats()["pending"]` in steady state).
     - Late events: an event whose horizon has already passed the watermark (t + horizon <
       watermark) is scored but not registered (`n_late`): its label window has closed.
 
-    Missing features and non-finite values (NaN, inf, None) read as `fill_value`.
+    Missing features and non-finite values (NaN, inf, None) read as `fill_value`; held values
+    are stored as float64. Times are the projector's effective event times (µs), which never
+    decrease per user; an older time for a user is scored but not held.
 
     Parameters
     ----------
