@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from online.api import ApiSettings, create_app
 from online.clock import parse_time
 from online.eventlog import EventLog
-from online.projector import Projector, features_as_of
+from online.projector import ProfileContributor, Projector, features_as_of
 
 T0 = "2024-03-01T10:00:00+00:00"
 
@@ -320,3 +320,37 @@ def test_checkpoint_on_shutdown_and_resume(settings) -> None:
     with TestClient(create_app(settings)) as client:
         assert client.app.state.service.offset == 5
         assert client.get("/v1/users/u1/profile").json() == before
+
+
+class _CountingModel(ProfileContributor):
+    """A stand-in model: fills segment/propensity from the features, exposes stats."""
+
+    name = "fake_model"
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def on_batch(self, projector, batch, user_idx, eff_ts) -> None:
+        self.seen += len(batch)
+
+    def contribute(self, body, features) -> None:
+        body["segment"] = {"id": 1, "label": "busy"}
+        body["propensity"] = {"score": 0.25, "horizon": "7d", "top_features": []}
+        body["model_version"] = f"fake-{self.seen}"
+
+    def stats(self) -> dict:
+        return {"pending": {"labels": 3}, "events_seen": self.seen}
+
+
+def test_projector_factory_adds_model_outputs_and_metrics(tmp_path) -> None:
+    def factory(log, settings):
+        return Projector(log, settings.state_dir, contributors=[_CountingModel()])
+
+    with TestClient(create_app(ApiSettings(data_dir=tmp_path), projector_factory=factory)) as c:
+        post(c, history("u1", 4))
+        body = c.get("/v1/users/u1/profile").json()
+        assert body["segment"]["label"] == "busy" and body["propensity"]["score"] == 0.25
+        assert body["model_version"] == "fake-4" and body["model_source"] == "current"
+        families = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
+        assert families["portrait_fake_model_pending_labels"].samples[0].value == 3
+        assert families["portrait_fake_model_events_seen"].samples[0].value == 4

@@ -23,7 +23,7 @@ from .limits import BodySizeLimit
 from .metrics import ApiMetrics, RequestTimer
 from .routes import events, features, health, profiles, users
 from .schemas import problem_responses
-from .service import ProfileService
+from .service import ProfileService, ProjectorFactory
 from .settings import ApiSettings, get_api_settings
 
 __all__ = ["create_app"]
@@ -40,14 +40,20 @@ def _api_settings(settings: Settings | None) -> ApiSettings:
     return ApiSettings(**{k: getattr(settings, k) for k in type(settings).model_fields})
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The REST API over the data dir of ``settings`` (environment settings when None)."""
+def create_app(
+    settings: Settings | None = None, *, projector_factory: ProjectorFactory | None = None
+) -> FastAPI:
+    """The REST API over the data dir of ``settings`` (environment settings when None).
+
+    ``projector_factory(log, settings)`` builds the projector (default: `default_projector`);
+    the CLI passes one whose contributors add the models and Feast online writes.
+    """
     api_settings = _api_settings(settings)
     metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = ProfileService(api_settings, metrics)
+        service = ProfileService(api_settings, metrics, projector_factory)
         service.open()  # loads the checkpoint and catches up with the log before serving
         app.state.service = service
         _log.info("serving %s at offset %d", api_settings.data_dir, service.offset)

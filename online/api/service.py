@@ -15,8 +15,10 @@ run in a thread pool):
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from online import catalogue
@@ -30,7 +32,11 @@ from .metrics import ApiMetrics
 from .rwlock import ReadWriteLock
 from .settings import ApiSettings
 
-__all__ = ["ProfileService"]
+__all__ = ["ProfileService", "ProjectorFactory", "default_projector"]
+
+# (log, settings) -> Projector: the CLI passes one that adds contributors living outside
+# `online` (e.g. offline.feast_store.OnlineWriter for Feast online writes)
+ProjectorFactory = Callable[[EventLog, ApiSettings], Any]
 
 _log = logging.getLogger("portrait.api")
 _FOLLOW_POLL_S = 0.5
@@ -51,12 +57,25 @@ def pseudonymizer_for(settings: ApiSettings):
     return pseudonymizer_from_settings(settings)
 
 
+def default_projector(log: EventLog, settings: ApiSettings):
+    """The projector over ``log`` resuming from the data dir's checkpoint (no extra writers)."""
+    from online.projector import Projector  # heavy (numba, River): only when serving
+
+    return Projector(log, settings.state_dir)
+
+
 class ProfileService:
     """Ingest, profiles and history over one data dir, safe under concurrent requests."""
 
-    def __init__(self, settings: ApiSettings, metrics: ApiMetrics) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        metrics: ApiMetrics,
+        projector_factory: ProjectorFactory | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self._projector_factory = projector_factory or default_projector
         self.log: EventLog | None = None
         self.projector = None
         self.sampler: ProfileSampler | None = None
@@ -72,12 +91,10 @@ class ProfileService:
 
     def open(self) -> None:
         """Open the log, load the projector's checkpoint and catch up with the log."""
-        from online.projector import Projector  # heavy (numba, River): only when serving
-
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.log = EventLog(s.event_log_path, pseudonymizer=pseudonymizer_for(s))
-        self.projector = Projector(self.log, s.state_dir)
+        self.projector = self._projector_factory(self.log, s)
         self._checkpoint_offset = self.projector.offset
         self._project()
         if s.profile_sample_path is not None and s.profile_sample_rate > 0:
@@ -298,16 +315,19 @@ def _served(body: dict[str, Any], features: list[str] | None, as_of_us: int | No
 
 
 def _model_gauges(projector) -> dict[str, tuple[str, float]]:
-    models = getattr(projector, "models", None)
-    stats = getattr(models, "stats", None)
-    if stats is None:
-        return {}
-    s = stats()
-    out = {}
-    for key, value in (s.get("propensity") or {}).items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[f"portrait_propensity_{key}"] = (f"Propensity model: {key}.", value)
-    for key, value in (s.get("drift") or {}).items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[f"portrait_drift_{key}"] = (f"Propensity error drift: {key}.", value)
+    """Numeric ``stats()`` of the projector's contributors (models: pending labels, drift...)."""
+    out: dict[str, tuple[str, float]] = {}
+    for contributor in getattr(projector, "contributors", ()):
+        stats = getattr(contributor, "stats", None)
+        if callable(stats):
+            _flatten(f"portrait_{contributor.name}", stats(), out)
     return out
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, tuple[str, float]]) -> None:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _flatten(f"{prefix}_{key}", sub, out)
+    elif isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+        name = re.sub(r"[^a-zA-Z0-9_]", "_", prefix)
+        out[name] = (f"{prefix.removeprefix('portrait_')} (contributor stats).", value)
