@@ -33,7 +33,7 @@ def open_binary(source: Source) -> Iterator[IO[bytes]]:
             raw: IO[bytes] = sys.stdin.buffer
             owned = False
         else:
-            raw = open(source, "rb")  # noqa: SIM115 (closed below)
+            raw = open(source, "rb")  # closed below
             owned = True
     elif isinstance(source, io.TextIOBase):
         raise TypeError("open_binary needs a binary stream, got a text stream")
