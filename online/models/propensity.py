@@ -173,6 +173,10 @@ class PurchasePropensity(base.Estimator):
         """P(purchase within the horizon) for features `x`; learns nothing, mutates nothing."""
         return self._score(self._vector(x))
 
+    def predict_one(self, x: dict) -> bool:
+        """Whether a purchase within the horizon is the likelier outcome (River's label verb)."""
+        return self.predict_proba_one(x) >= 0.5
+
     def explain_one(self, x: dict, top: int = 5) -> list[dict]:
         """The `top` features behind `predict_proba_one(x)`, see `online.models.explain`."""
         xs = self._dict(self._vector(x))
