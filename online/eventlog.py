@@ -57,6 +57,7 @@ _QUARANTINE = (
     "INSERT INTO quarantine (received_at, source, batch_index, raw, field, reason)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+_EVENT_FIELDS = frozenset(Event.model_fields)
 _QUARANTINE_USER = "CASE WHEN json_valid(raw) THEN CAST(json_extract(raw, '$.user_id') AS TEXT) END"
 
 
@@ -309,18 +310,23 @@ class EventLog:
         self, index: int, payload: Any, exc: InvalidEvent, at: int, source: str, bad: list
     ) -> Outcome:
         reason = str(exc)
-        if exc.field == "user_id" and self._pseudonymize:  # the raw id must not leak
-            reason = f"user_id: {exc.message} [rule={exc.rule}]"
+        # the raw id, or personal data in a field the schema does not have, must not leak
+        if self._pseudonymize and (exc.field == "user_id" or exc.field not in _EVENT_FIELDS):
+            reason = f"{exc.field}: {exc.message} [rule={exc.rule}]"
         bad.append((at, source, index, self._raw(payload), exc.field, reason))
         return Outcome(index, "rejected", None, _event_id_of(payload), reason, exc.field)
 
     def _raw(self, payload: Any) -> str:
         """The payload as JSON text for the quarantine (user id pseudonymized, size capped)."""
         obj = _jsonable(payload)
-        if self._pseudonymize and isinstance(obj, dict) and "user_id" in obj:
-            uid = obj["user_id"]
+        if self._pseudonymize and isinstance(obj, dict):
+            for key in obj.keys() - _EVENT_FIELDS:  # e.g. "email": kept by name, not value
+                obj[key] = "<redacted>"
+            uid = obj.get("user_id")
             if isinstance(uid, str | int) and not isinstance(uid, bool):
                 obj["user_id"] = self._pseudonymize(str(uid))
+            elif "user_id" in obj:
+                obj["user_id"] = "<redacted>"
         text = json.dumps(obj, ensure_ascii=False)
         if len(text) > _MAX_RAW_CHARS:
             keep = {"truncated": True, "chars": len(text), "head": text[:_MAX_RAW_CHARS]}
