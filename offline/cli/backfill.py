@@ -1,0 +1,71 @@
+"""Commands of the offline side: `replay`, `materialize`, `training-set`."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from offline.cli.app import Context, cli, emit, fail, pass_context
+
+
+@cli.command()
+@click.option("--from-offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--to-offset", type=click.IntRange(min=0), default=None,
+              help="Stop before this offset (default: the log's end).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@pass_context
+def replay(ctx: Context, from_offset: int, to_offset: int | None, as_json: bool) -> None:
+    """Rebuild the offline parquet snapshot from the event log (backfill).
+
+    Re-running a range replaces its rows; an interrupted run resumes where it stopped.
+
+    \b
+    Examples:
+      portrait replay
+      portrait replay --from-offset 0 --to-offset 100000 --json
+    """
+    from offline.replay import replay as run_replay
+
+    _need_log(ctx)
+    summary = run_replay(ctx.settings, from_offset=from_offset, to_offset=to_offset,
+                         progress=True)
+    body = asdict(summary)
+    emit(body, as_json, f"replayed offsets [{summary.from_offset}, {summary.to_offset}): "
+         f"{summary.events:,} events -> {summary.rows:,} rows (+{summary.tail_rows:,} tail) "
+         f"in {summary.seconds:.1f}s into {summary.output_dir}")
+
+
+@cli.command()
+@click.option("--force", is_flag=True,
+              help="Materialize even when the replay is behind the log.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@pass_context
+def materialize(ctx: Context, force: bool, as_json: bool) -> None:
+    """Feast apply + materialize-incremental of the replayed snapshot into the online store.
+
+    \b
+    Example:
+      portrait replay && portrait materialize
+    """
+    from offline.feast_store import SnapshotBehindLog
+    from offline.feast_store import materialize as run_materialize
+
+    try:
+        # Feast prints its own progress on stdout; keep stdout for the result alone.
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            body = run_materialize(ctx.settings, force=force)
+    except SnapshotBehindLog as exc:
+        fail(str(exc))
+    emit(body, as_json, f"materialized {', '.join(body['feature_views'])} into the "
+         f"{body['online_store']} online store (snapshot offsets < {body['replayed_end']})")
+
+
+def _need_log(ctx: Context) -> None:
+    if not Path(ctx.settings.event_log_path).exists():
+        fail(f"no event log in {ctx.data_dir}: run `portrait ingest` first")
