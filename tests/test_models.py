@@ -591,3 +591,19 @@ def test_profile_many_equals_profile_per_user():
     columns = ("zzz_unused", *reversed(FEATURES))
     X = np.array([[x.get(c, 0.0) for c in columns] for x in latest.values()])
     assert m.profile_many(X, columns, top=3) == [m.profile(x, top=3) for x in latest.values()]
+
+
+def test_drift_is_detected_after_the_concept_flips():
+    m = PurchasePropensity(("f",), horizon_us=5, min_spacing_us=0)
+    rng = random.Random(0)
+    flip_at = 15_000
+    for i in range(3000):
+        t = 10 * i
+        f = float(rng.random() < 0.5)
+        buys = (f == 1.0) if t < flip_at else (f == 0.0)
+        m.observe(f"u{i}", t, {"f": f})
+        if buys:
+            m.observe(f"u{i}", t + 1, {"f": f}, is_purchase=True)
+    monitor = m.drift_monitor
+    assert monitor.n_detections >= 1
+    assert flip_at <= monitor.last_detected_us <= 30_000
