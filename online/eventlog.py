@@ -295,8 +295,9 @@ class EventLog:
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'next_offset'", (offsets.stop,))
             if bad:
                 conn.executemany(_QUARANTINE, bad)
+        make = tuple.__new__  # Outcome(...) minus its Python-level __new__: ~30% cheaper
         for o, index, e in zip(offsets, idx, events, strict=True):
-            outcomes[index] = Outcome(index, "accepted", o, e.event_id)
+            outcomes[index] = make(Outcome, (index, "accepted", o, e.event_id, None, None))
         return AppendResult(
             outcomes=outcomes,
             accepted=len(events),
