@@ -206,7 +206,7 @@ def test_as_of_profile_equals_features_as_of(client, as_of: str) -> None:
 
 
 def test_batch_profiles_share_one_offset(client) -> None:
-    post(client, history("u1", 4) + history("u2", 2))
+    post(client, history("u1", 4) + history("u2", 2, start_h=9))
     r = client.post("/v1/profiles:batch", json={"user_ids": ["u2", "ghost", "u1"],
                                                 "features": ["event_count"]})
     assert r.status_code == 200, r.text
@@ -215,9 +215,9 @@ def test_batch_profiles_share_one_offset(client) -> None:
     assert [p["user_id"] for p in body["profiles"]] == ["u2", "u1"]
     assert [p["features"] for p in body["profiles"]] == [{"event_count": 2}, {"event_count": 4}]
     assert {p["offset"] for p in body["profiles"]} == {body["offset"]} == {6}
-    single = client.get("/v1/users/u1/profile").json()
-    full = client.post("/v1/profiles:batch", json={"user_ids": ["u1"]}).json()["profiles"][0]
-    assert full == single
+    # the batch path evaluates users together; it must equal the one-user path exactly
+    full = client.post("/v1/profiles:batch", json={"user_ids": ["u1", "u2"]}).json()
+    assert full["profiles"] == [client.get(f"/v1/users/{u}/profile").json() for u in ("u1", "u2")]
 
 
 def test_batch_profiles_as_of_and_limits(client, settings) -> None:
@@ -351,6 +351,8 @@ def test_projector_factory_adds_model_outputs_and_metrics(tmp_path) -> None:
         body = c.get("/v1/users/u1/profile").json()
         assert body["segment"]["label"] == "busy" and body["propensity"]["score"] == 0.25
         assert body["model_version"] == "fake-4" and body["model_source"] == "current"
+        batch = c.post("/v1/profiles:batch", json={"user_ids": ["u1"]}).json()["profiles"]
+        assert batch == [body]
         families = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
         assert families["portrait_fake_model_pending_labels"].samples[0].value == 3
         assert families["portrait_fake_model_events_seen"].samples[0].value == 4

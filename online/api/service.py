@@ -26,6 +26,7 @@ from online.catalogue import NO_TS, iso_utc
 from online.eventlog import AppendResult, EventLog
 from online.events import EventType
 
+from .bulk import latest_profiles
 from .consistency import ProfileSampler
 from .errors import NotImplementedYet, UnknownFeature, UnknownUserError
 from .metrics import ApiMetrics
@@ -222,14 +223,17 @@ class ProfileService:
         _check_features(features)
         from online.projector import UnknownUser
 
-        bodies, missing = [], []
         with self._lock.read():  # one section: every profile reflects the same offset
             offset = self.projector.offset
-            for user_id in user_ids:
-                try:
-                    bodies.append(self.projector.profile(user_id, as_of=as_of_us))
-                except UnknownUser:
-                    missing.append(user_id)
+            if as_of_us is None:
+                bodies, missing = latest_profiles(self.projector, user_ids)
+            else:
+                bodies, missing = [], []
+                for user_id in user_ids:
+                    try:
+                        bodies.append(self.projector.profile(user_id, as_of=as_of_us))
+                    except UnknownUser:
+                        missing.append(user_id)
         out = [_served(b, features, as_of_us) for b in bodies]
         if self.sampler is not None:
             for body in out:
