@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from .errors import Forbidden, Unauthorized
-from .settings import ApiSettings, get_api_settings
+from .settings import ApiSettings
 
 __all__ = ["InsecureBind", "check_bind", "require_read", "require_write"]
 
@@ -63,9 +63,12 @@ def check_bind(host: str, settings: ApiSettings) -> None:
         raise InsecureBind(host)
 
 
-def _scopes(
-    request: Request,
-    settings: Annotated[ApiSettings, Depends(get_api_settings)],
+async def _settings(request: Request) -> ApiSettings:
+    return request.app.state.settings
+
+
+async def _scopes(
+    settings: Annotated[ApiSettings, Depends(_settings)],
     api_key: Annotated[str | None, Depends(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> frozenset[str]:
@@ -80,13 +83,13 @@ def _scopes(
     return scopes
 
 
-def require_read(scopes: Annotated[frozenset[str], Depends(_scopes)]) -> None:
+async def require_read(scopes: Annotated[frozenset[str], Depends(_scopes)]) -> None:
     """Dependency: the request carries a key with the read scope (or auth is off)."""
     if "read" not in scopes:
         raise Forbidden("this API key lacks the read scope")
 
 
-def require_write(scopes: Annotated[frozenset[str], Depends(_scopes)]) -> None:
+async def require_write(scopes: Annotated[frozenset[str], Depends(_scopes)]) -> None:
     """Dependency: the request carries a key with the write scope (or auth is off)."""
     if "write" not in scopes:
         raise Forbidden("this API key lacks the write scope", field=None)

@@ -1,4 +1,8 @@
-"""Dependencies of the routes, as ``Annotated`` aliases (FastAPI's dependency injection)."""
+"""Dependencies of the routes, as ``Annotated`` aliases (FastAPI's dependency injection).
+
+The small ones are ``async def``: FastAPI runs a sync dependency in the thread pool, one hop
+per dependency per request, which costs more than the work they do.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from fastapi import Depends, Request
 from .auth import require_read, require_write
 from .metrics import ApiMetrics
 from .service import ProfileService
-from .settings import ApiSettings, get_api_settings
+from .settings import ApiSettings
 
 __all__ = [
     "MetricsDep",
@@ -17,24 +21,30 @@ __all__ = [
     "ServiceDep",
     "SettingsDep",
     "WriteAccess",
+    "app_settings",
     "get_metrics",
     "get_service",
 ]
 
 
-def get_service(request: Request) -> ProfileService:
+async def get_service(request: Request) -> ProfileService:
     """The app's live service (opened by the lifespan)."""
     return request.app.state.service
 
 
-def get_metrics(request: Request) -> ApiMetrics:
+async def get_metrics(request: Request) -> ApiMetrics:
     """The app's metrics registry."""
     return request.app.state.metrics
 
 
+async def app_settings(request: Request) -> ApiSettings:
+    """The settings the app was built with (`create_app(settings)`, else `get_api_settings()`)."""
+    return request.app.state.settings
+
+
 ServiceDep = Annotated[ProfileService, Depends(get_service)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
-SettingsDep = Annotated[ApiSettings, Depends(get_api_settings)]
+SettingsDep = Annotated[ApiSettings, Depends(app_settings)]
 # router-level guards: `APIRouter(dependencies=[ReadAccess])`
 ReadAccess = Depends(require_read)
 WriteAccess = Depends(require_write)

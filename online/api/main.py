@@ -2,7 +2,8 @@
 
 Nothing is opened at import time: the event log and the projector live in a `ProfileService`
 created by the lifespan (so each app, e.g. each test, gets its own), and settings reach the
-routes through `get_api_settings`, which `create_app(settings)` overrides.
+routes from ``app.state.settings``: the ``settings`` given to `create_app`, else the
+process-wide `get_api_settings()` (the ``lru_cache`` that tests and the CLI override).
 
 Run it with ``portrait serve`` (which calls `check_bind` first) or
 ``uvicorn --factory online.api.main:create_app``.
@@ -71,7 +72,6 @@ def create_app(
     )
     app.state.settings = api_settings
     app.state.metrics = metrics
-    app.dependency_overrides[get_api_settings] = lambda: api_settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=api_settings.max_body_bytes)
     app.add_middleware(RequestTimer, metrics=metrics)

@@ -1,0 +1,74 @@
+"""Differentially private customer segments: sizes and mean features, on a privacy budget."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from online.privacy import BudgetExhausted, PrivacyBudget, release_segments, segment_inputs
+
+from ..deps import ReadAccess, ServiceDep, SettingsDep
+from ..errors import ApiError
+from ..schemas import problem_responses
+
+router = APIRouter(prefix="/v1/segments", tags=["segments"], dependencies=[ReadAccess],
+                   responses=problem_responses(401, 403, 422, 429))
+
+
+class PrivacyBudgetExhausted(ApiError):
+    """The data dir's privacy budget has less epsilon left than the query asks for."""
+
+    status, slug, title = 429, "privacy-budget-exhausted", "Privacy budget exhausted"
+
+    def __init__(self, exc: BudgetExhausted) -> None:
+        super().__init__(
+            f"{exc} (epsilon). Every release spends budget for good; the total is set by "
+            "PORTRAIT_PRIVACY_BUDGET_EPSILON.",
+            field="epsilon", requested=exc.requested, remaining=exc.remaining, total=exc.total)
+
+
+class SegmentStats(BaseModel):
+    """One segment: noisy size, noisy sums and the means derived from them."""
+
+    segment: str
+    description: str
+    size: int = Field(description="Noisy number of users (geometric noise, floored at 0).")
+    mean: dict[str, float | None] = Field(
+        description="Noisy mean per feature, clamped to its bounds (None: not applicable).")
+    sum: dict[str, float | None] = Field(description="Noisy clamped sum per feature.")
+
+
+class SegmentsReport(BaseModel):
+    """A differentially private release over every user in the projection."""
+
+    as_of: str | None = Field(description="Time the features are evaluated at (watermark).")
+    offset: int = Field(description="Log offset the release reflects.")
+    epsilon: float = Field(description="Privacy loss of this release (spent from the budget).")
+    segments: list[SegmentStats]
+    privacy: dict[str, Any] = Field(
+        description="Unit of privacy, mechanisms, noise scales, bounds and the budget left.")
+
+
+@router.get("", summary="Segment sizes and mean features, differentially private")
+def get_segments(
+    service: ServiceDep,
+    settings: SettingsDep,
+    epsilon: Annotated[float, Query(gt=0, allow_inf_nan=False,
+                                    description="Privacy loss to spend on this release.")] = 1.0,
+) -> SegmentsReport:
+    """Noisy sizes and mean spend, orders and recency per segment (epsilon-DP per user).
+
+    Each call spends `epsilon` from the data dir's privacy budget; once the budget is spent,
+    calls are refused with 429. Segments follow a fixed public rule (order count and days
+    since the last purchase); see `online/privacy/dp.py` for bounds and the budget split.
+    """
+    with service._lock.read():  # one consistent state; the noisy release runs unlocked
+        projector = service.projector
+        inputs = segment_inputs(projector.state, projector.watermark_us, projector.offset)
+    try:
+        body = release_segments(inputs, epsilon, budget=PrivacyBudget.for_settings(settings))
+    except BudgetExhausted as exc:
+        raise PrivacyBudgetExhausted(exc) from None
+    return SegmentsReport.model_validate(body)
