@@ -109,16 +109,18 @@ def _apply(uidx, ts, typ, price, qty, item, catg, item_hash, ints, floats, win_c
         if i + 2 * _PF < n:  # rows of a later event: the state is larger than the caches
             v = uidx[i + 2 * _PF]
             _prefetch(ints, v, 0)
+            _prefetch(ints, v, N_INT // 2)
             _prefetch(ints, v, N_INT - 1)
             _prefetch(floats, v, 0)
             _prefetch(floats, v, st.N_FLOAT - 1)
             _prefetch(win_head, v, 0)
+            _prefetch(win_head, v, 2 * _NWIN - 1)
             _prefetch(cat_code, v, 0)
             _prefetch(cat_weight, v, 0)
+            _prefetch(cat_weight, v, _SLOTS - 1)
         if i + _PF < n:  # the ring slots and registers it will touch (its heads are cached)
             v = uidx[i + _PF]
-            for r in range(_NWIN):
-                _prefetch(win_count, v, _OFFSETS[r] + win_head[v, _NWIN + r])
+            for r in range(_NWIN):  # a slot's count, bucket and spend share 16 bytes
                 _prefetch(win_spend, v, _OFFSETS[r] + win_head[v, _NWIN + r])
             _prefetch(recent, v, ints[v, I_RECENT_COUNT] % _RECENT)
             if item[i + _PF] >= 0:
@@ -136,9 +138,7 @@ def _apply(uidx, ts, typ, price, qty, item, catg, item_hash, ints, floats, win_c
             ints[u, I_LAST_TS] = t
             ints[u, I_SESSION_COUNT] = 1
             for r in range(_NWIN):
-                b = t // _WIDTHS[r]
-                win_head[u, r] = b
-                win_head[u, _NWIN + r] = b % _SIZES[r]
+                _enter_bucket(win_count, win_spend, win_head, u, r, t // _WIDTHS[r])
         else:
             last = ints[u, I_LAST_TS]
             if t < last:  # late event: effective time is the user's newest
@@ -160,8 +160,8 @@ def _apply(uidx, ts, typ, price, qty, item, catg, item_hash, ints, floats, win_c
                     ints[u, I_SESSION_FLAGS] = 0
                 for r in range(_NWIN):
                     head = win_head[u, r]
-                    if t >= (head + 1) * _WIDTHS[r]:  # a new bucket: clear the skipped ones
-                        _advance_ring(win_count, win_spend, win_head, u, r, t // _WIDTHS[r])
+                    if t >= (head + 1) * _WIDTHS[r]:  # a new bucket
+                        _enter_bucket(win_count, win_spend, win_head, u, r, t // _WIDTHS[r])
         eff[i] = t
         ints[u, I_EVENT_COUNT] += 1
         ints[u, I_TYPE0 + e] += 1
@@ -192,7 +192,7 @@ def _apply(uidx, ts, typ, price, qty, item, catg, item_hash, ints, floats, win_c
                 ints[u, I_CONVERTED] += 1
         for r in range(_NWIN):
             s = _OFFSETS[r] + win_head[u, _NWIN + r]
-            win_count[u, s] += 1
+            win_count[u, s, 0] += 1
             if e == PURCHASE:
                 win_spend[u, s] += amount
         c = catg[i]
@@ -212,14 +212,16 @@ def _apply(uidx, ts, typ, price, qty, item, catg, item_hash, ints, floats, win_c
 
 
 @njit(**_JIT)
-def _advance_ring(win_count, win_spend, win_head, u, r, b):
-    head = win_head[u, r]
-    size = _SIZES[r]
-    for k in range(max(head + 1, b - size + 1), b + 1):
-        win_count[u, _OFFSETS[r] + k % size] = 0
-        win_spend[u, _OFFSETS[r] + k % size] = 0.0
+def _enter_bucket(win_count, win_spend, win_head, u, r, b):
+    """Make bucket b ring r's newest; its slot restarts unless it already holds bucket b."""
+    slot = b % _SIZES[r]
     win_head[u, r] = b
-    win_head[u, _NWIN + r] = b % size
+    win_head[u, _NWIN + r] = slot
+    s = _OFFSETS[r] + slot
+    if win_count[u, s, 1] != b:
+        win_count[u, s, 0] = 0
+        win_count[u, s, 1] = b
+        win_spend[u, s] = 0.0
 
 
 @njit(**_JIT)
@@ -295,8 +297,10 @@ def _stored_row(u, tw, ints, floats, win_count, win_spend, win_head, cat_code, c
         spend_w = 0.0
         if n_ev > 0:
             for k in range(max(head, tw // _WIDTHS[r]) - size + 1, head + 1):
-                count += win_count[u, _OFFSETS[r] + k % size]
-                spend_w += win_spend[u, _OFFSETS[r] + k % size]
+                s = _OFFSETS[r] + k % size
+                if win_count[u, s, 1] == k:  # the slot holds bucket k (not an older one)
+                    count += win_count[u, s, 0]
+                    spend_w += win_spend[u, s]
         out_i[j, _O_WIN_I + r] = count
         out_f[j, _O_WIN_F + r] = spend_w
     taken = 0  # bit s: slot s already ranked
@@ -369,7 +373,8 @@ def _next_window_change(users, after, ints, win_count, win_head, out):
                 size, width, head = _SIZES[r], _WIDTHS[r], win_head[u, r]
                 b = max(head, after[j] // width)
                 for k in range(b - size + 1, head + 1):  # oldest non-empty bucket expires first
-                    if win_count[u, _OFFSETS[r] + k % size] > 0:
+                    s = _OFFSETS[r] + k % size
+                    if win_count[u, s, 1] == k and win_count[u, s, 0] > 0:
                         at = (k + size) * width
                         if best == _NO_TS or at < best:
                             best = at
@@ -490,10 +495,10 @@ def _named(state: UserState, out_i, out_f, out_top, out_recent) -> dict[str, np.
     cats = np.array([*state.categories.values, None], dtype=object)
     for k in range(_TOP):
         cols[f"interest_top{k + 1}"] = cats[out_top[:, k]]
-    items = state.items.values
+    items = np.array([*state.items.values, None], dtype=object)
+    lengths = (out_recent >= 0).sum(axis=1).tolist()  # newest first, -1 padding at the end
     recent = np.empty(len(out_i), dtype=object)
-    for j, codes in enumerate(out_recent.tolist()):
-        recent[j] = [items[c] for c in codes if c >= 0]
+    recent[:] = [r[:k] for r, k in zip(items[out_recent].tolist(), lengths, strict=True)]
     cols["recent_items"] = recent
     return {name: cols[name] for name in cat.stored_names()}
 

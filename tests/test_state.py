@@ -7,7 +7,7 @@ import pytest
 
 from online import catalogue as cat
 from online import kernels
-from online.state import I_LAST_TS, CodeMap, UserState, stable_hash
+from online.state import I_LAST_TS, ROW_BYTES, CodeMap, UserState, stable_hash
 
 
 def _objects(values) -> np.ndarray:
@@ -75,8 +75,22 @@ def test_save_replaces_atomically_and_leaves_no_temporaries(state, tmp_path):
 
 def test_bytes_per_user_counts_every_array(state):
     per_user = sum(a.nbytes for a in state.arrays().values()) // state.n_users
-    assert state.bytes_per_user() == per_user
-    assert per_user < 2048
+    assert per_user <= state.bytes_per_user() == ROW_BYTES < per_user + 64  # line padding
+    assert ROW_BYTES % 64 == 0 and ROW_BYTES <= 2112
+
+
+def test_arrays_are_views_of_one_row_per_user(state):
+    arrays = state.arrays()
+    assert all(np.shares_memory(a, state._buf) for a in arrays.values())
+
+
+    def addr(a, idx):
+        return a.ctypes.data + sum(i * s for i, s in zip(idx, a.strides, strict=True))
+
+    # a slot's spend sits right after its count and bucket number; a user is one row
+    assert addr(state.win_spend, (1, 5)) - addr(state.win_count, (1, 5, 0)) == 8
+    assert addr(state.ints, (2, 0)) - addr(state.ints, (1, 0)) == ROW_BYTES
+    assert addr(state.hll, (1, 0)) - addr(state.ints, (1, 0)) < ROW_BYTES
 
 
 def test_erase_forgets_the_user(state, tmp_path):
