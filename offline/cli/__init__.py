@@ -6,7 +6,7 @@ stdout; progress bars and logs go to stderr.
 
 from __future__ import annotations
 
-from offline.cli import backfill, events, profiles  # noqa: F401  (registers sub-commands)
+from offline.cli import backfill, events, profiles, serving  # noqa: F401  (registers commands)
 from offline.cli.app import cli
 
 

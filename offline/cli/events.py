@@ -146,9 +146,9 @@ def _pseudonymizer(ctx: Context):
 
 def _project(ctx: Context, log) -> int:
     """Bring the projector up to the end of the log and checkpoint it; return its offset."""
-    from online.projector import Projector
+    from offline.wiring import build_projector
 
-    projector = Projector(log, ctx.settings.state_dir)
+    projector = build_projector(log, ctx.settings)
     projector.run(batch_size=ctx.settings.batch_size, progress=True)
     projector.checkpoint()
     return projector.offset

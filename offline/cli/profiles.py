@@ -34,16 +34,19 @@ def profile(ctx: Context, user_id: str, as_of: str | None, as_json: bool) -> Non
       portrait profile 17850
       portrait profile 17850 --as-of 2011-06-01T00:00:00+00:00 --json
     """
+    from offline.wiring import build_projector
     from online.eventlog import EventLog
-    from online.projector import Projector, UnknownUser
+    from online.projector import UnknownUser
 
     at_us = parse_as_of(as_of) if as_of is not None else None
     if not ctx.settings.event_log_path.exists():
         fail(f"no event log in {ctx.data_dir}: run `portrait ingest` first")
     log = EventLog(ctx.settings.event_log_path)
     try:
-        projector = Projector(log, ctx.settings.state_dir)
-        projector.run(batch_size=ctx.settings.batch_size)
+        projector = build_projector(log, ctx.settings, online_writes=False)
+        # Catch up with events appended since the last checkpoint (e.g. by another writer).
+        if projector.run(batch_size=ctx.settings.batch_size, progress=True):
+            projector.checkpoint()
         try:
             body = projector.profile(user_id, as_of=at_us)
         except UnknownUser as exc:

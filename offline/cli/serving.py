@@ -1,0 +1,69 @@
+"""Commands of the serving side: `serve` and `consistency`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from offline.cli.app import Context, cli, emit, fail, pass_context
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--log-level", default="info", show_default=True)
+@pass_context
+def serve(ctx: Context, host: str, port: int, log_level: str) -> None:
+    """Run the REST API (OpenAPI at /docs) over the data dir.
+
+    Without API keys configured (PORTRAIT_API_READ_KEYS / PORTRAIT_API_WRITE_KEYS) the server
+    only binds loopback addresses.
+
+    \b
+    Example:
+      portrait serve --port 8000
+      curl localhost:8000/v1/users/17850/profile
+    """
+    import uvicorn
+
+    from offline.wiring import build_projector
+    from online.api.auth import InsecureBind, check_bind
+    from online.api.main import create_app
+    from online.api.settings import ApiSettings
+
+    settings = ApiSettings(data_dir=ctx.data_dir)
+    try:
+        check_bind(host, settings)
+    except InsecureBind as exc:
+        fail(str(exc))
+    app = create_app(settings, projector_factory=build_projector)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+@cli.command()
+@click.argument("sample", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@pass_context
+def consistency(ctx: Context, sample: Path | None, as_json: bool) -> None:
+    """Recompute served profiles from the log and report how many values match exactly.
+
+    SAMPLE is the server's profile sample log (default: the data dir's sample file).
+
+    \b
+    Example:
+      export PORTRAIT_PROFILE_SAMPLE_PATH=data/samples.jsonl PORTRAIT_PROFILE_SAMPLE_RATE=0.1
+      portrait serve &    # ... traffic ...
+      portrait consistency --json
+    """
+    from online.api.consistency import check_consistency
+    from online.api.settings import ApiSettings
+    from online.eventlog import EventLog
+
+    settings = ApiSettings(data_dir=ctx.data_dir)
+    path = sample or settings.profile_sample_path
+    if path is None or not Path(path).exists():
+        fail(f"no profile sample log at {path}: run the server with sampling enabled")
+    with EventLog(settings.event_log_path) as log:
+        report = check_consistency(path, log)
+    emit(report, as_json)
