@@ -488,23 +488,43 @@ def _out_arrays(n: int):
             np.empty((n, _TOP), dtype=np.int32), np.empty((n, _RECENT), dtype=np.int32))
 
 
-def _named(state: UserState, out_i, out_f, out_top, out_recent) -> dict[str, np.ndarray]:
+def _named(state: UserState, out_i, out_f, out_top, out_recent,
+           names=None) -> dict[str, np.ndarray]:
+    wanted = cat.stored_names() if names is None else [n for n in cat.stored_names()
+                                                       if n in names]
     cols: dict[str, np.ndarray] = {}
     cols.update({name: out_i[:, k] for k, name in enumerate(OUT_INT)})
     cols.update({name: out_f[:, k] for k, name in enumerate(OUT_FLOAT)})
     cats = np.array([*state.categories.values, None], dtype=object)
     for k in range(_TOP):
-        cols[f"interest_top{k + 1}"] = cats[out_top[:, k]]
-    items = np.array([*state.items.values, None], dtype=object)
-    lengths = (out_recent >= 0).sum(axis=1).tolist()  # newest first, -1 padding at the end
-    recent = np.empty(len(out_i), dtype=object)
-    recent[:] = [r[:k] for r, k in zip(items[out_recent].tolist(), lengths, strict=True)]
-    cols["recent_items"] = recent
-    return {name: cols[name] for name in cat.stored_names()}
+        if f"interest_top{k + 1}" in wanted:
+            cols[f"interest_top{k + 1}"] = cats[out_top[:, k]]
+    if "recent_items" in wanted:  # Python lists: only built when asked for
+        items = np.array([*state.items.values, None], dtype=object)
+        lengths = (out_recent >= 0).sum(axis=1).tolist()  # newest first, -1 padding at the end
+        recent = np.empty(len(out_i), dtype=object)
+        recent[:] = [r[:k] for r, k in zip(items[out_recent].tolist(), lengths, strict=True)]
+        cols["recent_items"] = recent
+    return {name: cols[name] for name in wanted}
 
 
-def stored_values(state: UserState, user_idx, at_us=None) -> dict[str, np.ndarray]:
-    """Stored values (a snapshot row per user) in catalogue order.
+def _needed(names) -> set[str] | None:
+    """Stored columns that the served ``names`` are computed from (None: all)."""
+    if names is None:
+        return None
+    unknown = set(names) - set(cat.served_names())
+    if unknown:
+        raise ValueError(f"names: expected catalogue features, got unknown {sorted(unknown)}")
+    need = {"last_event_ts"}
+    for name in names:
+        f = cat.feature(name)
+        need.add(f.source if f.kind == "since" else name)
+    return need
+
+
+def stored_values(state: UserState, user_idx, at_us=None, *,
+                  names=None) -> dict[str, np.ndarray]:
+    """Stored values (a snapshot row per user) in catalogue order (only ``names`` if given).
 
     Window columns are evaluated at ``max(at_us, last_event_ts)`` (default: each user's
     ``last_event_ts``).  ``interest_top*`` are str/None (object arrays), ``recent_items`` an
@@ -512,25 +532,30 @@ def stored_values(state: UserState, user_idx, at_us=None) -> dict[str, np.ndarra
     """
     users = _users(state, user_idx)
     n = len(users)
-    tw = state.ints[users, I_LAST_TS] if at_us is None else _times(at_us, n)
+    last = state.ints[users, I_LAST_TS]
+    tw = last if at_us is None else np.maximum(_times(at_us, n), last)
     outs = _out_arrays(n)
     _stored_rows(users, np.ascontiguousarray(tw), state.ints, state.floats, state.win_count,
                  state.win_spend, state.win_head, state.cat_code, state.cat_weight, state.hll,
                  state.recent, *outs)
-    return _named(state, *outs)
+    return _named(state, *outs, names=names)
 
 
-def evaluate_stored(stored: Mapping[str, np.ndarray], t_us) -> dict[str, np.ndarray]:
+def evaluate_stored(stored: Mapping[str, np.ndarray], t_us, *,
+                    names=None) -> dict[str, np.ndarray]:
     """Served values at T from stored rows: decay from ``last_event_ts``, since-features.
 
     ``t_us`` is a scalar or one time per row; a T before a row's ``last_event_ts`` is taken
-    as ``last_event_ts`` (point-in-time queries go through the as-of path instead).
+    as ``last_event_ts`` (point-in-time queries go through the as-of path instead).  With
+    ``names``, only those served features (``stored`` needs the columns they come from).
     """
     last = _checked("last_event_ts", stored["last_event_ts"], np.int64)
     n = len(last)
     t = _times(t_us, n)
     served: dict[str, np.ndarray] = {}
     for f in cat.FEATURES:
+        if names is not None and f.name not in names:
+            continue
         if f.kind == "decay":
             out = np.empty(n, dtype=np.float64)
             _decay(_checked(f.name, stored[f.name], np.float64, n), last, t, f.rate_per_us, out)
@@ -544,11 +569,15 @@ def evaluate_stored(stored: Mapping[str, np.ndarray], t_us) -> dict[str, np.ndar
     return served
 
 
-def evaluate(state: UserState, user_idx, t_us) -> dict[str, np.ndarray]:
-    """Served values of many users at T (scalar or per user): windows from the rings at T."""
+def evaluate(state: UserState, user_idx, t_us, *, names=None) -> dict[str, np.ndarray]:
+    """Served values of many users at T (scalar or per user): windows from the rings at T.
+
+    ``names`` restricts the output to those features (and skips building unneeded strings).
+    """
     users = _users(state, user_idx)
     t = np.maximum(_times(t_us, len(users)), state.ints[users, I_LAST_TS])
-    return evaluate_stored(stored_values(state, users, at_us=t), t)
+    stored = stored_values(state, users, at_us=t, names=_needed(names))
+    return evaluate_stored(stored, t, names=names)
 
 
 def next_window_change(state: UserState, user_idx, after_us) -> np.ndarray:

@@ -230,6 +230,21 @@ def test_inputs_are_not_mutated_and_empty_batches_are_fine():
     assert kernels.stored_values(state, [0])["spend_total"][0] == 5.0
 
 
+def test_evaluate_can_serve_a_subset():
+    events = to_events([{"user_id": "ann", "step": 0, "type": 3, "price": 2.5, "quantity": 2,
+                         "item_id": "i", "category": "c"}])
+    state = UserState()
+    kernels.apply(state, columns(events))
+    t = events[0]["ts"] + H
+    full = kernels.evaluate(state, [0], t)
+    names = ["seconds_since_last_purchase", "decayed_spend_1d", "events_1h", "interest_top1"]
+    part = kernels.evaluate(state, [0], t, names=names)
+    assert list(part) == [n for n in cat.served_names() if n in names]
+    assert all(part[n][0] == full[n][0] for n in names)
+    with pytest.raises(ValueError, match="unknown"):
+        kernels.evaluate(state, [0], t, names=["nope"])
+
+
 def test_stored_names_cover_the_catalogue():
     assert set(kernels.OUT_INT) | set(kernels.OUT_FLOAT) | {
         "interest_top1", "interest_top2", "interest_top3", "recent_items"
