@@ -40,7 +40,7 @@ __all__ = ["ProfileService", "ProjectorFactory", "default_projector"]
 ProjectorFactory = Callable[[EventLog, ApiSettings], Any]
 
 _log = logging.getLogger("portrait.api")
-_FOLLOW_POLL_S = 0.5
+_FOLLOW_POLL_S = 0.25
 _TYPE_NAMES = {int(t): t.wire_name for t in EventType}
 _KNOWN_FEATURES = frozenset(catalogue.served_names())
 
@@ -81,12 +81,14 @@ class ProfileService:
         self.projector = None
         self.sampler: ProfileSampler | None = None
         self._lock = ReadWriteLock()
+        self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._follower: threading.Thread | None = None
         self._checkpoint_offset = 0
         self._checkpoint_time = time.monotonic()
         self._caught_up_at = time.monotonic()
+        self._flushed_at = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -114,6 +116,10 @@ class ProfileService:
             self._follower = None
         if self.projector is not None and self.log is not None:
             try:
+                try:
+                    self._flush_writes()
+                except Exception:  # still pending: the checkpoint below keeps them
+                    _log.exception("final online-store flush failed")
                 self._checkpoint(force=False)
             finally:
                 self.log.close()
@@ -148,6 +154,22 @@ class ProfileService:
             self._caught_up_at = time.monotonic()
             return self.projector.offset
 
+    def _flush_writes(self) -> int:
+        """Push deferred online writes (contributors with ``collect``/``push``).
+
+        The rows are copied with projection held still (a shared section: profile reads go
+        on), then pushed with no lock held, so neither reads nor ingestion wait for the store.
+        """
+        writers = [c for c in self.projector.contributors if callable(getattr(c, "collect", None))]
+        if not writers:
+            return 0
+        with self._flush_lock:  # one flush at a time; erasure waits for a push in flight
+            with self._lock.read():
+                jobs = [(c, c.collect(self.projector)) for c in writers]
+            n = sum(c.push(job) for c, job in jobs if job is not None)
+        self._flushed_at = time.monotonic()
+        return n
+
     def _checkpoint(self, *, force: bool) -> bool:
         s = self.settings
         due = self.projector.offset > self._checkpoint_offset and (
@@ -174,6 +196,8 @@ class ProfileService:
             try:
                 if self.log.next_offset > self.projector.offset:
                     self._project()
+                if time.monotonic() - self._flushed_at >= self.settings.online_flush_seconds:
+                    self._flush_writes()
                 self._checkpoint(force=False)
             except Exception:  # keep following; the next round retries
                 _log.exception("follower: projection or checkpoint failed")
@@ -184,7 +208,8 @@ class ProfileService:
         if erase is None:
             raise NotImplementedYet("erasure is not available: the projector cannot forget a user")
         stored = self.log.stored_user_id(user_id)
-        with self._lock.write():
+        self._flush_writes()
+        with self._flush_lock, self._lock.write():  # no push of this user in flight
             erased = self.log.erase_user(stored)
             if not erased.get("events"):
                 raise UnknownUserError(user_id)

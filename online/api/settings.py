@@ -49,6 +49,9 @@ class ApiSettings(Settings):
     checkpoint_every_seconds: float = Field(
         60.0, gt=0, description="...or after this many seconds with new events, whichever first."
     )
+    online_flush_seconds: float = Field(
+        1.0, gt=0, description="Deferred online-store writes are pushed this often."
+    )
     profile_sample_path: Path | None = Field(
         None, description="JSONL file that a sample of served profiles is appended to."
     )
