@@ -1,0 +1,322 @@
+"""End-to-end ingestion over HTTP in batches of 1,000: our server vs the obvious pipeline.
+
+Both sides are HTTP servers (uvicorn, one worker, loopback) fed the same synthetic events by
+the same client, one batch of 1,000 at a time (closed loop), each into its own data dir with
+the same Feast repo applied:
+
+- ours: ``POST /v1/events``: per-event validation, the event log (SQLite, dedup), the numba
+  feature kernels, the online models (when a models contributor is available), and the Feast
+  online write of each touched user's row (``OnlineWriter`` behind ``DeferredWrites``: the
+  server pushes each user changed since the last flush once a second, off the request path).
+  The clock stops when the last push has landed (the run waits for the pending count to
+  reach 0 on /metrics), so deferred work is counted.
+- peer: ``POST /events`` written the obvious way: a pydantic ``list[Event]`` body, River
+  ``feature_extraction.Agg`` per feature and ``learn_one`` per event, River
+  ``StandardScaler | LogisticRegression`` predict + learn per event, and one Feast
+  ``store.push`` per batch of each touched user's newest row (same push source and schema).
+
+    python bench/ingest.py                       # 50,000 events, 2,000 users
+    python bench/ingest.py --events 20000 --no-feast
+
+The LAST line printed is one JSON object with both rates and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# module level: FastAPI resolves the peer route's (string) annotations from these globals
+from online.events import Event  # noqa: E402
+
+BATCH = 1_000
+
+
+# -- ours: the portrait server with its full projector ----------------------------------------
+
+
+def _contributors(settings, feast: bool) -> list:
+    """The projector's contributors: the models (if `online.models` offers one) + Feast."""
+    from online import models
+    from online.projector import ProfileContributor
+
+    found = []
+    for value in vars(models).values():
+        if (isinstance(value, type) and issubclass(value, ProfileContributor)
+                and value is not ProfileContributor):
+            try:
+                found.append(value())
+            except TypeError:
+                pass  # needs arguments we do not know: skipped
+    if feast:  # the server pushes touched users once per flush, off the request path
+        from offline.feast_store import OnlineWriter, stored_frame
+        from online.api.writes import DeferredWrites
+
+        writer = OnlineWriter(settings)
+        found.append(DeferredWrites(lambda ids, stored, offsets: writer.push(
+            stored_frame(ids, stored, offsets))))
+    return found
+
+
+def serve_ours(data_dir: str, port: int, feast: bool) -> None:
+    import uvicorn
+
+    from online.api import ApiSettings, create_app
+    from online.projector import Projector
+
+    settings = ApiSettings(data_dir=data_dir)
+
+    def factory(log, s):
+        return Projector(log, s.state_dir, contributors=_contributors(s, feast))
+
+    app = create_app(settings, projector_factory=factory)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# -- the peer: the obvious way ----------------------------------------------------------------
+
+
+def peer_app(data_dir: str, feast: bool):
+    """FastAPI app: pydantic body, River Agg features, River logistic regression, Feast push."""
+    import numpy as np
+    import pandas as pd
+    from fastapi import FastAPI
+    from river import compose, feature_extraction, linear_model, preprocessing, stats
+
+    from online import catalogue as cat
+
+    aggs = {
+        "event_count": feature_extraction.Agg(on="one", by="user_id", how=stats.Count()),
+        "purchase_count": feature_extraction.Agg(on="is_purchase", by="user_id", how=stats.Sum()),
+        "spend_total": feature_extraction.Agg(on="spend", by="user_id", how=stats.Sum()),
+        "refund_total": feature_extraction.Agg(on="refund", by="user_id", how=stats.Sum()),
+        "avg_order_value": feature_extraction.Agg(on="spend", by="user_id", how=stats.Mean()),
+        "last_event_ts": feature_extraction.Agg(on="ts", by="user_id", how=stats.Max()),
+    }
+    model = compose.Pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression())
+    store = None
+    if feast:
+        from offline.feast_store import PUSH_SOURCE, feature_store
+        from online.settings import Settings
+
+        store = feature_store(Settings(data_dir=data_dir))
+    stored = cat.stored_features()
+    app = FastAPI()
+
+    @app.post("/events")
+    def post_events(events: list[Event]) -> dict[str, Any]:
+        latest: dict[str, dict] = {}
+        for e in events:
+            x = {"user_id": e.user_id, "one": 1.0, "ts": float(e.ts_us),
+                 "is_purchase": float(e.type == "purchase"),
+                 "spend": (e.price or 0.0) * e.quantity if e.type == "purchase" else 0.0,
+                 "refund": (e.price or 0.0) * e.quantity if e.type == "refund" else 0.0}
+            feats = {}
+            for name, agg in aggs.items():
+                agg.learn_one(x)
+                (feats[name],) = agg.transform_one(x).values()
+            model.predict_proba_one(feats)
+            model.learn_one(feats, e.type == "purchase")
+            latest[e.user_id] = feats
+        if store is not None and latest:
+            n = len(latest)
+            cols: dict[str, Any] = {"user_id": list(latest)}
+            ts = np.array([int(f["last_event_ts"]) for f in latest.values()], dtype=np.int64)
+            when = pd.DatetimeIndex(ts.view("datetime64[us]")).tz_localize("UTC")
+            cols.update(event_timestamp=when, created=when, offset=np.zeros(n, np.int64))
+            for f in stored:  # the same schema as ours: River's values where it has them
+                if f.name in aggs and f.dtype != "timestamp":
+                    cols[f.name] = [row[f.name] for row in latest.values()]
+                elif f.dtype == "timestamp":
+                    cols[f.name] = when
+                elif f.dtype == "str_list":
+                    cols[f.name] = [[] for _ in range(n)]
+                elif f.dtype == "str":
+                    cols[f.name] = [None] * n
+                else:
+                    cols[f.name] = np.zeros(n, np.int64 if f.dtype == "int64" else np.float64)
+            store.push(PUSH_SOURCE, pd.DataFrame(cols))
+        return {"accepted": len(events)}
+
+    return app
+
+
+def serve_peer(data_dir: str, port: int, feast: bool) -> None:
+    import uvicorn
+
+    uvicorn.run(peer_app(data_dir, feast), host="127.0.0.1", port=port, log_level="warning",
+                access_log=False)
+
+
+# -- the driver -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    def __init__(self, args: list[str], log: Path) -> None:
+        self._log = log.open("ab")
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+
+def _wait(url: str, proc: Proc, timeout: float = 180.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.proc.returncode}")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.25)
+    raise TimeoutError(url)
+
+
+def bodies(n_users: int, n_events: int, seed: int) -> list[bytes]:
+    """The synthetic events as JSON bodies of 1,000 events (made before timing)."""
+    from offline.datasets.synthetic import generate
+
+    out = []
+    for chunk in generate(n_users, n_events, seed, chunk_size=BATCH):
+        out.append(json.dumps({"events": chunk}).encode())
+    return out
+
+
+def _settle(client, metrics_url: str | None) -> float:
+    """Wait until the server has no deferred online write pending; seconds waited."""
+    if metrics_url is None:
+        return 0.0
+    t = time.perf_counter()
+    while True:
+        text = client.get(metrics_url).text
+        pending = [line for line in text.splitlines()
+                   if line.startswith("portrait_deferred_writes_pending_users ")]
+        if not pending or float(pending[0].split()[1]) == 0:
+            return time.perf_counter() - t
+        time.sleep(0.02)
+
+
+def drive(url: str, payloads: list[bytes], *, wrap: bool, metrics_url: str | None = None,
+          ) -> dict[str, Any]:
+    """POST every batch in order (one at a time); events/s over the whole run, up to the
+    moment the last deferred online write landed."""
+    import httpx
+
+    per_batch = []
+    with httpx.Client(timeout=300) as client:
+        # the first batch also warms up lazy imports (Feast, numba): measured apart
+        t0 = time.perf_counter()
+        first = _post(client, url, payloads[0], wrap)
+        _settle(client, metrics_url)
+        warm_s = time.perf_counter() - t0
+        start = time.perf_counter()
+        for body in payloads[1:]:
+            t = time.perf_counter()
+            _post(client, url, body, wrap)
+            per_batch.append(time.perf_counter() - t)
+        settle_s = _settle(client, metrics_url)
+        elapsed = time.perf_counter() - start
+    n = (len(payloads) - 1) * BATCH
+    per_batch.sort()
+    return {
+        "events": n, "seconds": round(elapsed, 3), "events_per_s": round(n / elapsed, 1),
+        "batch_p50_ms": round(per_batch[len(per_batch) // 2] * 1000, 2),
+        "batch_p99_ms": round(per_batch[min(len(per_batch) - 1,
+                                            math.ceil(0.99 * len(per_batch)) - 1)] * 1000, 2),
+        "first_batch_s": round(warm_s, 2), "first_batch": first,
+        "settle_s": round(settle_s, 3),
+    }  # fmt: skip
+
+
+def _post(client, url: str, body: bytes, wrap: bool) -> dict:
+    if not wrap:  # the peer takes a bare JSON list of events
+        body = body[len(b'{"events": '):-1]
+    r = client.post(url, content=body, headers={"Content-Type": "application/json"})
+    r.raise_for_status()
+    return {k: v for k, v in r.json().items() if k in ("accepted", "duplicates", "rejected")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--serve", nargs=4, metavar=("SIDE", "DATA_DIR", "PORT", "FEAST"),
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--users", type=int, default=2_000)
+    ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--no-feast", action="store_true", help="skip the online store write")
+    args = ap.parse_args()
+    if args.serve:
+        side, data_dir, port, feast = args.serve
+        (serve_ours if side == "ours" else serve_peer)(data_dir, int(port), feast == "1")
+        return
+
+    feast = not args.no_feast
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    payloads = bodies(args.users, args.events, args.seed)
+    results: dict[str, Any] = {}
+    for side in ("ours", "peer"):
+        data = work / side
+        data.mkdir()
+        if feast:
+            from offline.feast_store import apply
+            from online.settings import Settings
+
+            apply(Settings(data_dir=data))  # registry + online tables, before timing
+        port = _free_port()
+        proc = Proc([sys.executable, __file__, "--serve", side, str(data), str(port),
+                     "1" if feast else "0"], work / f"{side}.log")
+        try:
+            _wait(f"http://127.0.0.1:{port}/docs", proc)
+            path = "/v1/events" if side == "ours" else "/events"
+            base = f"http://127.0.0.1:{port}"
+            results[side] = drive(base + path, payloads, wrap=side == "ours",
+                                  metrics_url=base + "/metrics" if side == "ours" else None)
+        finally:
+            proc.stop()
+        r = results[side]
+        print(f"{side}: {r['events_per_s']:>9.0f} events/s  batch p50 {r['batch_p50_ms']} ms  "
+              f"p99 {r['batch_p99_ms']} ms  (first batch {r['first_batch_s']} s)", file=sys.stderr)
+    from online.settings import Settings
+
+    results["ours"]["contributors"] = [
+        type(c).__name__ for c in _contributors(Settings(data_dir=work / "ours"), feast)
+    ]
+    ratio = round(results["ours"]["events_per_s"] / results["peer"]["events_per_s"], 2)
+    print(f"ours / peer: {ratio}x", file=sys.stderr)
+    print(json.dumps({"bench": "ingest", "batch": BATCH, "users": args.users,
+                      "events": args.events, "feast_online_write": feast, "ours": results["ours"],
+                      "peer": results["peer"], "ratio_ours_over_peer": ratio}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""Profile lookups over HTTP: our server vs `feast serve` on the same data, at fixed rates.
+
+Builds a data dir from the synthetic shop (log, projector checkpoint; for Feast: replay to
+parquet, `feast apply` + materialize into the sqlite online store), starts both servers as
+subprocesses on loopback (ours: uvicorn, one worker; Feast: `feast serve`, its defaults), then
+drives each from a separate load process with an open-loop schedule: request i is sent at
+t0 + i / rate whatever happened before, and its latency counts from that scheduled time, so a
+stall shows up in p99 (no coordinated omission). Scenarios: one user per request, and 100
+users per request (ours: POST /v1/profiles:batch; Feast: /get-online-features with 100
+entities). The machine is shared: compare ratios, and run twice.
+
+    python bench/serve.py                      # defaults: 2,000 users, 100,000 events
+    python bench/serve.py --rate 500 --batch-rate 50 --duration 10 --no-feast
+
+The LAST line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+# -- load generator (runs in its own process) ------------------------------------------------
+
+
+def _request_bytes(kind: str, batch: int, users: list[str], rng: random.Random) -> bytes:
+    picked = [rng.choice(users) for _ in range(batch)]
+    if kind == "ours" and batch == 1:
+        return (f"GET /v1/users/{picked[0]}/profile HTTP/1.1\r\nHost: bench\r\n\r\n").encode()
+    if kind == "ours":
+        path, body = "/v1/profiles:batch", {"user_ids": picked}
+    else:
+        path = "/get-online-features"
+        body = {"feature_service": "user_profile", "entities": {"user_id": picked}}
+    data = json.dumps(body).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n")
+    return head.encode() + data
+
+
+class _Conn:
+    """One keep-alive HTTP/1.1 connection (raw asyncio streams: no client library overhead)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def _open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    def _drop(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+    async def send(self, raw: bytes) -> int:
+        """Send one request and read the whole response; the status code (one retry on a
+        connection the server closed, e.g. a recycled worker)."""
+        for attempt in (0, 1):
+            try:
+                if self.writer is None:
+                    await self._open()
+                self.writer.write(raw)
+                await self.writer.drain()
+                head = await self.reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                lower = head.lower()
+                close = b"connection: close" in lower
+                if b"transfer-encoding: chunked" in lower:
+                    while True:
+                        size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+                        await self.reader.readexactly(size + 2)
+                        if size == 0:
+                            break
+                else:
+                    start = lower.find(b"content-length:")
+                    length = int(lower[start + 15:lower.find(b"\r\n", start)]) if start >= 0 else 0
+                    await self.reader.readexactly(length)
+                if close:
+                    self._drop()
+                return status
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                self._drop()
+                if attempt:
+                    return 0
+        return 0
+
+
+async def _drive(spec: dict) -> dict:
+    rng = random.Random(spec["seed"])
+    users = spec["users"]
+    rate, duration, warmup = spec["rate"], spec["duration"], spec["warmup"]
+    pool = asyncio.Queue()
+    for _ in range(spec["connections"]):
+        pool.put_nowait(_Conn(spec["host"], spec["port"]))
+    n_total = int((warmup + duration) * rate)
+    n_warm = int(warmup * rate)
+    requests = [_request_bytes(spec["kind"], spec["batch"], users, rng) for _ in range(n_total)]
+    latencies: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    t0 = loop.time() + 0.2
+
+    async def one(i: int) -> None:
+        nonlocal errors
+        due = t0 + i / rate
+        conn = await pool.get()
+        try:
+            status = await asyncio.wait_for(conn.send(requests[i]), timeout=10)
+        except TimeoutError:
+            conn._drop()
+            status = 0
+        finally:
+            pool.put_nowait(conn)
+        if i >= n_warm:
+            latencies.append(loop.time() - due)
+            errors += status != 200
+
+    tasks = []
+    for i in range(n_total):
+        delay = t0 + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    elapsed = loop.time() - (t0 + n_warm / rate)
+    latencies.sort()
+    n = len(latencies)
+
+    def q(p: float) -> float:
+        return round(latencies[min(n - 1, int(p * n))] * 1000, 3)
+
+    return {
+        "kind": spec["kind"], "batch": spec["batch"], "rate": rate, "requests": n,
+        "achieved_rate": round(n / elapsed, 1), "errors": errors,
+        "p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99), "max_ms": q(1.0) if n else None,
+        "mean_ms": round(statistics.fmean(latencies) * 1000, 3),
+        "profiles_per_s": round(n * spec["batch"] / elapsed, 1),
+    }  # fmt: skip
+
+
+def load_worker(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    print(json.dumps(asyncio.run(_drive(spec))))
+
+
+# -- data and servers ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare(data_dir: Path, n_users: int, n_events: int, seed: int) -> list[str]:
+    """Log + projector checkpoint from the synthetic shop; returns the user ids."""
+    from offline.datasets.synthetic import generate
+    from online.eventlog import EventLog
+    from online.projector import Projector
+    from online.settings import Settings
+
+    settings = Settings(data_dir=data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with EventLog(settings.event_log_path) as log:
+        for chunk in generate(n_users, n_events, seed, chunk_size=50_000):
+            log.append(chunk, source="bench")
+        projector = Projector(log, settings.state_dir)
+        projector.run()
+        projector.checkpoint()
+        return list(projector.state.users.values)
+
+
+def prepare_feast(data_dir: Path) -> dict:
+    """Replay to parquet and materialize into Feast's sqlite online store."""
+    from offline.feast_store import materialize
+    from offline.replay import replay
+    from online.settings import Settings
+
+    settings = Settings(data_dir=data_dir)
+    t = time.perf_counter()
+    replay(settings, progress=False)
+    replay_s = time.perf_counter() - t
+    t = time.perf_counter()
+    out = materialize(settings)
+    return {"replay_s": round(replay_s, 2), "materialize_s": round(time.perf_counter() - t, 2),
+            "feature_views": len(out["feature_views"])}
+
+
+class Proc:
+    """A server subprocess, stopped with SIGTERM (then SIGKILL) and waited for."""
+
+    def __init__(self, args: list[str], env: dict, cwd: Path, log: Path) -> None:
+        self._log = log.open("ab")
+        self.proc = subprocess.Popen(args, env={**os.environ, **env}, cwd=cwd,
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # feast serve: gunicorn and its workers
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+
+def _wait_http(check, proc: Proc, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.proc.returncode}")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError("server not ready")
+
+
+def run_load(spec: dict, workdir: Path) -> dict:
+    path = workdir / f"spec-{spec['kind']}-{spec['batch']}.json"
+    path.write_text(json.dumps(spec))
+    out = subprocess.run([sys.executable, __file__, "--load", str(path)], capture_output=True,
+                         text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--load", help=argparse.SUPPRESS)
+    ap.add_argument("--users", type=int, default=2_000)
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--rate", type=float, default=500.0, help="single-user requests per second")
+    ap.add_argument("--batch-rate", type=float, default=50.0, help="100-user requests per second")
+    ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per scenario")
+    ap.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--no-feast", action="store_true", help="measure our server only")
+    ap.add_argument("--data-dir", type=Path, default=None, help="keep the data here")
+    args = ap.parse_args()
+    if args.load:
+        load_worker(args.load)
+        return
+
+    import httpx
+
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    data = (args.data_dir or work / "data").resolve()
+    t = time.perf_counter()
+    users = prepare(data, args.users, args.events, args.seed)
+    print(f"data: {len(users)} users, {args.events} events in {time.perf_counter() - t:.1f}s "
+          f"({data})", file=sys.stderr)
+    feast_info: dict = {"enabled": not args.no_feast}
+    if not args.no_feast:
+        try:
+            feast_info.update(prepare_feast(data))
+            print(f"feast: {feast_info}", file=sys.stderr)
+        except Exception as exc:  # the bench still measures ours
+            feast_info.update(enabled=False, error=f"{type(exc).__name__}: {exc}"[:300])
+            print(f"feast unavailable: {feast_info['error']}", file=sys.stderr)
+
+    env = {"PORTRAIT_DATA_DIR": str(data)}
+    servers: dict[str, tuple[Proc, int]] = {}
+    results: list[dict] = []
+    try:
+        port = _free_port()
+        ours = Proc([sys.executable, "-m", "uvicorn", "--factory", "online.api.main:create_app",
+                     "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+                     "--log-level", "warning"], env, ROOT, work / "ours.log")
+        servers["ours"] = (ours, port)
+        _wait_http(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, ours)
+        if feast_info["enabled"]:
+            fport = _free_port()
+            feast_bin = str(Path(sys.executable).with_name("feast"))
+            fproc = Proc([feast_bin, "-c", str(ROOT / "feature_repo"), "serve", "-p", str(fport),
+                          "--no-access-log"], env, ROOT / "feature_repo", work / "feast.log")
+            servers["feast"] = (fproc, fport)
+            probe = {"feature_service": "user_profile", "entities": {"user_id": [users[0]]}}
+            _wait_http(lambda: httpx.post(f"http://127.0.0.1:{fport}/get-online-features",
+                                          json=probe).status_code == 200, fproc)
+        for batch, rate in ((1, args.rate), (100, args.batch_rate)):
+            for kind, (_, p) in servers.items():
+                spec = {"kind": kind, "batch": batch, "rate": rate, "duration": args.duration,
+                        "warmup": args.warmup, "host": "127.0.0.1", "port": p,
+                        "connections": args.connections, "seed": args.seed, "users": users}
+                r = run_load(spec, work)
+                results.append(r)
+                print(f"{kind:5s} {batch:3d} users/req @ {rate:6.0f} req/s: p50 {r['p50_ms']:7.2f}"
+                      f" ms  p99 {r['p99_ms']:8.2f} ms  max {r['max_ms']:8.1f} ms  errors "
+                      f"{r['errors']}  achieved {r['achieved_rate']} req/s", file=sys.stderr)
+    finally:
+        for proc, _ in servers.values():
+            proc.stop()
+
+    ratios = {}
+    for batch in (1, 100):
+        mine = next(r for r in results if r["kind"] == "ours" and r["batch"] == batch)
+        peer = next((r for r in results if r["kind"] == "feast" and r["batch"] == batch), None)
+        if peer is not None:
+            ratios[f"batch{batch}"] = {
+                "p50_feast_over_ours": round(peer["p50_ms"] / mine["p50_ms"], 2),
+                "p99_feast_over_ours": round(peer["p99_ms"] / mine["p99_ms"], 2),
+            }
+    print(json.dumps({"bench": "serve", "users": len(users), "events": args.events,
+                      "feast": feast_info, "results": results, "ratios": ratios}))
+
+
+if __name__ == "__main__":
+    main()
