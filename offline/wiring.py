@@ -16,6 +16,11 @@ def online_store_applied(settings: Settings) -> bool:
     return settings.registry_path.exists()
 
 
+def model_contributors(settings: Settings) -> list[ProfileContributor]:
+    """The online models' contributors (propensity, segments), fresh, before any checkpoint."""
+    return []
+
+
 def build_projector(log, settings: Settings, *, online_writes: bool | None = None) -> Projector:
     """The projector of ``settings``' data dir, loaded from its checkpoint.
 
@@ -23,7 +28,7 @@ def build_projector(log, settings: Settings, *, online_writes: bool | None = Non
     once the registry exists (before `portrait materialize` there is no online store to write;
     materialize then fills it from the replayed snapshot).
     """
-    contributors: list[ProfileContributor] = []
+    contributors = model_contributors(settings)
     if online_writes is None:
         online_writes = online_store_applied(settings)
     if online_writes:

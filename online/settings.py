@@ -33,6 +33,9 @@ class Settings(BaseSettings):
         None, description="Secret key for HMAC-SHA256 pseudonyms of user ids."
     )
     pseudonym_key_file: Path | None = Field(None, description="File holding the pseudonym key.")
+    privacy_budget_epsilon: float = Field(
+        10.0, gt=0, description="Total epsilon the data dir may spend on private aggregates."
+    )
     batch_size: int = Field(50_000, ge=1, description="Events per projector batch.")
 
     @property

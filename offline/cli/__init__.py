@@ -6,7 +6,13 @@ stdout; progress bars and logs go to stderr.
 
 from __future__ import annotations
 
-from offline.cli import backfill, events, profiles, serving  # noqa: F401  (registers commands)
+from offline.cli import (  # noqa: F401  (importing registers the commands)
+    backfill,
+    events,
+    privacy,
+    profiles,
+    serving,
+)
 from offline.cli.app import cli
 
 

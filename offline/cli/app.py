@@ -60,3 +60,14 @@ def cli(ctx: click.Context, data_dir: Path | None) -> None:
       portrait profile u42
     """
     ctx.obj = Context(data_dir)
+
+
+def open_log(ctx: Context):
+    """The data dir's event log with the configured pseudonymizer; key problems are errors."""
+    from online.privacy.pseudonym import PseudonymKeyError, open_event_log
+
+    try:
+        return open_event_log(ctx.settings)
+    except PseudonymKeyError as exc:
+        fail(str(exc))
+        raise

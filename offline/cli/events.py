@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from offline.cli.app import Context, cli, emit, fail, pass_context
+from offline.cli.app import Context, cli, emit, fail, open_log, pass_context
 from offline.cli.progress import counting_progress
 
 FORMATS = ("jsonl", "csv", "online-retail")
@@ -74,7 +74,7 @@ def ingest(ctx: Context, source: str, fmt: str | None, batch_size: int, no_proje
     readers = {"jsonl": iter_jsonl, "csv": iter_csv_events, "online-retail": iter_online_retail}
     if source != "-" and not Path(source).is_file():
         fail(f"input file not found: {source}")
-    log = _open_log(ctx)
+    log = open_log(ctx)
     try:
         with counting_progress(f"ingesting {source}") as advance:
             summary = ingest_records(log, readers[fmt](source), batch_size=batch_size,
@@ -116,7 +116,7 @@ def log_stats(ctx: Context, as_json: bool) -> None:
     Example:
       portrait log stats --json
     """
-    log_ = _open_log(ctx)
+    log_ = open_log(ctx)
     try:
         stats = log_.stats()
     finally:
@@ -131,17 +131,6 @@ def _guess_format(source: str) -> str:
     if name.endswith((".csv", ".csv.gz")):
         return "csv"
     return "jsonl"
-
-
-def _open_log(ctx: Context):
-    from online.eventlog import EventLog
-
-    ctx.data_dir.mkdir(parents=True, exist_ok=True)
-    return EventLog(ctx.settings.event_log_path, pseudonymizer=_pseudonymizer(ctx))
-
-
-def _pseudonymizer(ctx: Context):
-    return None
 
 
 def _project(ctx: Context, log) -> int:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from offline.cli.app import Context, cli, emit, fail, pass_context
+from offline.cli.app import Context, cli, emit, fail, open_log, pass_context
 
 
 def parse_as_of(text: str) -> int:
@@ -35,13 +35,12 @@ def profile(ctx: Context, user_id: str, as_of: str | None, as_json: bool) -> Non
       portrait profile 17850 --as-of 2011-06-01T00:00:00+00:00 --json
     """
     from offline.wiring import build_projector
-    from online.eventlog import EventLog
     from online.projector import UnknownUser
 
     at_us = parse_as_of(as_of) if as_of is not None else None
     if not ctx.settings.event_log_path.exists():
         fail(f"no event log in {ctx.data_dir}: run `portrait ingest` first")
-    log = EventLog(ctx.settings.event_log_path)
+    log = open_log(ctx)
     try:
         projector = build_projector(log, ctx.settings, online_writes=False)
         # Catch up with events appended since the last checkpoint (e.g. by another writer).

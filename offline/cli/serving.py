@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from offline.cli.app import Context, cli, emit, fail, pass_context
+from offline.cli.app import Context, cli, emit, fail, open_log, pass_context
 
 
 @cli.command()
@@ -58,12 +58,11 @@ def consistency(ctx: Context, sample: Path | None, as_json: bool) -> None:
     """
     from online.api.consistency import check_consistency
     from online.api.settings import ApiSettings
-    from online.eventlog import EventLog
 
     settings = ApiSettings(data_dir=ctx.data_dir)
     path = sample or settings.profile_sample_path
     if path is None or not Path(path).exists():
         fail(f"no profile sample log at {path}: run the server with sampling enabled")
-    with EventLog(settings.event_log_path) as log:
+    with open_log(ctx) as log:
         report = check_consistency(path, log)
     emit(report, as_json)
