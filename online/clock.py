@@ -56,3 +56,20 @@ def parse_time(text: str) -> int:
         else:
             raise ValueError(f"a time needs a zone (e.g. {text[:40]}+00:00): {text[:40]!r}")
     return to_us(when)
+
+
+_UNITS_US = {"d": 86_400 * US_PER_SECOND, "h": 3_600 * US_PER_SECOND, "m": 60 * US_PER_SECOND,
+             "s": US_PER_SECOND}
+
+
+def parse_duration(text: str) -> int:
+    """A duration such as ``7d``, ``12h``, ``30m`` or ``45s`` in µs.
+
+    >>> parse_duration("7d") == 7 * 86_400 * US_PER_SECOND
+    True
+    """
+    text = text.strip().lower()
+    unit = text[-1:]
+    if unit not in _UNITS_US or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        raise ValueError(f"not a duration like 7d, 12h, 30m or 45s: {text[:20]!r}")
+    return int(text[:-1]) * _UNITS_US[unit]

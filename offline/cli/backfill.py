@@ -66,6 +66,52 @@ def materialize(ctx: Context, force: bool, as_json: bool) -> None:
          f"{body['online_store']} online store (snapshot offsets < {body['replayed_end']})")
 
 
+@cli.command("training-set")
+@click.option("--entities", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="CSV or parquet with columns user_id, event_timestamp.")
+@click.option("--label-horizon", default="7d", show_default=True,
+              help="Label window after each entity time: purchases in (T, T+H].")
+@click.option("--features", default=None, help="Comma-separated feature names (default all).")
+@click.option("--path", "how", type=click.Choice(["fast", "feast"]), default="fast",
+              show_default=True, help="Our as-of join, or Feast's get_historical_features.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output file: parquet, or CSV by extension.")
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON object.")
+@pass_context
+def training_set(ctx: Context, entities: Path, label_horizon: str, features: str | None,
+                 how: str, out: Path, as_json: bool) -> None:
+    """Point-in-time training data: features as of each entity row, and forward labels.
+
+    Each row's features depend only on events with time <= its event_timestamp; labels count
+    purchases strictly after it. Rows stay in the entities file's order.
+
+    \b
+    Example:
+      portrait training-set --entities entities.csv --label-horizon 7d --out train.parquet
+    """
+    from offline.replay import replayed_end
+    from offline.retrieval import read_entities, write_frame
+    from offline.retrieval import training_set as build
+    from online.clock import parse_duration
+
+    _need_log(ctx)
+    try:
+        horizon_us = parse_duration(label_horizon)
+    except ValueError as exc:
+        fail(f"--label-horizon: {exc}")
+    if replayed_end(ctx.settings) == 0:
+        fail("the offline snapshot is empty: run `portrait replay` first")
+    try:
+        frame = read_entities(entities)
+        names = [n.strip() for n in features.split(",")] if features else None
+        table = build(ctx.settings, frame, horizon_us, features=names, path=how)
+    except (KeyError, ValueError) as exc:
+        fail(f"{entities}: {exc}")
+    write_frame(table, out)
+    body = {"rows": len(table), "columns": list(table.columns), "out": str(out), "path": how}
+    emit(body, as_json, f"wrote {len(table):,} rows x {len(table.columns)} columns to {out}")
+
+
 def _need_log(ctx: Context) -> None:
     if not Path(ctx.settings.event_log_path).exists():
         fail(f"no event log in {ctx.data_dir}: run `portrait ingest` first")
