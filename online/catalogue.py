@@ -17,6 +17,17 @@ value (the value a snapshot row or an online row holds):
   stored column holds the window value at the row's own time; window values change when a
   non-empty bucket falls out, so offline snapshots add rows at those expiry times.
 
+Sessions: a gap of more than 30 minutes of effective time between two events of a user starts
+a new session (the events' own ``session_id`` is not used).  Orders: purchase events with
+distinct effective timestamps.  Category interest: every event with a category adds
+``INTEREST_WEIGHTS[type]`` to that category's affinity, decayed with a 7-day half-life; a user
+keeps ``INTEREST_SLOTS`` categories, and a new category arriving when all slots are taken
+replaces the one with the smallest affinity (the lowest slot on ties) and starts from its
+own weight, so values are exact while a user has at most that many categories.  Top
+categories rank by affinity, ties by slot (first come first).  ``distinct_items_viewed`` is
+a HyperLogLog estimate (128 registers, ~9 % standard error; linear counting for small counts),
+hashing item ids with blake2b so it does not depend on internal codes.
+
 All times are int64 µs since the epoch (UTC), and every time is the *effective* event time:
 ``max(ts, newest effective ts already applied for the user)`` in log order (spec.md).
 Zero denominators give ``0.0`` (JSON has no NaN).  Timestamps are int64 µs internally,

@@ -495,15 +495,14 @@ def _named(state: UserState, out_i, out_f, out_top, out_recent,
     cols: dict[str, np.ndarray] = {}
     cols.update({name: out_i[:, k] for k, name in enumerate(OUT_INT)})
     cols.update({name: out_f[:, k] for k, name in enumerate(OUT_FLOAT)})
-    cats = np.array([*state.categories.values, None], dtype=object)
     for k in range(_TOP):
         if f"interest_top{k + 1}" in wanted:
-            cols[f"interest_top{k + 1}"] = cats[out_top[:, k]]
+            cols[f"interest_top{k + 1}"] = state.categories.decode(out_top[:, k])
     if "recent_items" in wanted:  # Python lists: only built when asked for
-        items = np.array([*state.items.values, None], dtype=object)
         lengths = (out_recent >= 0).sum(axis=1).tolist()  # newest first, -1 padding at the end
         recent = np.empty(len(out_i), dtype=object)
-        recent[:] = [r[:k] for r, k in zip(items[out_recent].tolist(), lengths, strict=True)]
+        recent[:] = [r[:k] for r, k in zip(state.items.decode(out_recent).tolist(), lengths,
+                                            strict=True)]
         cols["recent_items"] = recent
     return {name: cols[name] for name in wanted}
 

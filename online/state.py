@@ -130,6 +130,18 @@ class CodeMap:
     def __len__(self) -> int:
         return len(self.values)
 
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """The strings of ``codes`` (any shape) as an object array, None for -1."""
+        codes = np.asarray(codes)
+        if codes.size <= 64:  # a profile or two: no table needed
+            out = np.empty(codes.shape, dtype=object)
+            out.flat[:] = [self.values[c] if c >= 0 else None for c in codes.flat]
+            return out
+        if getattr(self, "_table_len", -1) != len(self.values):
+            self._table = np.array([*self.values, None], dtype=object)
+            self._table_len = len(self.values)
+        return self._table[codes]
+
     def encode(self, column: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Codes (int64, -1 for None) of a column of str/None; also the strings newly added."""
         local, uniques = pd.factorize(np.asarray(column, dtype=object), use_na_sentinel=True)
