@@ -18,7 +18,9 @@ def online_store_applied(settings: Settings) -> bool:
 
 def model_contributors(settings: Settings) -> list[ProfileContributor]:
     """The online models' contributors (propensity, segments), fresh, before any checkpoint."""
-    return []
+    from online.models.contributor import ModelContributor
+
+    return [ModelContributor()]
 
 
 def build_projector(log, settings: Settings, *, online_writes: bool | None = None) -> Projector:
@@ -35,4 +37,25 @@ def build_projector(log, settings: Settings, *, online_writes: bool | None = Non
         from offline.feast_store import OnlineWriter
 
         contributors.append(OnlineWriter(settings))
-    return Projector(log, settings.state_dir, contributors=contributors)
+    projector = Projector(log, settings.state_dir, contributors=contributors)
+    _catch_up_models(projector)
+    return projector
+
+
+def _catch_up_models(projector: Projector) -> None:
+    """Bring models that a checkpoint lacks (a data dir older than them) to its offset.
+
+    The models are rebuilt by a replay of the log prefix through a scratch projector (the
+    same deterministic path), so they reflect the same offset as the loaded feature state.
+    """
+    import tempfile
+
+    from online.models.contributor import ModelContributor
+
+    behind = [c for c in projector.contributors
+              if isinstance(c, ModelContributor) and not c.loaded and projector.offset > 0]
+    if not behind:
+        return
+    with tempfile.TemporaryDirectory(prefix="models-", dir=projector.state_dir) as scratch:
+        Projector(projector.log, scratch, contributors=behind).run(
+            until_offset=projector.offset, progress=True)

@@ -1,0 +1,202 @@
+"""The online models inside the projector: learn per event, fill a profile's model fields.
+
+`ModelContributor` is the `ProfileContributor` that drives a `ModelSet` from the projector.
+Per applied batch it takes the projector's per-event rows (the user's stored values right
+after each event, no look-ahead inside the batch), serves them at the event's effective time
+with `kernels.evaluate_stored` (the one serving function), and calls `ModelSet.observe_many`
+in log order with the effective times and purchase flags, then `advance(watermark)`. The
+models therefore see exactly what a profile served at that event would show, and their state
+after a batch is a function of the log prefix alone: replays, batch sizes and restarts agree.
+
+Checkpoints: the models are pickled next to the projector's state in the same atomic
+checkpoint (the projector's `save`/`load` hooks), so they always reflect the same offset.
+
+Profiles:
+
+- latest (at the watermark): the models at the projector's offset applied to the served
+  features: ``segment``, ``propensity`` (score, horizon, top features with contributions),
+  ``model_version``, ``model_source: "current"`` and ``model_offset`` (the log offset the
+  models have learnt up to, equal to the profile's ``offset``).
+- as of a past T: the projector recomputes the features as of T from the log; the model
+  fields are the *current* models applied to those features (``model_source: "current"``,
+  ``model_offset`` the live offset, past the features' ``offset``). Models as they were at T
+  would need a model checkpoint per point in time or a replay up to T per request; the
+  current ones are what a data scientist scoring a historical row would use. Scores as they
+  were emitted online are what `offline.evaluate` replays and reports.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from online import catalogue as cat
+from online import kernels
+from online.events import EventType
+from online.projector import ProfileContributor, ServedFeatures
+
+from .modelset import ModelSet
+from .propensity import DAY_US
+
+__all__ = ["DEFAULT_FEATURES", "ModelContributor", "Predictions"]
+
+# Every numeric served feature of the catalogue, in its order: the propensity model's inputs.
+# Absolute timestamps are left out (they only grow with time, a trend not a behaviour).
+DEFAULT_FEATURES: tuple[str, ...] = tuple(
+    f.name for f in cat.FEATURES if f.dtype in ("int64", "float64")
+)
+_MODELS_FILE = "models.pkl"
+_PURCHASE = int(EventType.PURCHASE)
+
+# (batch, effective ts, scores) after each batch: how `offline.evaluate` collects predictions.
+Recorder = Callable[[Any, np.ndarray, np.ndarray], None]
+
+
+class Predictions:
+    """Every score the propensity model emitted, with its event: the evaluation's raw data.
+
+    One row per event in log order: offset, stored user id, effective time, score (the
+    prediction made at that event, before its label could be known) and whether the event was
+    a purchase (labels follow from the purchases, see `offline.evaluate`).
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[tuple] = []
+
+    def __call__(self, batch, eff_ts: np.ndarray, scores: np.ndarray) -> None:
+        self._parts.append((np.asarray(batch.offset, np.int64), np.asarray(batch.user_id),
+                            np.asarray(eff_ts, np.int64), np.asarray(scores, np.float64),
+                            np.asarray(batch.type) == _PURCHASE))
+
+    def __len__(self) -> int:
+        return sum(len(p[0]) for p in self._parts)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """``offset``, ``user_id``, ``t_us``, ``score``, ``is_purchase`` (equal lengths)."""
+        names = ("offset", "user_id", "t_us", "score", "is_purchase")
+        if not self._parts:
+            empty = (np.int64, object, np.int64, np.float64, bool)
+            return {n: np.zeros(0, dtype=d) for n, d in zip(names, empty, strict=True)}
+        return {n: np.concatenate([p[k] for p in self._parts]) for k, n in enumerate(names)}
+
+
+class ModelContributor(ProfileContributor):
+    """Propensity and segments learnt online from the projector's events, checkpointed with it.
+
+    Parameters
+    ----------
+    models
+        The model set to drive; None means `ModelSet.for_features(features, horizon_us=...)`.
+    features
+        Propensity inputs (catalogue names) when `models` is None.
+    horizon_us
+        Label horizon of the default propensity model (default 7 days).
+    top
+        Features listed in a profile's ``propensity.top_features``.
+    recorder
+        Called after each batch with (batch, effective ts, scores), e.g. a `Predictions`.
+    """
+
+    name = "models"
+    wants_event_rows = True
+
+    def __init__(self, models: ModelSet | None = None, *,
+                 features: Sequence[str] = DEFAULT_FEATURES, horizon_us: int = 7 * DAY_US,
+                 top: int = 5, recorder: Recorder | None = None) -> None:
+        self.models = models if models is not None else ModelSet.for_features(
+            tuple(features), horizon_us=horizon_us)
+        self.top = top
+        self.recorder = recorder
+        self.loaded = False  # True once restored from a checkpoint
+        self.offset = 0  # the log offset the models have learnt up to
+        self._set_columns()
+
+    def _set_columns(self) -> None:
+        # Catalogue order: the served columns the models read, computed once per batch.
+        wanted = {*self.models.propensity.features, *self.models.segments.inputs}
+        unknown = wanted - set(DEFAULT_FEATURES)
+        if unknown:
+            raise ValueError(f"models read features that are not numeric catalogue features: "
+                             f"{sorted(unknown)}")
+        self.columns = tuple(n for n in DEFAULT_FEATURES if n in wanted)
+
+    @property
+    def model_version(self) -> str:
+        return self.models.model_version
+
+    # -- the projector's calls ---------------------------------------------------------------
+
+    def on_batch(self, projector, batch, user_idx: np.ndarray, eff_ts: np.ndarray) -> None:
+        """Observe every event of the batch in log order, then advance to the watermark."""
+        rows = projector.event_rows
+        if rows is None:
+            raise RuntimeError("ModelContributor needs the projector's per-event rows")
+        X = self.served_rows(rows, eff_ts)
+        is_purchase = np.asarray(batch.type) == _PURCHASE
+        scores = self.models.observe_many(np.asarray(batch.user_id), eff_ts, X, is_purchase,
+                                          self.columns)
+        self.models.advance(int(projector.watermark_us))
+        self.offset = int(np.asarray(batch.offset)[-1]) + 1
+        if self.recorder is not None:
+            self.recorder(batch, eff_ts, np.asarray(scores, np.float64))
+
+    def served_rows(self, stored: dict[str, np.ndarray], t_us: np.ndarray) -> np.ndarray:
+        """The model columns served at ``t_us`` from stored rows, as a float64 matrix."""
+        served = kernels.evaluate_stored(stored, np.asarray(t_us, np.int64), names=self.columns)
+        return np.column_stack([np.asarray(served[c], np.float64) for c in self.columns])
+
+    def contribute(self, body: dict[str, Any], features: ServedFeatures) -> None:
+        """Segment, propensity (score, horizon, reasons) and version for ``features``."""
+        values = features.values
+        x = {c: values[c] for c in self.columns}
+        body.update(self.models.profile(x, top=self.top))
+        body["model_source"] = "current"
+        body["model_offset"] = self.offset
+
+    def stats(self) -> dict:
+        """The model set's counters (pending labels, drift, segment sizes) for /metrics."""
+        return self.models.stats()
+
+    # -- checkpoints and lifecycle -----------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        data = self.models.to_bytes()
+        with open(Path(directory) / _MODELS_FILE, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        (Path(directory) / "offset").write_text(str(self.offset), "utf-8")
+
+    def load(self, directory: Path) -> None:
+        self.models = ModelSet.from_bytes((Path(directory) / _MODELS_FILE).read_bytes())
+        offset = Path(directory) / "offset"
+        self.offset = int(offset.read_text("utf-8")) if offset.exists() else 0
+        self._set_columns()
+        self.loaded = True
+
+    def reset(self) -> None:
+        """Fresh models with the same configuration (a new `model_version`), offset 0."""
+        self.models.reset()
+        self.offset = 0
+
+    def erase_user(self, stored_id: str) -> dict[str, int]:
+        """Drop what the models hold keyed by a user (pending questions, the period's set).
+
+        The learnt weights and centroids are aggregates and stay (see `offline.erasure`).
+        """
+        erase = getattr(self.models, "erase_user", None)
+        if callable(erase):
+            return erase(stored_id)
+        # The model set has no erase of its own yet: scrub its keyed structures directly.
+        p, s = self.models.propensity, self.models.segments
+        queue = p._open.pop(stored_id, None)
+        dropped = len(queue) if queue is not None else 0
+        p._n_open -= dropped
+        p._compact()  # rebuilds the expiry heap from the open questions: no stale user keys
+        seen = stored_id in s._seen
+        s._seen.discard(stored_id)
+        return {"pending_dropped": dropped, "period_seen": int(seen)}
