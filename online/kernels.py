@@ -405,14 +405,15 @@ def _column(batch, name: str):
     return batch[name] if isinstance(batch, Mapping) else getattr(batch, name)
 
 
-def apply(state: UserState, batch, *, event_rows=None):
+def apply(state: UserState, batch, *, event_rows=None, row_names=None):
     """Apply a columnar batch in log order; returns each event's effective ts (int64).
 
     ``batch`` is an ``EventBatch`` or a mapping with the same columns (``user_id``, ``ts``,
     ``type``, ``price``, ``quantity``, ``item_id``, ``category``).  With ``event_rows`` (a
     bool mask, or True for all events) it returns ``(eff_ts, rows)``: ``rows`` holds the
     stored values of the event's user right after each selected event, windows at its
-    effective ts (the snapshot rows of replay, the per-event features of online models).
+    effective ts (the snapshot rows of replay, the per-event features of online models);
+    ``row_names`` limits the rows to those stored columns (strings cost most to build).
     """
     user_idx = state.index_users(_column(batch, "user_id"))
     return apply_encoded(
@@ -420,11 +421,12 @@ def apply(state: UserState, batch, *, event_rows=None):
         _column(batch, "price"), _column(batch, "quantity"),
         state.encode_items(_column(batch, "item_id")),
         state.encode_categories(_column(batch, "category")), event_rows=event_rows,
+        row_names=row_names,
     )
 
 
 def apply_encoded(state: UserState, user_idx, ts, type, price, quantity, item_code,
-                  category_code, *, event_rows=None):
+                  category_code, *, event_rows=None, row_names=None):
     """Apply events given as typed columns with codes from ``state`` (see ``_EVENT_COLUMNS``)."""
     n = len(user_idx)
     cols = {
@@ -441,7 +443,7 @@ def apply_encoded(state: UserState, user_idx, ts, type, price, quantity, item_co
     outs = _out_arrays(int(emit.sum()))
     if n == 0:
         eff = np.zeros(0, dtype=np.int64)
-        return eff if event_rows is None else (eff, _named(state, *outs))
+        return eff if event_rows is None else (eff, _named(state, *outs, names=row_names))
     if cols["user_idx"].min() < 0 or cols["user_idx"].max() >= state.n_users:
         raise ValueError(f"user_idx: expected values in [0, {state.n_users}), got "
                          f"[{cols['user_idx'].min()}, {cols['user_idx'].max()}]")
@@ -460,7 +462,7 @@ def apply_encoded(state: UserState, user_idx, ts, type, price, quantity, item_co
            cols["item_code"], cols["category_code"], state.item_hash, state.ints, state.floats,
            state.win_count, state.win_spend, state.win_head, state.cat_code, state.cat_weight,
            state.hll, state.recent, eff, emit, *outs)
-    return eff if event_rows is None else (eff, _named(state, *outs))
+    return eff if event_rows is None else (eff, _named(state, *outs, names=row_names))
 
 
 def _users(state: UserState, user_idx) -> np.ndarray:

@@ -30,6 +30,7 @@ from online import kernels
 from online.state import UserState, fsync_dir
 
 CHECKPOINT_FORMAT = 1
+NUMERIC_STORED = tuple(f.name for f in cat.stored_features() if f.dtype not in ("str", "str_list"))
 _CURRENT = "CURRENT"  # names the live checkpoint directory; replaced atomically
 
 
@@ -83,6 +84,8 @@ class ProfileContributor(ABC):
         """Restore the state written by ``save``."""
 
     wants_event_rows: bool = False
+    # the stored columns wanted in ``projector.event_rows`` (default: all but the strings)
+    event_row_names: tuple[str, ...] = NUMERIC_STORED
 
 
 class Projector:
@@ -123,11 +126,13 @@ class Projector:
         """Apply one batch (the caller moves ``offset``); returns effective ts per event."""
         state = self.state
         user_idx = state.index_users(batch.user_id)
-        rows = True if any(c.wants_event_rows for c in self.contributors) else None
+        wanting = [c for c in self.contributors if c.wants_event_rows]
+        rows = True if wanting else None
+        names = {n for c in wanting for n in c.event_row_names}
         out = kernels.apply_encoded(
             state, user_idx, batch.ts, batch.type, batch.price, batch.quantity,
             state.encode_items(batch.item_id), state.encode_categories(batch.category),
-            event_rows=rows,
+            event_rows=rows, row_names=names,
         )
         eff, self.event_rows = out if rows else (out, None)
         if len(eff):
