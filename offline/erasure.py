@@ -32,8 +32,11 @@ Models are aggregates: the user's events moved their weights, and erasing the us
 does not undo that (nor does it identify the user: no per-user data is kept in a model,
 only pending labels keyed by the stored id, which contributors drop in ``erase_user``).
 `retrain_models` rebuilds the projector and its models from the remaining log into a fresh
-state and swaps it in atomically; models then carry a new ``model_version``.
+state and swaps it in atomically; contributors with a ``reset()`` start afresh (a
+``ModelSet`` then reports a new ``model_version``).
 
+Not reached: copies outside the data dir (training sets written with ``--out``, backups),
+Redis RDB/AOF files until Redis rewrites them, and disk blocks of files replaced by rename.
 Run the CLI erasure with the server stopped, or use the DELETE route: a running server holds
 its own in-memory state and would write it back at its next checkpoint.
 """
@@ -103,11 +106,15 @@ def erase_user(settings: Settings, user_id: str, *, log: EventLog | None = None,
     """
     receipt = Receipt(uuid.uuid4().hex, iso(time.time_ns() // 1000),
                       verification_salt=secrets.token_hex(16))
-    own_log = log is None
+    pseudonymizer = pseudonymizer_from_settings(settings)  # also checks the key's fingerprint
+    own_log = log is None and Path(settings.event_log_path).exists()  # never create a log
     if own_log:
-        log = EventLog(settings.event_log_path, pseudonymizer=pseudonymizer_from_settings(settings))
+        log = EventLog(settings.event_log_path, pseudonymizer=pseudonymizer)
     try:
-        stored = log.stored_user_id(user_id)
+        if log is not None:
+            stored = log.stored_user_id(user_id)
+        else:
+            stored = pseudonymizer(user_id) if pseudonymizer else user_id
         steps = [
             ("event_log", lambda: _erase_log(log, stored)),
             ("projector_state", lambda: _erase_projector(settings, projector, stored,
@@ -124,12 +131,11 @@ def erase_user(settings: Settings, user_id: str, *, log: EventLog | None = None,
             except Exception as exc:  # report and go on: the other stores must still be erased
                 receipt.stores[name] = {"error": f"{type(exc).__name__}: {exc}"}
                 receipt.complete = False
+                receipt.notes.append(f"{name} was not erased (see its error): run it again")
     finally:
         if own_log:
             log.close()
     receipt.found = any(s.get(k) for s in receipt.stores.values() for k in _USER_DATA)
-    if not receipt.complete:
-        receipt.notes.append("some stores were not erased (see their errors): run it again")
     _audit(settings, receipt, user_id)
     return receipt
 
@@ -186,7 +192,9 @@ def retrain_models(settings: Settings, *, contributors: Iterable[Any] = (),
 # -- the stores ------------------------------------------------------------------------------
 
 
-def _erase_log(log: EventLog, stored: str) -> dict[str, Any]:
+def _erase_log(log: EventLog | None, stored: str) -> dict[str, Any]:
+    if log is None:
+        return {"events": 0, "quarantined": 0}
     out = log.erase_user(stored)
     return {"events": out["events"], "quarantined": out["quarantine"],
             "wal_checkpointed": out["wal_checkpointed"]}

@@ -329,3 +329,10 @@ def test_erasure_of_an_unknown_user_finds_nothing(settings) -> None:
     assert not receipt.found and receipt.complete
     line = json.loads((settings.data_dir / "privacy" / "erasures.jsonl").read_text())
     assert line["found"] is False and "nobody" not in json.dumps(line)
+
+
+def test_erasure_in_an_empty_data_dir_creates_no_log(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path / "empty", pseudonym_key=KEY)
+    receipt = erase_user(settings, "nobody")
+    assert not receipt.found and receipt.complete
+    assert not settings.event_log_path.exists()
