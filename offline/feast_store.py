@@ -26,7 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
+from offline.snapshot import schema as snapshot_schema
 from online import catalogue as cat
 from online.projector import ProfileContributor
 from online.settings import Settings
@@ -141,6 +144,26 @@ def materialize(settings: Settings, end: datetime | None = None, *, force: bool 
     return {"project": store.project, "end": end.isoformat(), "replayed_end": replayed,
             "log_end": log_end, "online_store": settings.online_store,
             "feature_views": sorted(v.name for v in store.list_feature_views())}
+
+
+def historical_stored(settings: Settings, user_ids: np.ndarray, t_us: np.ndarray,
+                      columns: Sequence[str]) -> pa.Table:
+    """Stored ``columns`` as of each (user, T) through Feast's ``get_historical_features``.
+
+    One row per query in query order (null where the user has no row at T), typed like the
+    snapshot (µs UTC timestamps, plain strings).
+    """
+    if not settings.registry_path.exists():
+        apply(settings)
+    store = feature_store(settings)
+    refs = [f"{VERSION_VIEW if c == 'offset' else cat.feature(c).view}:{c}" for c in columns]
+    entity_df = pd.DataFrame({"user_id": np.asarray(user_ids, dtype=object),
+                              "event_timestamp": _utc(t_us),
+                              "query_row": np.arange(len(t_us), dtype=np.int64)})
+    table = store.get_historical_features(entity_df=entity_df, features=refs).to_arrow()
+    table = table.take(pa.compute.sort_indices(table.column("query_row")))
+    schema = snapshot_schema()
+    return pa.table({c: table.column(c).cast(schema.field(c).type) for c in columns})
 
 
 # -- online writes ---------------------------------------------------------------------------

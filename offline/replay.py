@@ -45,19 +45,27 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from offline import snapshot as sn
+from online import catalogue as cat
 from online import kernels as kn
 from online.eventlog import EventLog
 from online.settings import Settings
 from online.state import UserState, fsync_dir
 
 __all__ = ["ReplaySummary", "replay", "replay_state", "replayed_end", "snapshot_dir",
-           "snapshot_files"]
+           "snapshot_files", "watermark"]
 
 CHUNK_EVENTS = 1_000_000  # offsets per committed chunk (checkpoint + manifest update)
 BATCH_EVENTS = 100_000  # events read and applied at once (bounds memory)
 ANCHOR_CHUNKS = 8  # keep the checkpoint of every 8th chunk boundary for re-runs
-_WRITE_OPTIONS = {"compression": "lz4", "store_schema": False, "write_statistics": [
-    "user_id", "event_timestamp", "offset"]}
+# Dictionary pages only for strings (hashing every float costs more than it saves);
+# statistics only where readers filter (duckdb prunes row groups by time and user).
+_WRITE_OPTIONS = {
+    "compression": "lz4", "store_schema": False,
+    "use_dictionary": ["user_id", *(
+        f.name + (".list.element" if f.dtype == "str_list" else "")  # parquet leaf paths
+        for f in cat.stored_features() if f.dtype in ("str", "str_list"))],
+    "write_statistics": ["user_id", "event_timestamp", "offset"],
+}
 
 
 @dataclass
@@ -111,6 +119,7 @@ class _Manifest:
         self.tail: dict[str, Any] = data.get("tail", {})
         self.checkpoints: list[int] = data.get("checkpoints", [])
         self.run: dict[str, Any] | None = data.get("run")
+        self.watermark_us: int = data.get("watermark_us", cat.NO_TS)
 
     @classmethod
     def load(cls, root: Path) -> _Manifest:
@@ -124,7 +133,8 @@ class _Manifest:
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         data = {"version": 1, "chunks": self.chunks, "tail": self.tail,
-                "checkpoints": self.checkpoints, "run": self.run}
+                "checkpoints": self.checkpoints, "run": self.run,
+                "watermark_us": self.watermark_us}
         _atomic_write(self.root / "manifest.json", json.dumps(data, indent=1).encode())
 
     def checkpoint_dir(self, offset: int) -> Path:
@@ -132,6 +142,8 @@ class _Manifest:
 
     def chunk_plan(self, start: int, stop: int, chunk_events: int) -> list[tuple[int, int]]:
         """Chunks covering [start, stop): existing boundaries inside the prefix, then new."""
+        if stop <= start:
+            return []
         plan = [(c["start"], c["end"]) for c in self.chunks
                 if c["end"] > start and c["start"] < stop]
         pos = max(self.end, start)
@@ -254,6 +266,11 @@ def replayed_end(settings_or_paths: Settings | str | os.PathLike) -> int:
     return _Manifest.load(_settings(settings_or_paths).offline_dir / "replay").end
 
 
+def watermark(settings_or_paths: Settings | str | os.PathLike) -> int:
+    """The newest effective event time in the replayed prefix (µs; ``NO_TS`` when empty)."""
+    return _Manifest.load(_settings(settings_or_paths).offline_dir / "replay").watermark_us
+
+
 def replay_state(settings_or_paths: Settings | str | os.PathLike,
                  offset: int | None = None) -> UserState:
     """The feature state the replay checkpointed at ``offset`` (default: the replayed end)."""
@@ -313,8 +330,9 @@ class _DayFiles:
 
     def write(self, table: pa.Table) -> None:
         days = table.column("event_timestamp").to_numpy().astype("datetime64[D]")
-        for day in np.unique(days):
-            part = table if days[0] == days[-1] == day else table.filter(pa.array(days == day))
+        distinct = np.unique(days)
+        for day in distinct:
+            part = table if len(distinct) == 1 else table.filter(pa.array(days == day))
             key = str(day)
             writer = self._writers.get(key)
             if writer is None:
@@ -326,8 +344,10 @@ class _DayFiles:
 
     def commit(self, previous: list[str]) -> list[str]:
         """Close, rename over the final names, drop previous files not rewritten."""
-        for writer in self._writers.values():
+        for day, writer in self._writers.items():
             writer.close()
+            with open(self._tmp(day), "rb") as f:  # durable before the manifest names it
+                os.fsync(f.fileno())
         names = []
         for day in sorted(self._writers):
             os.replace(self._tmp(day), self.root / self.relpath(day))
@@ -365,6 +385,9 @@ def _write_tail(man: _Manifest, root: Path, cur: _Cursor, dicts: sn.Dictionaries
     for block in sn.tail_rows(cur.state, cur.last_offset):
         files.write(sn.to_table(block, cur.state, dicts))
     man.tail = {"end": man.end, "files": files.commit([]), "rows": files.rows}
+    state = cur.state
+    man.watermark_us = int(state.ints[: state.n_users, kn.I_LAST_TS].max()) \
+        if state.n_users else cat.NO_TS
     return files.rows
 
 

@@ -6,11 +6,13 @@ kernels (``online.kernels``: ``_apply``, ``_stored_row``, ``_next_window_change`
 one numba loop, so the snapshot can never disagree with the projector:
 
 - an event row per (user, effective event time), after the user's last event at that time
-  (events at equal effective times collapse into one row);
+  (events at equal effective times collapse into one row); it is written when the user's
+  next event with a later time is applied, so batch and chunk boundaries never split it;
 - an expiry row at each time a window value changes between two events of a user (a
   non-empty bucket leaves a sliding window), holding the state after the earlier event;
-- tail rows: the expiry rows after a user's newest event (the windows emptying out), which
-  are provisional: a later event of the user replaces them (``offline.replay`` rewrites them).
+- tail rows: each user's current state (the newest event row) and the expiry rows after it
+  (the windows emptying out).  They are provisional, a later event of the user replaces
+  them, so ``offline.replay`` rewrites the tail whenever the replayed end moves.
 
 Columns: ``user_id``, ``event_timestamp`` (µs UTC), ``created`` (the row's ``offset`` read as
 µs since the epoch: deterministic, and orders rows of equal ``event_timestamp`` by log
@@ -77,15 +79,19 @@ def _expiries(u, after, until, one_user, one_after, one_out, ints, floats, win_c
 
 
 @njit(**_JIT)
-def _event_rows(i0, uidx, ts, typ, price, qty, item, catg, off, next_same, item_hash, ints,
-                floats, win_count, win_spend, win_head, cat_code, cat_weight, hll, recent,
-                last_off, eff, row_user, row_ts, row_off, out_i, out_f, out_top, out_recent):
-    """Apply events i0.. in order, writing rows; stop when a further event might not fit."""
+def _event_rows(i0, uidx, ts, typ, price, qty, item, catg, off, item_hash, ints, floats,
+                win_count, win_spend, win_head, cat_code, cat_weight, hll, recent, last_off, eff,
+                row_user, row_ts, row_off, out_i, out_f, out_top, out_recent):
+    """Apply events i0.. in order, writing rows; stop when a further event might not fit.
+
+    A user's current state is written out (with the window changes after it) only when an
+    event with a later time arrives: until then more events may share its time.
+    """
     cap = row_user.shape[0]
     one_user = np.empty(1, np.int64)
     one_after = np.empty(1, np.int64)
     one_out = np.empty(1, np.int64)
-    no_emit = np.zeros(0, np.uint8)  # rows are written here, after the expiry rows
+    no_emit = np.zeros(0, np.uint8)
     none_i = np.empty((0, out_i.shape[1]), np.int64)  # C layout: the projector's signature
     none_f = np.empty((0, out_f.shape[1]), np.float64)
     j = np.int64(0)
@@ -95,22 +101,19 @@ def _event_rows(i0, uidx, ts, typ, price, qty, item, catg, off, next_same, item_
         u = uidx[i]
         if ints[u, _I_EVENT_COUNT] > 0:
             last = ints[u, _I_LAST_TS]
-            if ts[i] > last:  # windows may have changed since the user's previous row
+            if ts[i] > last:  # the state at `last` is final: its row, then window changes
+                _emit(u, last, last_off[u], ints, floats, win_count, win_spend, win_head,
+                      cat_code, cat_weight, hll, recent, row_user, row_ts, row_off, out_i,
+                      out_f, out_top, out_recent, j)
                 j = _expiries(u, last, ts[i], one_user, one_after, one_out, ints, floats,
                               win_count, win_spend, win_head, cat_code, cat_weight, hll,
                               recent, last_off, row_user, row_ts, row_off, out_i, out_f,
-                              out_top, out_recent, j)
+                              out_top, out_recent, j + 1)
         kn._apply(uidx[i:i + 1], ts[i:i + 1], typ[i:i + 1], price[i:i + 1], qty[i:i + 1],
                   item[i:i + 1], catg[i:i + 1], item_hash, ints, floats, win_count, win_spend,
                   win_head, cat_code, cat_weight, hll, recent, eff[i:i + 1], no_emit,
                   none_i, none_f, out_top[:0], out_recent[:0])
         last_off[u] = off[i] + 1
-        nxt = next_same[i]
-        if nxt < 0 or ts[nxt] > eff[i]:  # the user's last event at this effective time
-            _emit(u, eff[i], off[i] + 1, ints, floats, win_count, win_spend, win_head, cat_code,
-                  cat_weight, hll, recent, row_user, row_ts, row_off, out_i, out_f, out_top,
-                  out_recent, j)
-            j += 1
         i += 1
     return i, j
 
@@ -119,6 +122,7 @@ def _event_rows(i0, uidx, ts, typ, price, qty, item, catg, off, next_same, item_
 def _tail_rows(u0, n_users, ints, floats, win_count, win_spend, win_head, cat_code, cat_weight,
                hll, recent, last_off, row_user, row_ts, row_off, out_i, out_f, out_top,
                out_recent):
+    """Per user: the current state's row, then every window change after it."""
     cap = row_user.shape[0]
     one_user = np.empty(1, np.int64)
     one_after = np.empty(1, np.int64)
@@ -127,22 +131,16 @@ def _tail_rows(u0, n_users, ints, floats, win_count, win_spend, win_head, cat_co
     u = u0
     while u < n_users and cap - j >= MAX_ROWS_PER_EVENT:
         if ints[u, _I_EVENT_COUNT] > 0:
-            j = _expiries(u, ints[u, _I_LAST_TS], _NO_TS, one_user, one_after, one_out, ints,
-                          floats, win_count, win_spend, win_head, cat_code, cat_weight, hll,
-                          recent, last_off, row_user, row_ts, row_off, out_i, out_f, out_top,
-                          out_recent, j)
+            last = ints[u, _I_LAST_TS]
+            _emit(u, last, last_off[u], ints, floats, win_count, win_spend, win_head, cat_code,
+                  cat_weight, hll, recent, row_user, row_ts, row_off, out_i, out_f, out_top,
+                  out_recent, j)
+            j = _expiries(u, last, _NO_TS, one_user, one_after, one_out, ints, floats,
+                          win_count, win_spend, win_head, cat_code, cat_weight, hll, recent,
+                          last_off, row_user, row_ts, row_off, out_i, out_f, out_top,
+                          out_recent, j + 1)
         u += 1
     return u, j
-
-
-@njit(**_JIT)
-def _next_same_user(uidx, n_users):
-    nxt = np.empty(uidx.shape[0], np.int64)
-    seen = np.full(n_users, -1, np.int64)
-    for i in range(uidx.shape[0] - 1, -1, -1):
-        nxt[i] = seen[uidx[i]]
-        seen[uidx[i]] = i
-    return nxt
 
 
 def _guard_cache(dispatchers) -> None:
@@ -163,7 +161,7 @@ def _guard_cache(dispatchers) -> None:
         pass
 
 
-_guard_cache([_emit, _expiries, _event_rows, _tail_rows, _next_same_user])
+_guard_cache([_emit, _expiries, _event_rows, _tail_rows])
 
 
 @dataclass
@@ -235,12 +233,11 @@ def event_rows(state: UserState, batch, last_offset: np.ndarray, *, block_rows: 
         kn._EVENT_COLUMNS.items(),
         (uidx, batch.ts, batch.type, batch.price, batch.quantity, item, catg), strict=True)}
     off = kn._checked("offset", batch.offset, np.int64, n)
-    next_same = _next_same_user(cols["user_idx"], state.n_users)
     eff = np.empty(n, np.int64)
     buf = _Buffers(max(min(block_rows, 2 * n + MAX_ROWS_PER_EVENT), MAX_ROWS_PER_EVENT))
     blocks, i = [], 0
     while i < n:
-        i, j = _event_rows(i, *cols.values(), off, next_same, state.item_hash,
+        i, j = _event_rows(i, *cols.values(), off, state.item_hash,
                            *_state_arrays(state), last_offset, eff, *buf.outputs())
         if j:
             blocks.append(buf.block(j))

@@ -1,0 +1,146 @@
+"""Replay throughput: event log -> feature snapshot parquet, events per second.
+
+Builds (once, cached under ``bench/out/``) a synthetic log of ``--events`` events, then times
+``offline.replay.replay`` from offset 0 into a fresh data dir, and, in the same run, the floor
+under it: reading the same log alone (``EventLog.read``, numpy columns) and applying it
+alone (``kernels.apply``, no rows).  Figures: events/s of each, snapshot rows per event,
+bytes per event on disk.  Goal: >= 1,000,000 events/s for the whole replay.
+
+The bench log is bulk-loaded with plain SQLite inserts in the log's own column layout
+(``online.eventlog._INSERT``): synthetic events are valid by construction, and validating
+10 million of them would take longer than everything measured here.
+
+Run: ``.venv/bin/python bench/replay.py [--events 10000000] [--users N] [--seed 7]``.
+The last line of output is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from offline.datasets.synthetic import generate_columns
+from offline.replay import replay
+from online import eventlog, kernels
+from online.eventlog import EventLog
+from online.settings import Settings
+from online.state import UserState
+
+GOAL_EVENTS_PER_S = 1_000_000
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def build_log(path: Path, n_users: int, n_events: int, seed: int) -> int:
+    """A synthetic event log at ``path`` (reused when it already holds the events)."""
+    if path.exists():
+        with EventLog(path) as log:
+            if log.next_offset == n_events:
+                return n_events
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    EventLog(path).close()  # the log creates its schema
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    offset, now = 0, time.time_ns() // 1000
+    conn.execute("BEGIN")
+    for c in generate_columns(n_users, n_events, seed, chunk_size=200_000):
+        n = len(c["ts"])
+        price = [None if p != p else p for p in c["price"].tolist()]
+        rows = zip(range(offset, offset + n), c["event_id"], c["user_id"], c["type"].tolist(),
+                   c["ts"].tolist(), c["item_id"], c["category"], c["session_id"], price,
+                   c["quantity"].tolist(), [now] * n, strict=True)
+        conn.executemany(eventlog._INSERT, rows)
+        offset += n
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'next_offset'", (offset,))
+    conn.execute("COMMIT")
+    conn.close()
+    return offset
+
+
+def read_only(path: Path, batch: int) -> tuple[float, int]:
+    """Seconds to read the whole log as numpy batches."""
+    t0, n = time.perf_counter(), 0
+    with EventLog(path) as log:
+        pos = 0
+        while True:
+            b, pos = log.read(pos, batch)
+            if not len(b):
+                break
+            n += len(b)
+    return time.perf_counter() - t0, n
+
+
+def apply_only(path: Path, batch: int) -> float:
+    """Seconds to read and apply the whole log with the kernels (no snapshot rows)."""
+    state = UserState()
+    t0 = time.perf_counter()
+    with EventLog(path) as log:
+        pos = 0
+        while True:
+            b, pos = log.read(pos, batch)
+            if not len(b):
+                break
+            kernels.apply(state, b)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=10_000_000)
+    p.add_argument("--users", type=int, default=None, help="default: events / 100")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--batch-events", type=int, default=100_000)
+    p.add_argument("--chunk-events", type=int, default=1_000_000)
+    args = p.parse_args()
+    users = args.users or max(args.events // 100, 10)
+    work = OUT / f"replay-{users}-{args.events}-{args.seed}"
+    log_path = work / "events.db"
+    t0 = time.perf_counter()
+    n = build_log(log_path, users, args.events, args.seed)
+    print(f"log: {n:,} events, {users:,} users ({time.perf_counter() - t0:.1f} s to prepare)",
+          file=sys.stderr)
+    shutil.rmtree(work / "offline", ignore_errors=True)
+    settings = Settings(data_dir=work)
+
+    # warm the JIT on a tiny replay so compile time is not counted
+    warm = OUT / "replay-warm"
+    shutil.rmtree(warm, ignore_errors=True)
+    build_log(warm / "events.db", 50, 2_000, 1)
+    replay(Settings(data_dir=warm), progress=False)
+
+    summary = replay(settings, progress=True, chunk_events=args.chunk_events,
+                     batch_events=args.batch_events)
+    t_replay = summary.seconds
+    t_read, _ = read_only(log_path, args.batch_events)
+    t_apply = apply_only(log_path, args.batch_events)
+    files = list((work / "offline" / "user_features").rglob("*.parquet"))
+    size = sum(f.stat().st_size for f in files)
+    rows = summary.rows + summary.tail_rows
+    figures = {
+        "bench": "replay", "events": n, "users": users,
+        "replay_s": round(t_replay, 2), "replay_events_per_s": round(n / t_replay),
+        "read_only_events_per_s": round(n / t_read),
+        "read_apply_events_per_s": round(n / t_apply),
+        "rows": rows, "event_rows_and_expiries": summary.rows, "tail_rows": summary.tail_rows,
+        "rows_per_event": round(rows / n, 3), "bytes_per_event": round(size / n, 1),
+        "files": len(files), "goal_events_per_s": GOAL_EVENTS_PER_S,
+        "goal_met": n / t_replay >= GOAL_EVENTS_PER_S,
+    }
+    print(f"replay:        {n / t_replay:>12,.0f} events/s  ({t_replay:.1f} s, {rows:,} rows, "
+          f"{rows / n:.2f} rows/event, {size / n:.0f} B/event on disk)")
+    print(f"read only:     {n / t_read:>12,.0f} events/s  (EventLog.read alone)")
+    print(f"read + apply:  {n / t_apply:>12,.0f} events/s  (kernels.apply, no rows)")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
