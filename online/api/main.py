@@ -22,7 +22,7 @@ from online.settings import Settings
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
 from .metrics import ApiMetrics, RequestTimer
-from .routes import events, features, health, profiles, users
+from .routes import events, features, health, profiles, segments, users
 from .schemas import problem_responses
 from .service import ProfileService, ProjectorFactory
 from .settings import ApiSettings, get_api_settings
@@ -75,6 +75,6 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=api_settings.max_body_bytes)
     app.add_middleware(RequestTimer, metrics=metrics)
-    for module in (events, profiles, users, features, health):
+    for module in (events, profiles, users, features, segments, health):
         app.include_router(module.router)
     return app

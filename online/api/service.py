@@ -46,15 +46,12 @@ _KNOWN_FEATURES = frozenset(catalogue.served_names())
 
 
 def pseudonymizer_for(settings: ApiSettings):
-    """The user-id pseudonymizer the rest of portrait uses for these settings (None if off)."""
-    if settings.pseudonym_key is None and settings.pseudonym_key_file is None:
-        return None
-    try:  # the one shared implementation (CLI, projector and API must agree on stored ids)
-        from online.pseudonym import pseudonymizer_from_settings
-    except ImportError as exc:
-        raise RuntimeError(
-            "a pseudonym key is configured but online.pseudonym is not available"
-        ) from exc
+    """The user-id pseudonymizer of the data dir (None without a key), as every writer uses.
+
+    Raises `online.privacy.PseudonymKeyError` when the key does not match the data dir's.
+    """
+    from online.privacy import pseudonymizer_from_settings
+
     return pseudonymizer_from_settings(settings)
 
 

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-__all__ = ["events", "features", "health", "profiles", "users"]
+__all__ = ["events", "features", "health", "profiles", "segments", "users"]

@@ -17,6 +17,9 @@ router = APIRouter(prefix="/v1/segments", tags=["segments"], dependencies=[ReadA
                    responses=problem_responses(401, 403, 422, 429))
 
 
+MIN_EPSILON = 1e-3
+
+
 class PrivacyBudgetExhausted(ApiError):
     """The data dir's privacy budget has less epsilon left than the query asks for."""
 
@@ -55,7 +58,9 @@ class SegmentsReport(BaseModel):
 def get_segments(
     service: ServiceDep,
     settings: SettingsDep,
-    epsilon: Annotated[float, Query(gt=0, allow_inf_nan=False,
+    # a floor: below it the noise drowns every figure, and a denormal epsilon (5e-324)
+    # underflows the budget split to 0 (a division by zero in the mechanisms)
+    epsilon: Annotated[float, Query(ge=MIN_EPSILON, allow_inf_nan=False,
                                     description="Privacy loss to spend on this release.")] = 1.0,
 ) -> SegmentsReport:
     """Noisy sizes and mean spend, orders and recency per segment (epsilon-DP per user).
@@ -71,4 +76,6 @@ def get_segments(
         body = release_segments(inputs, epsilon, budget=PrivacyBudget.for_settings(settings))
     except BudgetExhausted as exc:
         raise PrivacyBudgetExhausted(exc) from None
+    except ValueError as exc:  # rejected by the mechanisms before anything is spent
+        raise ApiError(str(exc), field="epsilon") from None
     return SegmentsReport.model_validate(body)
