@@ -39,6 +39,7 @@ _WIDTHS, _SIZES, _OFFSETS = st.WIN_WIDTHS, st.WIN_SIZES, st.WIN_OFFSETS
 _HLL_P = cat.HLL_P
 _HLL_M = st.HLL_M
 _HLL_ALPHA = 0.7213 / (1.0 + 1.079 / _HLL_M)
+_POW2_NEG = np.array([2.0**-r for r in range(66 - _HLL_P)])  # 2**-rank, exact
 _NO_TS = cat.NO_TS
 N_INT = st.N_INT
 (I_EVENT_COUNT, I_TYPE0, I_ITEMS_PURCHASED, I_FIRST_TS, I_LAST_TS, I_LAST_PURCHASE_TS,
@@ -330,7 +331,7 @@ def _hll_estimate(hll, u):
     zeros = 0
     for j in range(_HLL_M):
         r = hll[u, j]
-        s += math.ldexp(1.0, -np.int64(r))
+        s += _POW2_NEG[r]
         if r == 0:
             zeros += 1
     if zeros == _HLL_M:
