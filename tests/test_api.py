@@ -260,6 +260,31 @@ def test_erase_user_removes_events_and_profile(client) -> None:
     assert_problem(client.delete("/v1/users/u1"), 404)
 
 
+def test_an_erasure_survives_a_restart(settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        post(client, history("u1", 3) + history("u2", 2))
+        client.app.state.service._checkpoint(force=True)  # u1 is in the last checkpoint
+        assert client.delete("/v1/users/u1").status_code == 200
+    with TestClient(create_app(settings)) as client:
+        assert_problem(client.get("/v1/users/u1/profile"), 404)
+        assert client.get("/v1/users/u2/profile").status_code == 200
+
+
+def test_erasure_with_the_every_store_eraser(settings) -> None:
+    from offline.erasure import erase_user
+
+    def eraser(s, user_id, log, projector):
+        return erase_user(s, user_id, log=log, projector=projector).as_dict()
+
+    with TestClient(create_app(settings, eraser=eraser)) as client:
+        post(client, history("u1", 3) + history("u2", 2))
+        body = client.delete("/v1/users/u1").json()
+        assert body["erased"]["found"] and body["erased"]["complete"]
+        assert body["erased"]["stores"]["event_log"]["events"] == 3
+        assert_problem(client.get("/v1/users/u1/profile"), 404)
+        assert_problem(client.delete("/v1/users/u1"), 404)
+
+
 # -- operations -----------------------------------------------------------------------------
 
 

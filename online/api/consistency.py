@@ -12,6 +12,7 @@ import json
 import random
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,12 @@ class ProfileSampler:
             self._file.write(line + "\n")
             self.written += 1
             return True
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No record is written inside (erasure rewrites the file in place meanwhile)."""
+        with self._lock:
+            yield
 
     def close(self) -> None:
         with self._lock:

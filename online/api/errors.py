@@ -21,7 +21,6 @@ __all__ = [
     "ApiError",
     "BadAsOf",
     "Forbidden",
-    "NotImplementedYet",
     "NotReady",
     "PayloadTooLarge",
     "Unauthorized",
@@ -91,10 +90,6 @@ class Forbidden(ApiError):
 
 class NotReady(ApiError):
     status, slug, title = 503, "not-ready", "Not ready"
-
-
-class NotImplementedYet(ApiError):
-    status, slug, title = 501, "not-implemented", "Not implemented"
 
 
 def problem_response(

@@ -24,7 +24,7 @@ from .limits import BodySizeLimit
 from .metrics import ApiMetrics, RequestTimer
 from .routes import events, features, health, profiles, segments, users
 from .schemas import problem_responses
-from .service import ProfileService, ProjectorFactory
+from .service import Eraser, ProfileService, ProjectorFactory
 from .settings import ApiSettings, get_api_settings
 
 __all__ = ["create_app"]
@@ -42,19 +42,24 @@ def _api_settings(settings: Settings | None) -> ApiSettings:
 
 
 def create_app(
-    settings: Settings | None = None, *, projector_factory: ProjectorFactory | None = None
+    settings: Settings | None = None,
+    *,
+    projector_factory: ProjectorFactory | None = None,
+    eraser: Eraser | None = None,
 ) -> FastAPI:
     """The REST API over the data dir of ``settings`` (environment settings when None).
 
     ``projector_factory(log, settings)`` builds the projector (default: `default_projector`);
     the CLI passes one whose contributors add the models and Feast online writes.
+    ``eraser(settings, user_id, log, projector)`` backs ``DELETE /v1/users/{id}`` (default:
+    `default_eraser`, log and state only); the CLI passes the every-store erasure.
     """
     api_settings = _api_settings(settings)
     metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = ProfileService(api_settings, metrics, projector_factory)
+        service = ProfileService(api_settings, metrics, projector_factory, eraser)
         service.open()  # loads the checkpoint and catches up with the log before serving
         app.state.service = service
         _log.info("serving %s at offset %d", api_settings.data_dir, service.offset)

@@ -19,6 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from online import catalogue
@@ -28,16 +29,20 @@ from online.events import EventType
 
 from .bulk import latest_profiles
 from .consistency import ProfileSampler
-from .errors import NotImplementedYet, UnknownFeature, UnknownUserError
+from .errors import UnknownFeature, UnknownUserError
 from .metrics import ApiMetrics
 from .rwlock import ReadWriteLock
 from .settings import ApiSettings
 
-__all__ = ["ProfileService", "ProjectorFactory", "default_projector"]
+__all__ = ["Eraser", "ProfileService", "ProjectorFactory", "default_eraser", "default_projector"]
 
 # (log, settings) -> Projector: the CLI passes one that adds contributors living outside
 # `online` (e.g. offline.feast_store.OnlineWriter for Feast online writes)
 ProjectorFactory = Callable[[EventLog, ApiSettings], Any]
+# (settings, raw user id, open log, live projector) -> receipt dict with a bool "found";
+# called with projection held still. The CLI passes offline.erasure.erase_user, which also
+# reaches the parquet snapshot, the Feast online store and the profile sample log.
+Eraser = Callable[[ApiSettings, str, EventLog, Any], dict[str, Any]]
 
 _log = logging.getLogger("portrait.api")
 _FOLLOW_POLL_S = 0.25
@@ -62,6 +67,15 @@ def default_projector(log: EventLog, settings: ApiSettings):
     return Projector(log, settings.state_dir)
 
 
+def default_eraser(settings: ApiSettings, user_id: str, log: EventLog, projector) -> dict:
+    """Erase from the stores `online` knows: the event log (and quarantine) and the state."""
+    stored = log.stored_user_id(user_id)
+    erased = dict(log.erase_user(stored))
+    erased["projection"] = projector.erase_user(stored)
+    erased["found"] = bool(erased["events"] or erased["projection"].get("state_rows"))
+    return erased
+
+
 class ProfileService:
     """Ingest, profiles and history over one data dir, safe under concurrent requests."""
 
@@ -70,10 +84,12 @@ class ProfileService:
         settings: ApiSettings,
         metrics: ApiMetrics,
         projector_factory: ProjectorFactory | None = None,
+        eraser: Eraser | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self._projector_factory = projector_factory or default_projector
+        self._eraser = eraser or default_eraser
         self.log: EventLog | None = None
         self.projector = None
         self.sampler: ProfileSampler | None = None
@@ -169,9 +185,8 @@ class ProfileService:
 
     def _checkpoint(self, *, force: bool) -> bool:
         s = self.settings
-        due = self.projector.offset > self._checkpoint_offset and (
-            force
-            or self.projector.offset - self._checkpoint_offset >= s.checkpoint_every_events
+        due = force or self.projector.offset > self._checkpoint_offset and (
+            self.projector.offset - self._checkpoint_offset >= s.checkpoint_every_events
             or time.monotonic() - self._checkpoint_time >= s.checkpoint_every_seconds
             or self._stop.is_set()
         )
@@ -200,19 +215,16 @@ class ProfileService:
                 _log.exception("follower: projection or checkpoint failed")
 
     def erase(self, user_id: str) -> tuple[dict[str, Any], int]:
-        """Erase a user from the log and the projection (404 when the log has no events)."""
-        erase = getattr(self.projector, "erase_user", None)
-        if erase is None:
-            raise NotImplementedYet("erasure is not available: the projector cannot forget a user")
-        stored = self.log.stored_user_id(user_id)
-        self._flush_writes()
-        with self._flush_lock, self._lock.write():  # no push of this user in flight
-            erased = self.log.erase_user(stored)
-            if not erased.get("events"):
-                raise UnknownUserError(user_id)
-            erased["projection"] = erase(stored)
+        """Erase a user everywhere the eraser reaches (404 when no store held the user)."""
+        self._flush_writes()  # pending online writes land before, never after, the erasure
+        with self._flush_lock, self._lock.write():  # no push in flight, projection still
+            with self.sampler.paused() if self.sampler is not None else nullcontext():
+                erased = self._eraser(self.settings, user_id, self.log, self.projector)
             offset = self.projector.offset
-        self._checkpoint(force=True)  # the erased state must not survive in an old checkpoint
+        # the erased state must not survive in the last checkpoint, even at the same offset
+        self._checkpoint(force=True)
+        if not erased.get("found"):
+            raise UnknownUserError(user_id)
         return erased, offset
 
     # -- reads -------------------------------------------------------------------------------

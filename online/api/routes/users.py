@@ -44,6 +44,11 @@ def get_user_events(
     responses=problem_responses(404),
 )
 def delete_user(user_id: UserId, service: ServiceDep) -> ErasureResponse:
-    """Erase a user across every store: the log (events and quarantine) and the profiles."""
+    """Erase a user across every store; the body is the erasure receipt, store by store.
+
+    Served by `portrait serve`, this reaches the event log and its quarantine, the live
+    projection and its checkpoints, the offline snapshot, the online store and the sampled
+    profiles (``offline.erasure``); the bare app reaches the log and the projection.
+    """
     erased, offset = service.erase(user_id)
     return ErasureResponse(user_id=user_id, erased=erased, offset=offset)
