@@ -118,7 +118,7 @@ def test_noise_matches_the_scale_of_epsilon_on_many_draws(tmp_path) -> None:
 
 def test_release_validates_before_spending(tmp_path) -> None:
     budget = PrivacyBudget(tmp_path / "b.json", total=1)
-    for bad in (0.0, -1.0, float("nan"), float("inf")):
+    for bad in (0.0, -1.0, float("nan"), float("inf"), 5e-324):
         with pytest.raises(ValueError):
             release_segments(fixed_inputs(), bad, budget=budget)
     with pytest.raises(ValueError, match="split"):
@@ -176,9 +176,8 @@ def ingest(data_dir, n_users: int = 500, n_events: int = 20_000) -> None:
             log.append(chunk)
 
 
-def test_segments_report_over_a_data_dir_spends_the_budget(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("PORTRAIT_PRIVACY_BUDGET_EPSILON", "1.5")
-    settings = Settings(data_dir=tmp_path / "data")
+def test_segments_report_over_a_data_dir_spends_the_budget(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", privacy_budget_epsilon=1.5)
     ingest(settings.data_dir)
     body = segments_report(settings, 1.0)
     with EventLog(settings.event_log_path) as log:
@@ -194,9 +193,9 @@ def test_segments_report_over_a_data_dir_spends_the_budget(tmp_path, monkeypatch
 
 
 @pytest.fixture
-def api(tmp_path, monkeypatch):
-    monkeypatch.setenv("PORTRAIT_PRIVACY_BUDGET_EPSILON", "1000")
-    settings = ApiSettings(data_dir=tmp_path / "data")
+def api(tmp_path, request):
+    """A served data dir whose privacy budget is the (indirect) parameter."""
+    settings = ApiSettings(data_dir=tmp_path / "data", privacy_budget_epsilon=request.param)
     ingest(settings.data_dir)
     app = create_app(settings)
     if not any(getattr(r, "path", "") == "/v1/segments" for r in app.routes):
@@ -205,6 +204,7 @@ def api(tmp_path, monkeypatch):
         yield client, settings
 
 
+@pytest.mark.parametrize("api", [1000.0], indirect=True)
 def test_endpoint_noise_scale_matches_epsilon(api) -> None:
     client, settings = api
     with EventLog(settings.event_log_path) as log:
@@ -227,9 +227,9 @@ def test_endpoint_noise_scale_matches_epsilon(api) -> None:
     assert body["privacy"]["budget"]["spent"] == pytest.approx(300.0)
 
 
-def test_endpoint_refuses_once_the_budget_is_spent(api, monkeypatch) -> None:
+@pytest.mark.parametrize("api", [1.0], indirect=True)
+def test_endpoint_refuses_once_the_budget_is_spent(api) -> None:
     client, settings = api
-    monkeypatch.setenv("PORTRAIT_PRIVACY_BUDGET_EPSILON", "1.0")
     assert client.get("/v1/segments", params={"epsilon": 0.6}).status_code == 200
     r = client.get("/v1/segments", params={"epsilon": 0.6})
     assert r.status_code == 429, r.text
@@ -239,6 +239,6 @@ def test_endpoint_refuses_once_the_budget_is_spent(api, monkeypatch) -> None:
     assert "budget" in problem["detail"]
     assert client.get("/v1/segments", params={"epsilon": 0.4}).status_code == 200
     assert client.get("/v1/segments", params={"epsilon": 0.01}).status_code == 429
-    for bad in ("0", "-1", "nan", "inf", "x"):
+    for bad in ("0", "-1", "nan", "inf", "x", "5e-324"):
         assert client.get("/v1/segments", params={"epsilon": bad}).status_code == 422
     assert PrivacyBudget.for_settings(settings).status()["releases"] == 2

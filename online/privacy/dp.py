@@ -148,6 +148,10 @@ class _Mechanisms:
     def __init__(self, epsilon: float, bounds: dict[str, float], split: dict[str, float]) -> None:
         if not np.isfinite(epsilon) or epsilon <= 0:
             raise ValueError(f"epsilon: expected a finite number > 0, got {epsilon!r}")
+        smallest = epsilon * min(split.values())
+        if smallest <= 0 or not np.isfinite(1.0 / smallest):  # e.g. a denormal epsilon
+            raise ValueError(f"epsilon: {epsilon!r} is too small to split over "
+                             f"{sorted(split)}")
         self.epsilon, self.bounds, self.split = epsilon, bounds, split
         self.size_epsilon = epsilon * split["size"]
         self.size_scale = 1.0 / self.size_epsilon
