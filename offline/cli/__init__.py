@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from offline.cli import (  # noqa: F401  (importing registers the commands)
     backfill,
+    demo,
+    evaluate,
     events,
     privacy,
     profiles,
@@ -18,6 +20,10 @@ from offline.cli.app import cli
 
 def main() -> None:
     """Entry point of the `portrait` console script."""
+    import warnings
+
+    # Feast's duckdb path (through ibis) warns about its own use of a deprecated call.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ibis\..*")
     cli()
 
 
