@@ -169,7 +169,9 @@ class UserState:
         self._alloc(max(int(capacity), 1))
 
     def _alloc(self, capacity: int) -> None:
-        buf = np.empty((capacity, ROW_BYTES), dtype=np.uint8)
+        raw = np.empty(capacity * ROW_BYTES + 64, dtype=np.uint8)
+        start = -raw.ctypes.data % 64  # rows start on cache lines
+        buf = raw[start: start + capacity * ROW_BYTES].reshape(capacity, ROW_BYTES)
         old = getattr(self, "_buf", None)
         kept = 0 if old is None else len(old)
         if kept:
