@@ -4,6 +4,21 @@ The ``_underscored`` functions are numba kernels over contiguous typed arrays; t
 wrappers check dtypes and shapes.  ``evaluate_stored`` is the one function that turns stored
 values into served values at T; the projector, the as-of path, replay and the API all go
 through it, so every path agrees bit for bit.  Kernel flags live in ``_JIT`` only.
+
+>>> from online.state import UserState
+>>> state = UserState()
+>>> batch = {"user_id": np.array(["ann", "ann"], dtype=object),
+...          "ts": np.array([0, 60_000_000]), "type": np.array([0, 3], dtype=np.int8),
+...          "price": np.array([np.nan, 9.5]), "quantity": np.array([1, 2]),
+...          "item_id": np.array(["sku-1", "sku-2"], dtype=object),
+...          "category": np.array(["shoes", "shoes"], dtype=object)}
+>>> apply(state, batch).tolist()  # effective times
+[0, 60000000]
+>>> served = evaluate(state, [0], 30 * 60_000_000)  # at T = 30 min
+>>> float(served["spend_total"][0]), int(served["events_1h"][0])
+(19.0, 2)
+>>> float(served["seconds_since_last_purchase"][0]), served["recent_items"][0]
+(1740.0, ['sku-2', 'sku-1'])
 """
 
 from __future__ import annotations

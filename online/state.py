@@ -121,7 +121,13 @@ def stable_hash(text: str) -> int:
 
 
 class CodeMap:
-    """Dense int codes for strings, in first-appearance order, with the map back."""
+    """Dense int codes for strings, in first-appearance order, with the map back.
+
+    >>> m = CodeMap()
+    >>> codes, added = m.encode(np.array(["b", None, "a", "b"], dtype=object))
+    >>> codes.tolist(), added, m.decode(codes).tolist()
+    ([0, -1, 1, 0], ['b', 'a'], ['b', None, 'a', 'b'])
+    """
 
     def __init__(self, values: list[str] | None = None) -> None:
         self.values: list[str | None] = list(values or [])  # None: an erased entry
