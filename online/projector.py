@@ -83,6 +83,9 @@ class ProfileContributor(ABC):
     def load(self, directory: Path) -> None:  # noqa: B027
         """Restore the state written by ``save``."""
 
+    def reset(self) -> None:  # noqa: B027
+        """Forget learnt state (before a reload from the checkpoint, or from offset 0)."""
+
     wants_event_rows: bool = False
     # the stored columns wanted in ``projector.event_rows`` (default: all but the strings)
     event_row_names: tuple[str, ...] = NUMERIC_STORED
@@ -113,7 +116,13 @@ class Projector:
             batch, resume = self.log.read(self.offset, limit=batch_size, to_offset=until_offset)
             if len(batch) == 0:
                 break
-            self.apply_batch(batch)
+            try:
+                self.apply_batch(batch)
+            except BaseException:
+                # a half-applied batch must not be applied again on top of itself: go back
+                # to the checkpoint, so the next run re-applies from there exactly once
+                self.reload()
+                raise
             self.offset = resume
             applied += len(batch)
             if bar is not None:
@@ -170,6 +179,15 @@ class Projector:
             if old.name != target.name:
                 shutil.rmtree(old, ignore_errors=True)
         return target
+
+    def reload(self) -> None:
+        """Drop the in-memory state and go back to the latest checkpoint (or to offset 0)."""
+        self.state = UserState()
+        self.offset = 0
+        self.watermark_us = cat.NO_TS
+        for c in self.contributors:
+            c.reset()
+        self._load_latest()
 
     def _load_latest(self) -> None:
         current = self.state_dir / _CURRENT

@@ -166,6 +166,41 @@ def test_unknown_users_and_erasure(log, tmp_path):
         proj.features("u1")
 
 
+class FailOnce(ProfileContributor):
+    """Fails on the first batch that reaches offset 250, once."""
+
+    name = "fail-once"
+
+    def __init__(self) -> None:
+        self.failed = False
+        self.resets = 0
+
+    def on_batch(self, projector, batch, user_idx, eff_ts) -> None:
+        if not self.failed and batch.offset[-1] >= 250:
+            self.failed = True
+            raise RuntimeError("boom")
+
+    def contribute(self, body, features) -> None:
+        pass
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+def test_a_failed_batch_goes_back_to_the_checkpoint(log, tmp_path):
+    whole = Projector(log, tmp_path / "whole")
+    whole.run()
+    fail = FailOnce()
+    proj = Projector(log, tmp_path / "p", contributors=[fail])
+    proj.run(batch_size=100, until_offset=200)
+    proj.checkpoint()
+    with pytest.raises(RuntimeError, match="boom"):
+        proj.run(batch_size=100)
+    assert proj.offset == 200 and fail.resets == 1
+    proj.run(batch_size=100)
+    assert proj.state.equals(whole.state) and proj.offset == 400
+
+
 def test_checkpoint_is_atomic_and_keeps_one_directory(log, tmp_path):
     proj = Projector(log, tmp_path / "p")
     proj.run(until_offset=100)
