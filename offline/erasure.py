@@ -298,15 +298,22 @@ def _erase_parquet(settings: Settings, stored: str) -> dict[str, Any]:
     root = Path(settings.offline_dir)
     files = rows = 0
     for path in sorted(root.rglob("*.parquet")):
-        pf = pq.ParquetFile(path)
-        if "user_id" not in pf.schema_arrow.names:
+        if "user_id" not in pq.read_schema(path).names:
             continue
-        table = pf.read()
-        mask = pc.fill_null(pc.equal(table["user_id"].cast(pa.string()), stored), False)
+        # Read the parquet dictionary too: a file may list the user in its dictionary page
+        # (or its statistics) without holding a row of theirs.
+        table = pq.ParquetFile(path, read_dictionary=["user_id"]).read()
+        column = table["user_id"]
+        listed = any(pc.index(chunk.dictionary, stored).as_py() >= 0
+                     for chunk in column.chunks if pa.types.is_dictionary(chunk.type))
+        mask = pc.fill_null(pc.equal(column.cast(pa.string()), stored), False)
         n = pc.sum(mask).as_py() or 0
-        if not n:
+        if not n and not listed:
             continue
         kept = table.filter(pc.invert(mask))
+        # plain strings: the rewritten file's dictionary is built from the remaining rows only
+        kept = kept.set_column(kept.schema.get_field_index("user_id"), "user_id",
+                               kept["user_id"].cast(pa.string()))
         tmp = path.with_name(f".{path.name}.erase.tmp")
         pq.write_table(kept, tmp, **_WRITE_OPTIONS)
         with open(tmp, "rb") as f:

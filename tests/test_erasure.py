@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 from test_privacy import KEY, leaks, raw_id, shop_events
@@ -89,6 +90,15 @@ def snapshot_rows(settings: Settings) -> pd.DataFrame:
     return frame.sort_values(["user_id", "event_timestamp"], kind="stable").reset_index(drop=True)
 
 
+def parquet_dictionaries(settings: Settings) -> set[str]:
+    """Every user id listed in a parquet dictionary page (which may list absent users)."""
+    ids: set[str] = set()
+    for path in Path(settings.offline_dir).rglob("*.parquet"):
+        for chunk in pq.ParquetFile(path, read_dictionary=["user_id"]).read()["user_id"].chunks:
+            ids.update(chunk.dictionary.to_pylist())
+    return ids
+
+
 @pytest.fixture
 def events() -> list[dict]:
     return shop_events(1_500)
@@ -116,6 +126,7 @@ def test_erasure_removes_the_user_everywhere_and_survives_replay(settings, event
     assert s["replay_checkpoints"]["checkpoints_rewritten"] >= 1  # the end, maybe an anchor
     assert s["offline_parquet"]["rows"] > 0 and s["online_sqlite"] == {"rows": 0}
     assert leaks(settings.data_dir, [victim, stored]) == {}  # not a byte left, audit included
+    assert stored not in parquet_dictionaries(settings)  # nor in a file's dictionary page
     others = sorted({PSEUDO(e["user_id"]) for e in events} - {stored})
     assert "events.db" in leaks(settings.data_dir, others[:3])
 
