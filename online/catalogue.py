@@ -6,7 +6,11 @@ value (the value a snapshot row or an online row holds):
 
 - ``stored``: served as stored (changes only when an event of the user is applied).
 - ``decay``: the stored value is the decayed sum at the user's ``last_event_ts``; the served
-  value at T is ``stored * exp(-(T - last_event_ts) * ln 2 / half_life)``.
+  value at T is ``stored * 2 ** (-(T - last_event_ts) / half_life)``.  The four half-lives
+  divide ``DECAY_BASE_US`` (5040 h, their least common multiple), so one exponential
+  ``g = exp(-dt * ln 2 / 5040 h)`` serves all four as integer powers ``g ** k`` by a fixed
+  chain of multiplications (``decay_factors``; relative difference to ``2 ** (-dt / hl)``
+  below 1e-12): one ``exp`` per event instead of four, the same code on every path.
 - ``since``: the stored column is the timestamp feature named by ``source``; the served value
   is ``(T - source) / scale`` (seconds, or days for ``rfm_recency_days``), ``-1.0`` when the
   source timestamp is null (no such event yet).
@@ -41,7 +45,6 @@ True
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -66,6 +69,8 @@ WINDOWS = (
     ("7d", 6 * HOUR_US, 28),
     ("30d", DAY_US, 30),
 )
+DECAY_BASE_US = 5040 * HOUR_US  # every half-life divides it (kernels rely on the powers below)
+assert [DECAY_BASE_US // hl for _, hl in HALF_LIVES] == [5040, 210, 30, 7]
 SESSION_GAP_US = 30 * MINUTE_US  # a gap of more than this starts a new session
 INTEREST_SLOTS = 8  # category affinity slots per user (exact up to this many categories)
 INTEREST_TOP = 3  # top categories exposed
@@ -93,9 +98,9 @@ class Feature:
     buckets: int | None = None  # kind "window"
 
     @property
-    def rate_per_us(self) -> float:
-        """Decay rate ln 2 / half-life (per µs), the one constant every path multiplies by."""
-        return math.log(2.0) / self.half_life_us
+    def half_life_index(self) -> int:
+        """Position of the half-life in ``HALF_LIVES`` (the index into ``decay_factors``)."""
+        return [hl for _, hl in HALF_LIVES].index(self.half_life_us)
 
 
 def _f(name, dtype, unit, view, description, kind="stored", **extra) -> Feature:

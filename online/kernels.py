@@ -41,7 +41,7 @@ _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 VIEW, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE, REFUND = range(5)
 _N_TYPES = 5
-_RATES = np.array([math.log(2.0) / hl for _, hl in cat.HALF_LIVES])
+_BASE_RATE = math.log(2.0) / cat.DECAY_BASE_US
 _N_HL = len(cat.HALF_LIVES)
 _HL_INTEREST = [hl for _, hl in cat.HALF_LIVES].index(cat.INTEREST_HALF_LIFE_US)
 _INTEREST_W = np.array(cat.INTEREST_WEIGHTS, dtype=np.float64)
@@ -162,14 +162,12 @@ def _apply(uidx, ts, typ, price, qty, item, catg, item_hash, ints, floats, win_c
             dt = t - last
             if dt > 0:
                 ints[u, I_LAST_TS] = t
-                fdt = float(dt)
+                fs = decay_factors(dt)
                 for h in range(_N_HL):
-                    f = math.exp(-(fdt * _RATES[h]))
-                    floats[u, F_DEC_EV + h] *= f
-                    floats[u, F_DEC_SP + h] *= f
-                    if h == _HL_INTEREST:
-                        for s in range(_SLOTS):
-                            cat_weight[u, s] *= f
+                    floats[u, F_DEC_EV + h] *= fs[h]
+                    floats[u, F_DEC_SP + h] *= fs[h]
+                for s in range(_SLOTS):
+                    cat_weight[u, s] *= fs[_HL_INTEREST]
                 if dt > _GAP:
                     ints[u, I_SESSION_COUNT] += 1
                     ints[u, I_SESSION_EVENTS] = 0
@@ -366,10 +364,27 @@ def _stored_rows(users, tw, ints, floats, win_count, win_spend, win_head, cat_co
 
 
 @njit(**_JIT)
-def _decay(values, last_ts, t, rate, out):
+def decay_factors(dt):
+    """2 ** (-dt / half-life) for the four half-lives (1h, 1d, 7d, 30d) from one exp.
+
+    ``g = 2 ** (-dt / 5040 h)`` and the factors are ``g ** 5040, g ** 210, g ** 30, g ** 7``
+    by this fixed chain of products (the Python reference repeats it step for step).
+    """
+    g = math.exp(-(float(dt) * _BASE_RATE))
+    g2 = g * g
+    g7 = g2 * g2 * g2 * g
+    g30 = g7 * g7 * g7 * g7 * g2
+    g210 = g30 * g30 * g30 * g30 * g30 * g30 * g30
+    g840 = (g210 * g210) * (g210 * g210)
+    g5040 = (g840 * g840) * (g840 * g840) * (g840 * g840)
+    return (g5040, g210, g30, g7)
+
+
+@njit(**_JIT)
+def _decay(values, last_ts, t, h, out):
     for i in range(values.shape[0]):
         dt = t[i] - last_ts[i]
-        out[i] = values[i] * math.exp(-(float(dt) * rate)) if dt > 0 else values[i]
+        out[i] = values[i] * decay_factors(dt)[h] if dt > 0 else values[i]
 
 
 @njit(**_JIT)
@@ -575,7 +590,8 @@ def evaluate_stored(stored: Mapping[str, np.ndarray], t_us, *,
             continue
         if f.kind == "decay":
             out = np.empty(n, dtype=np.float64)
-            _decay(_checked(f.name, stored[f.name], np.float64, n), last, t, f.rate_per_us, out)
+            _decay(_checked(f.name, stored[f.name], np.float64, n), last, t, f.half_life_index,
+                   out)
         elif f.kind == "since":
             out = np.empty(n, dtype=np.float64)
             _since(_checked(f.source, stored[f.source], np.int64, n), last, t,

@@ -34,24 +34,36 @@ def replay(events: list[dict]) -> dict[str, list[dict]]:
     return users
 
 
-def _decayed(applied: list[dict], rate: float, value_of) -> float:
+def decay_factors(dt: int) -> tuple[float, float, float, float]:
+    """2 ** (-dt / half-life) for 1h, 1d, 7d, 30d: one exp, then the documented products."""
+    g = math.exp(-(float(dt) * (math.log(2.0) / cat.DECAY_BASE_US)))
+    g2 = g * g
+    g7 = g2 * g2 * g2 * g
+    g30 = g7 * g7 * g7 * g7 * g2
+    g210 = g30 * g30 * g30 * g30 * g30 * g30 * g30
+    g840 = (g210 * g210) * (g210 * g210)
+    g5040 = (g840 * g840) * (g840 * g840) * (g840 * g840)
+    return (g5040, g210, g30, g7)
+
+
+def _decayed(applied: list[dict], h: int, value_of) -> float:
     # incremental form: decay to each new effective time, then add (the documented order)
     v, last = 0.0, None
     for e in applied:
         if last is not None and e["eff"] > last:
-            v = v * math.exp(-(float(e["eff"] - last) * rate))
+            v = v * decay_factors(e["eff"] - last)[h]
         v = v + value_of(e)
         last = e["eff"]
     return v
 
 
 def _interest_slots(applied: list[dict]) -> list[list]:
-    rate = math.log(2.0) / cat.INTEREST_HALF_LIFE_US
+    h = [hl for _, hl in cat.HALF_LIVES].index(cat.INTEREST_HALF_LIFE_US)
     slots: list[list] = []  # [category, weight] in slot order
     last = None
     for e in applied:
         if last is not None and e["eff"] > last:
-            f = math.exp(-(float(e["eff"] - last) * rate))
+            f = decay_factors(e["eff"] - last)[h]
             for s in slots:
                 s[1] = s[1] * f
         last = e["eff"]
@@ -136,11 +148,10 @@ def stored(applied: list[dict], at_us: int | None = None) -> dict:
     out["purchase_interarrival_mean_s"] = (
         (order_times[-1] - order_times[0]) / 1e6 / (n_orders - 1) if n_orders > 1 else 0.0
     )
-    for label, hl in cat.HALF_LIVES:
-        rate = math.log(2.0) / hl
-        out[f"decayed_events_{label}"] = _decayed(applied, rate, lambda e: 1.0)
+    for h, (label, _) in enumerate(cat.HALF_LIVES):
+        out[f"decayed_events_{label}"] = _decayed(applied, h, lambda e: 1.0)
         out[f"decayed_spend_{label}"] = _decayed(
-            applied, rate, lambda e: amount_of(e) if e["type"] == PURCHASE else 0.0)
+            applied, h, lambda e: amount_of(e) if e["type"] == PURCHASE else 0.0)
     for label, width, n in cat.WINDOWS:
         bt = tw // width
         count, total = 0, 0.0
@@ -185,7 +196,7 @@ def served(applied: list[dict], t_us: int) -> dict:
     for f in cat.FEATURES:
         if f.kind == "decay":
             v = values[f.name]
-            out[f.name] = v * math.exp(-(float(t - last) * f.rate_per_us)) if t > last else v
+            out[f.name] = v * decay_factors(t - last)[f.half_life_index] if t > last else v
         elif f.kind == "since":
             src = values[f.source]
             out[f.name] = -1.0 if src == cat.NO_TS else (t - src) / f.scale_us
