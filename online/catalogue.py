@@ -103,6 +103,13 @@ class Feature:
         return [hl for _, hl in HALF_LIVES].index(self.half_life_us)
 
 
+def _span(us: int) -> str:
+    for unit, size in (("d", DAY_US), ("h", HOUR_US), ("min", MINUTE_US)):
+        if us % size == 0:
+            return f"{us // size} {unit}"
+    return f"{us} µs"
+
+
 def _f(name, dtype, unit, view, description, kind="stored", **extra) -> Feature:
     return Feature(name, dtype, unit, view, kind, description, **extra)
 
@@ -155,7 +162,7 @@ FEATURES: tuple[Feature, ...] = (
     ),
     *(
         _f(f"{what}_{label}", dtype, unit, "windows",
-           f"{desc} in the sliding {label} window ({n} buckets of {w // MINUTE_US} min)",
+           f"{desc} in the sliding {label} window ({n} buckets of {_span(w)})",
            kind="window", bucket_us=w, buckets=n)
         for what, dtype, unit, desc in (
             ("events", "int64", "events", "events"),
