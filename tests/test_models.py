@@ -607,3 +607,20 @@ def test_drift_is_detected_after_the_concept_flips():
     monitor = m.drift_monitor
     assert monitor.n_detections >= 1
     assert flip_at <= monitor.last_detected_us <= 30_000
+
+
+def test_erase_user_leaves_no_trace_of_the_id():
+    m = _modelset()
+    events = make_stream(n=200)
+    for user, t, x, p in events:
+        m.observe(user, t, x, p)
+    who = events[-1][0]  # just seen: held questions and a mark in the current period
+    pending = m.propensity.pending_size
+    held = len(m.propensity._open.get(who, ()))
+    assert held > 0
+    assert m.erase_user(who) == {"pending_dropped": held, "period_seen": 1}
+    assert m.propensity.pending_size == pending - held
+    assert who.encode() not in pickle.dumps(m.state_dict())
+    assert m.erase_user(who) == {"pending_dropped": 0, "period_seen": 0}
+    m.advance(10**18)  # the other questions still resolve
+    assert m.propensity.pending_size == 0

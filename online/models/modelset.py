@@ -159,6 +159,15 @@ class ModelSet:
         rows = X.tolist() if hasattr(X, "tolist") else X
         return [self.profile({c: row[j] for c, j in pairs}, top=top) for row in rows]
 
+    def erase_user(self, user: str) -> dict[str, int]:
+        """Drop everything the models keep under `user`'s id (their open questions, their mark
+        in the segments' current period); learnt weights and centroids are aggregates and stay.
+        Returns what was dropped: ``{"pending_dropped": n, "period_seen": 0 or 1}``."""
+        return {
+            "pending_dropped": self.propensity.erase_user(user),
+            "period_seen": int(self.segments.erase_user(user)),
+        }
+
     def stats(self) -> dict:
         """Counters for /metrics and logs: pending queue, labels, drift, segment sizes."""
         return {

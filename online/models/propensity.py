@@ -328,6 +328,19 @@ class PurchasePropensity(base.Estimator):
         ]
         heapq.heapify(self._heap)
 
+    def erase_user(self, user: str) -> int:
+        """Forget `user`'s open questions (erasure); how many were dropped, unlearnt.
+
+        The expiry heap is rebuilt so that no entry keeps the id. What the model already
+        learnt is an aggregate over many users and stays.
+        """
+        q = self._open.pop(user, None)
+        if q is None:
+            return 0
+        self._n_open -= len(q)
+        self._compact()
+        return len(q)
+
     # -- reporting ---------------------------------------------------------------------------
 
     @property

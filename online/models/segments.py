@@ -197,6 +197,16 @@ class UserSegments(base.Clusterer):
         self._seen.add(user)
         return True
 
+    def erase_user(self, user: str) -> bool:
+        """Forget that `user` contributed in the current period (erasure); whether they had.
+
+        Centroids and scaling statistics are aggregates over many users and stay.
+        """
+        if user in self._seen:
+            self._seen.discard(user)
+            return True
+        return False
+
     # -- assignment (pure) -------------------------------------------------------------------
 
     def _nearest(self, z: dict[int, float]) -> tuple[int, float]:
