@@ -243,15 +243,22 @@ class OnlineWriter(ProfileContributor):
         frame = frame.sort_values(["offset", "event_timestamp"], kind="stable")
         frame = frame.drop_duplicates("user_id", keep="last")
         held = self.stored_versions(frame["user_id"].tolist())
-        newer = [(o, t) > held.get(u, (-1, -1)) for u, o, t in zip(
-            frame["user_id"], frame["offset"], _us(frame["event_timestamp"]), strict=True)]
+        # offsets order states; equal offsets differ only in the time windows were evaluated
+        # at, compared in whole seconds (the precision Feast's sqlite store keeps)
+        second = cat.SECOND_US
+        newer = [(o, t // second) > (lambda h: (h[0], h[1] // second))(held.get(u, (-1, -1)))
+                 for u, o, t in zip(frame["user_id"], frame["offset"],
+                                    _us(frame["event_timestamp"]), strict=True)]
         frame = frame[np.asarray(newer, dtype=bool)]
         if len(frame):
             self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
         return PushResult(offered, len(frame), offered - len(frame))
 
     def stored_versions(self, user_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """``(offset, event_timestamp µs)`` of each user's online row (absent: no row)."""
+        """``(offset, event_timestamp µs)`` of each user's online row (absent: no row).
+
+        The sqlite store keeps event times in whole seconds, so these are too.
+        """
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
@@ -265,7 +272,8 @@ class OnlineWriter(ProfileContributor):
                                                   entity_keys=keys, requested_features=["offset"])
         out = {}
         for u, (ts, values) in zip(user_ids, rows, strict=True):
-            if ts is not None and values and "offset" in values:
+            # a missing row: (None, None) from sqlite, (epoch, empty values) from Redis
+            if ts is not None and values and values["offset"].WhichOneof("val") == "int64_val":
                 when = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
                 out[u] = (int(values["offset"].int64_val), _us_of(when))
         return out

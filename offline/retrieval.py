@@ -195,7 +195,11 @@ def write_frame(df: pd.DataFrame, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".parquet", ".pq"):
-        df.to_parquet(path, index=False)
+        import pyarrow.parquet as pq
+
+        # without pandas' metadata: it names pyarrow-backed dtypes pandas cannot read back
+        table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
+        pq.write_table(table, path)
         return
     import json
 
