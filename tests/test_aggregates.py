@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 from offline.aggregates import budget_status, segments_report
 from offline.datasets.synthetic import generate
 from online.api import ApiSettings, create_app
-from online.api.routes import segments as segments_route
 from online.eventlog import EventLog
 from online.privacy import (
     SEGMENTS,
@@ -197,10 +196,7 @@ def api(tmp_path, request):
     """A served data dir whose privacy budget is the (indirect) parameter."""
     settings = ApiSettings(data_dir=tmp_path / "data", privacy_budget_epsilon=request.param)
     ingest(settings.data_dir)
-    app = create_app(settings)
-    if not any(getattr(r, "path", "") == "/v1/segments" for r in app.routes):
-        app.include_router(segments_route.router)  # until main.py lists the router
-    with TestClient(app) as client:
+    with TestClient(create_app(settings)) as client:
         yield client, settings
 
 

@@ -234,7 +234,6 @@ def erase_in_service(self, user_id: str):
 
 
 def test_delete_route_erases_and_a_restart_does_not_bring_the_user_back(tmp_path, monkeypatch):
-    monkeypatch.setattr(api_service, "pseudonymizer_for", pseudonymizer_from_settings)
     monkeypatch.setattr(api_service.ProfileService, "erase", erase_in_service)
     settings = ApiSettings(data_dir=tmp_path / "data", pseudonym_key=KEY)
     events = shop_events(800)

@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 from offline.datasets.synthetic import generate
 from offline.replay import replay
 from online.api import ApiSettings, create_app
-from online.api import service as api_service
 from online.eventlog import EventLog
 from online.events import InvalidEvent, validate_event
 from online.privacy import (
@@ -233,9 +232,7 @@ def test_no_raw_id_in_the_data_dir_after_materialize(settings) -> None:
     assert "online.db" in leaks(settings.data_dir, Pseudonymizer(KEY.encode()).many(users))
 
 
-def test_no_raw_id_after_ingest_through_the_api(tmp_path, monkeypatch) -> None:
-    # until the API imports online.privacy (it looks for online.pseudonym)
-    monkeypatch.setattr(api_service, "pseudonymizer_for", pseudonymizer_from_settings)
+def test_no_raw_id_after_ingest_through_the_api(tmp_path) -> None:
     settings = ApiSettings(data_dir=tmp_path / "data", pseudonym_key=KEY,
                            profile_sample_path=tmp_path / "data" / "samples.jsonl",
                            profile_sample_rate=0.0)
