@@ -41,7 +41,7 @@ def erase(ctx: Context, user_id: str, as_json: bool) -> None:
 def segments(ctx: Context, epsilon: float, as_json: bool) -> None:
     """Segment sizes and mean features with differential privacy (spends --epsilon).
 
-    Refused once the data dir's privacy budget (PORTRAIT_PRIVACY_BUDGET) is spent.
+    Refused once the data dir's privacy budget (PORTRAIT_PRIVACY_BUDGET_EPSILON) is spent.
 
     \b
     Example:
