@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from river import base, cluster, preprocessing
 
-from .propensity import DAY_US, _as_list, _rows
+from .propensity import DAY_US, _as_list
 
 __all__ = ["UserSegments", "RFM"]
 
@@ -162,18 +162,24 @@ class UserSegments(base.Clusterer):
 
     def observe_many(self, users, t_us, X, columns: Sequence[str]) -> list[bool]:
         """`observe` for each row of `X`, a 2-D array whose columns are named by `columns`."""
-        rows, ts = _rows(X, len(columns), "X"), _as_list(t_us)
-        if not len(users) == len(ts) == len(rows):
+        shape = getattr(X, "shape", None)
+        if shape is not None and (len(shape) != 2 or shape[1] != len(columns)):
+            raise ValueError(f"X must have shape (n_events, {len(columns)}), got {tuple(shape)}")
+        ts = _as_list(t_us)
+        if not len(users) == len(ts) == len(X):
             raise ValueError(
                 f"users, t_us and X must have one entry per event; got lengths "
-                f"{len(users)}, {len(ts)}, {len(rows)}"
+                f"{len(users)}, {len(ts)}, {len(X)}"
             )
         position = {c: i for i, c in enumerate(columns)}
         wanted = [(n, position[n]) for n in self.inputs if n in position]
         out = []
-        for user, t, row in zip(users, ts, rows, strict=True):
+        # Rows are read only for the few events admitted (one per user and period), so the
+        # array is never converted as a whole.
+        for i, (user, t) in enumerate(zip(users, ts, strict=True)):
             admitted = self._admit(user, t)
             if admitted:
+                row = X[i]
                 self.learn_one({n: row[j] for n, j in wanted})
             out.append(admitted)
         return out
