@@ -196,9 +196,11 @@ def prepare(data_dir: Path, n_users: int, n_events: int, seed: int) -> list[str]
 
     settings = Settings(data_dir=data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    reuse = settings.event_log_path.exists()  # a kept --data-dir: same data, no rebuild
     with EventLog(settings.event_log_path) as log:
-        for chunk in generate(n_users, n_events, seed, chunk_size=50_000):
-            log.append(chunk, source="bench")
+        if not reuse:
+            for chunk in generate(n_users, n_events, seed, chunk_size=50_000):
+                log.append(chunk, source="bench")
         projector = Projector(log, settings.state_dir)
         projector.run()
         projector.checkpoint()
@@ -212,6 +214,8 @@ def prepare_feast(data_dir: Path) -> dict:
     from online.settings import Settings
 
     settings = Settings(data_dir=data_dir)
+    if settings.online_store_path.exists():  # a kept --data-dir, already materialized
+        return {"replay_s": None, "materialize_s": None, "reused": True}
     t = time.perf_counter()
     replay(settings, progress=False)
     replay_s = time.perf_counter() - t
@@ -275,7 +279,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--no-feast", action="store_true", help="measure our server only")
-    ap.add_argument("--data-dir", type=Path, default=None, help="keep the data here")
+    ap.add_argument("--data-dir", type=Path, default=None,
+                    help="keep the data here; an existing one is reused as it is")
     args = ap.parse_args()
     if args.load:
         load_worker(args.load)
