@@ -10,6 +10,7 @@ from online import catalogue as cat
 from online import kernels
 from online.eventlog import EventLog
 from online.projector import (
+    NUMERIC_STORED,
     ProfileContributor,
     Projector,
     ServedFeatures,
@@ -66,6 +67,8 @@ class Recorder(ProfileContributor):
         assert (projector.state.ints[user_idx, kernels.I_LAST_TS] >= eff_ts).all()
         self.events += len(batch)
         self.rows += len(projector.event_rows["event_count"])
+        assert "recent_items" not in projector.event_rows  # strings only when asked for
+        assert set(projector.event_rows) == set(NUMERIC_STORED)
 
     def contribute(self, body, features: ServedFeatures) -> None:
         body["segment"] = {"events_seen": self.events}
