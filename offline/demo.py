@@ -40,21 +40,26 @@ class DemoReport:
 
 
 def run_demo(settings: Settings, data: str | None, say: Callable[[str], None],
-             show: Callable[[str, Any], None], *, serve: bool = True) -> DemoReport:
-    """Run every step on ``settings``' data dir; ``say`` narrates, ``show`` prints an object."""
+             show: Callable[[str, Any], None], *, serve: bool = True,
+             synthetic: dict[str, int] | None = None) -> DemoReport:
+    """Run every step on ``settings``' data dir; ``say`` narrates, ``show`` prints an object.
+
+    ``synthetic``: use the generator with these ``n_users`` / ``n_events`` / ``seed`` even
+    when the Online Retail file is there.
+    """
     from offline.datasets import find_online_retail
 
-    path = find_online_retail(data)
+    path = None if synthetic else find_online_retail(data)
     if data is not None and (path is None or Path(path) != Path(data)):
         raise FileNotFoundError(f"--data: no such file: {data}")
-    if path is None:
+    if path is None and not synthetic:
         say("The Online Retail file was not found (--data, PORTRAIT_ONLINE_RETAIL, "
             f"../shared/datasets/). Get it from {ONLINE_RETAIL_URL} (online_retail.csv.gz); "
             "running on the synthetic shop generator instead.")
     report = DemoReport(source=str(path) if path else "synthetic")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
-    report.steps["ingest"] = _ingest(settings, path, say)
+    report.steps["ingest"] = _ingest(settings, path, say, {**SYNTHETIC, **(synthetic or {})})
     user_id, profile_latest, profile_past = _profiles(settings, say, show)
     report.steps["profile"] = {"user_id": user_id, "latest": profile_latest,
                                "as_of": profile_past}
@@ -66,7 +71,8 @@ def run_demo(settings: Settings, data: str | None, say: Callable[[str], None],
     return report
 
 
-def _ingest(settings: Settings, path: Path | None, say) -> dict[str, Any]:
+def _ingest(settings: Settings, path: Path | None, say, synthetic: dict[str, int]
+            ) -> dict[str, Any]:
     from offline.datasets import generate, iter_online_retail
     from offline.datasets.records import Record
     from offline.ingest import ingest_records
@@ -79,9 +85,9 @@ def _ingest(settings: Settings, path: Path | None, say) -> dict[str, Any]:
         records = iter_online_retail(path)
     else:
         say("Ingesting a synthetic shop stream ({n_events:,} events, {n_users:,} users, "
-            "seed {seed})...".format(**SYNTHETIC))
+            "seed {seed})...".format(**synthetic))
         records = (Record(i + 1, p) for i, p in enumerate(
-            p for chunk in generate(**SYNTHETIC) for p in chunk))
+            p for chunk in generate(**synthetic) for p in chunk))
     with open_event_log(settings) as log:
         summary = ingest_records(log, records, source="demo")
         say(f"  lines {summary.lines:,}: accepted {summary.accepted:,}, duplicates "
@@ -207,13 +213,12 @@ def _server(settings: Settings) -> Iterator[str]:
     """A real uvicorn server in a thread on a free loopback port."""
     import uvicorn
 
-    from offline.wiring import build_projector
-    from online.api.main import create_app
+    from offline.wiring import create_app
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    app = create_app(settings, projector_factory=build_projector)
+    app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -59,3 +59,21 @@ def _catch_up_models(projector: Projector) -> None:
     with tempfile.TemporaryDirectory(prefix="models-", dir=projector.state_dir) as scratch:
         Projector(projector.log, scratch, contributors=behind).run(
             until_offset=projector.offset, progress=True)
+
+
+def erase_everywhere(settings: Settings, user_id: str, log, projector) -> dict:
+    """The API's eraser: `offline.erasure.erase_user` over the server's open log and projector.
+
+    `create_app(..., eraser=erase_everywhere)` makes ``DELETE /v1/users/{id}`` reach every
+    store (online store, parquet, replay checkpoints), not only the log and the state.
+    """
+    from offline.erasure import erase_user
+
+    return erase_user(settings, user_id, log=log, projector=projector).as_dict()
+
+
+def create_app(settings: Settings):
+    """The REST app of ``settings``' data dir, composed with the models, Feast and erasure."""
+    from online.api.main import create_app as create_api
+
+    return create_api(settings, projector_factory=build_projector, eraser=erase_everywhere)

@@ -15,10 +15,17 @@ from offline.cli.app import Context, cli, emit, fail, pass_context
 @click.option("--data", default=None,
               help="Online Retail file (default: PORTRAIT_ONLINE_RETAIL, then "
                    "../shared/datasets/online_retail.csv.gz; synthetic when none is found).")
+@click.option("--synthetic", is_flag=True,
+              help="Use the synthetic shop generator even when the Online Retail file exists.")
+@click.option("--users", type=click.IntRange(min=10), default=2_000, show_default=True,
+              help="Synthetic users.")
+@click.option("--events", type=click.IntRange(min=100), default=200_000, show_default=True,
+              help="Synthetic events.")
 @click.option("--no-serve", is_flag=True, help="Skip the live REST server step.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @pass_context
-def demo(ctx: Context, data: str | None, no_serve: bool, as_json: bool) -> None:
+def demo(ctx: Context, data: str | None, synthetic: bool, users: int, events: int,
+         no_serve: bool, as_json: bool) -> None:
     """Run portrait end to end: ingest, profiles, replay, Feast, training rows, live API.
 
     Safe to re-run: ingestion is idempotent and every later step resumes or replaces.
@@ -40,7 +47,8 @@ def demo(ctx: Context, data: str | None, no_serve: bool, as_json: bool) -> None:
                       highlight=False, markup=False)
 
     try:
-        report = run_demo(ctx.settings, data, say, show, serve=not no_serve)
+        shop = {"n_users": users, "n_events": events, "seed": 7} if synthetic else None
+        report = run_demo(ctx.settings, data, say, show, serve=not no_serve, synthetic=shop)
     except FileNotFoundError as exc:
         fail(str(exc))
     if as_json:

@@ -27,9 +27,8 @@ def serve(ctx: Context, host: str, port: int, log_level: str) -> None:
     """
     import uvicorn
 
-    from offline.wiring import build_projector
+    from offline.wiring import create_app
     from online.api.auth import InsecureBind, check_bind
-    from online.api.main import create_app
     from online.api.settings import ApiSettings
 
     settings = ApiSettings(data_dir=ctx.data_dir)
@@ -37,7 +36,7 @@ def serve(ctx: Context, host: str, port: int, log_level: str) -> None:
         check_bind(host, settings)
     except InsecureBind as exc:
         fail(str(exc))
-    app = create_app(settings, projector_factory=build_projector)
+    app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
