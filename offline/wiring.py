@@ -23,23 +23,38 @@ def model_contributors(settings: Settings) -> list[ProfileContributor]:
     return [ModelContributor()]
 
 
-def build_projector(log, settings: Settings, *, online_writes: bool | None = None) -> Projector:
+def build_projector(log, settings: Settings, *, online_writes: bool | None = None,
+                    deferred: bool = False) -> Projector:
     """The projector of ``settings``' data dir, loaded from its checkpoint.
 
     ``online_writes``: push each batch's profiles to the Feast online store; by default only
     once the registry exists (before `portrait materialize` there is no online store to write;
-    materialize then fills it from the replayed snapshot).
+    materialize then fills it from the replayed snapshot). ``deferred``: note changed users
+    during projection and push them on the server's flushes, off the request path
+    (`online.api.writes.DeferredWrites`); bulk commands push inside each batch instead.
     """
     contributors = model_contributors(settings)
     if online_writes is None:
         online_writes = online_store_applied(settings)
     if online_writes:
-        from offline.feast_store import OnlineWriter
+        from offline.feast_store import OnlineWriter, stored_frame
 
-        contributors.append(OnlineWriter(settings))
+        writer = OnlineWriter(settings)
+        if deferred:
+            from online.api.writes import DeferredWrites
+
+            contributors.append(DeferredWrites(
+                lambda ids, stored, offsets: writer.push(stored_frame(ids, stored, offsets))))
+        else:
+            contributors.append(writer)
     projector = Projector(log, settings.state_dir, contributors=contributors)
     _catch_up_models(projector)
     return projector
+
+
+def build_server_projector(log, settings: Settings) -> Projector:
+    """The server's projector: as `build_projector`, with online writes deferred."""
+    return build_projector(log, settings, deferred=True)
 
 
 def _catch_up_models(projector: Projector) -> None:
@@ -76,4 +91,5 @@ def create_app(settings: Settings):
     """The REST app of ``settings``' data dir, composed with the models, Feast and erasure."""
     from online.api.main import create_app as create_api
 
-    return create_api(settings, projector_factory=build_projector, eraser=erase_everywhere)
+    return create_api(settings, projector_factory=build_server_projector,
+                      eraser=erase_everywhere)
