@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -41,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from offline import snapshot as sn
@@ -56,6 +56,7 @@ __all__ = ["ReplaySummary", "replay", "replay_state", "replayed_end", "snapshot_
 
 CHUNK_EVENTS = 1_000_000  # offsets per committed chunk (checkpoint + manifest update)
 BATCH_EVENTS = 100_000  # events read and applied at once (bounds memory)
+_IN_FLIGHT = 4  # row blocks queued for the parquet writer thread
 ANCHOR_CHUNKS = 8  # keep the checkpoint of every 8th chunk boundary for re-runs
 # Dictionary pages only for strings (hashing every float costs more than it saves);
 # statistics only where readers filter (duckdb prunes row groups by time and user).
@@ -328,19 +329,16 @@ class _DayFiles:
     def _tmp(self, day: str) -> Path:
         return self.root / f"date={day}" / f".{self.stem}.parquet.tmp"
 
-    def write(self, table: pa.Table) -> None:
-        days = table.column("event_timestamp").to_numpy().astype("datetime64[D]")
-        distinct = np.unique(days)
-        for day in distinct:
-            part = table if len(distinct) == 1 else table.filter(pa.array(days == day))
-            key = str(day)
-            writer = self._writers.get(key)
+    def write(self, block: sn.RowBlock, state: UserState, dicts: sn.Dictionaries) -> None:
+        for day, part in block.by_day():
+            table = sn.to_table(part, state, dicts)
+            writer = self._writers.get(day)
             if writer is None:
-                self._tmp(key).parent.mkdir(parents=True, exist_ok=True)
-                writer = pq.ParquetWriter(self._tmp(key), part.schema, **_WRITE_OPTIONS)
-                self._writers[key] = writer
-            writer.write_table(part)
-            self.rows += len(part)
+                self._tmp(day).parent.mkdir(parents=True, exist_ok=True)
+                writer = pq.ParquetWriter(self._tmp(day), table.schema, **_WRITE_OPTIONS)
+                self._writers[day] = writer
+            writer.write_table(table)
+            self.rows += len(table)
 
     def commit(self, previous: list[str]) -> list[str]:
         """Close, rename over the final names, drop previous files not rewritten."""
@@ -363,13 +361,20 @@ def _replay_chunk(man: _Manifest, log: EventLog, root: Path, lo: int, hi: int, c
                   dicts: sn.Dictionaries, batch_events: int, advance) -> tuple[int, int]:
     files = _DayFiles(root, f"part-{lo:012d}-{hi:012d}")
     events, pos = 0, lo
-    for batch, nxt in _batches(log, lo, hi, batch_events):
-        blocks, cur.last_offset = sn.event_rows(cur.state, batch, cur.last_offset)
-        for block in blocks:
-            files.write(sn.to_table(block, cur.state, dicts))
-        events += len(batch)
-        advance(nxt - pos)
-        pos = nxt
+    # parquet encoding (GIL released) overlaps the kernels (nogil) and the log reads; a few
+    # blocks in flight at most, so memory stays bounded
+    with ThreadPoolExecutor(1, thread_name_prefix="replay-write") as pool:
+        pending: deque = deque()
+        for batch, nxt in _batches(log, lo, hi, batch_events):
+            blocks, cur.last_offset = sn.event_rows(cur.state, batch, cur.last_offset)
+            pending.extend(pool.submit(files.write, b, cur.state, dicts) for b in blocks)
+            while len(pending) > _IN_FLIGHT:
+                pending.popleft().result()
+            events += len(batch)
+            advance(nxt - pos)
+            pos = nxt
+        for done in pending:
+            done.result()
     advance(hi - pos)
     old = next((c for c in man.chunks if c["start"] == lo), None)
     names = files.commit(old["files"] if old else [])
@@ -383,7 +388,7 @@ def _write_tail(man: _Manifest, root: Path, cur: _Cursor, dicts: sn.Dictionaries
     _drop_tail(man, root)
     files = _DayFiles(root, f"tail-{man.end:012d}")
     for block in sn.tail_rows(cur.state, cur.last_offset):
-        files.write(sn.to_table(block, cur.state, dicts))
+        files.write(block, cur.state, dicts)
     man.tail = {"end": man.end, "files": files.commit([]), "rows": files.rows}
     state = cur.state
     man.watermark_us = int(state.ints[: state.n_users, kn.I_LAST_TS].max()) \

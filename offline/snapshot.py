@@ -179,6 +179,22 @@ class RowBlock:
     def __len__(self) -> int:
         return len(self.user)
 
+    def take(self, idx) -> RowBlock:
+        return RowBlock(self.user[idx], self.ts[idx], self.offset[idx],
+                        np.asfortranarray(self.ints[idx]), np.asfortranarray(self.floats[idx]),
+                        self.top[idx], self.recent[idx])
+
+    def by_day(self) -> list[tuple[str, RowBlock]]:
+        """The rows split by the UTC date of their ``event_timestamp`` (``YYYY-MM-DD``)."""
+        days = self.ts // cat.DAY_US
+        if days.min() == days.max():
+            return [(str(np.datetime64(int(days[0]), "D")), self)]
+        order = np.argsort(days, kind="stable")
+        days = days[order]
+        cuts = [0, *(np.flatnonzero(np.diff(days)) + 1), len(days)]
+        return [(str(np.datetime64(int(days[a]), "D")), self.take(order[a:b]))
+                for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
 
 class _Buffers:
     def __init__(self, capacity: int) -> None:
