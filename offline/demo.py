@@ -3,7 +3,7 @@
 Each step is a call of the library functions the CLI commands use, so the demo shows what a
 user gets from those commands, in order: ingest -> project -> profile (latest, as of a past
 time) -> replay -> Feast materialize (and the online row read back) -> training rows -> the
-REST server with live events -> erasure.
+evaluation report -> the REST server with live events -> erasure.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def run_demo(settings: Settings, data: str | None, say: Callable[[str], None],
     report.steps["replay"] = _replay(settings, say)
     report.steps["materialize"] = _materialize(settings, user_id, say, show)
     report.steps["training_rows"] = _training_rows(settings, say, show)
+    report.steps["evaluation"] = _evaluation(settings, say, show)
     if serve:
         report.steps["serve"] = _serve_live(settings, say, show)
     return report
@@ -175,6 +176,21 @@ def _training_rows(settings: Settings, say, show) -> dict[str, Any]:
     text = table.to_string(index=False)
     show("training_rows", text)
     return {"rows": len(table), "columns": list(table.columns)}
+
+
+def _evaluation(settings: Settings, say, show) -> dict[str, Any]:
+    from offline.evaluate import evaluate
+
+    say("Evaluating the online models against batch baselines on the same later period "
+        "(prequential AUC; logistic regression, gradient boosting, MLP; segment quality)...")
+    out = settings.data_dir / "reports" / "evaluation"
+    report = evaluate(settings, parse_duration("7d"), out, progress=True)
+    prop, seg = report["propensity"], report["segments"]
+    show("evaluation", {"online_auc": prop["online_auc"], "batch_auc": prop["batch_auc"],
+                        "silhouette_online": seg["silhouette_online"],
+                        "silhouette_batch": seg["silhouette_batch"], "ari": seg["ari"]})
+    say(f"  report with plots: {out / 'index.html'}")
+    return {"propensity": prop, "segments": seg, "report": str(out / "index.html")}
 
 
 def _serve_live(settings: Settings, say, show) -> dict[str, Any]:

@@ -32,6 +32,9 @@ def test_demo_runs_every_step_and_erases_the_live_user(tmp_path) -> None:
     for name in ("event_count", "purchase_count", "spend_total"):
         assert online[name] == profile["latest"]["features"][name]
     assert report["training_rows"]["rows"] == 5
+    evaluation = report["evaluation"]
+    assert 0.0 <= evaluation["propensity"]["online_auc"] <= 1.0
+    assert (tmp_path / "reports" / "evaluation" / "index.html").exists()
     serve = report["serve"]
     assert serve["after"]["features"]["purchase_count"] == 1
     assert serve["before"]["features"]["purchase_count"] == 0
