@@ -79,7 +79,7 @@ def resolve_labels(pred: dict[str, np.ndarray], horizon_us: int,
     ...      "t_us": np.array([0, 5, 6, 9]), "is_purchase": np.array([0, 0, 1, 1], bool)}
     >>> y, known = resolve_labels(p, horizon_us=5, watermark_us=12)
     >>> y.tolist(), known.tolist()
-    ([False, True, False, False], [True, True, False, False])
+    ([False, True, False, False], [True, True, True, False])
     """
     codes = pd.factorize(pred["user_id"])[0]
     order = np.lexsort((pred["offset"], codes))
