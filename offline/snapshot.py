@@ -171,8 +171,8 @@ class RowBlock:
     user: np.ndarray
     ts: np.ndarray
     offset: np.ndarray
-    ints: np.ndarray  # [n, len(OUT_INT)], column-major
-    floats: np.ndarray  # [n, len(OUT_FLOAT)], column-major
+    ints: np.ndarray  # [len(OUT_INT), n]: one contiguous row per column
+    floats: np.ndarray  # [len(OUT_FLOAT), n]
     top: np.ndarray  # [n, INTEREST_TOP] category codes
     recent: np.ndarray  # [n, RECENT_ITEMS] item codes, newest first, -1 padded
 
@@ -181,7 +181,7 @@ class RowBlock:
 
     def take(self, idx) -> RowBlock:
         return RowBlock(self.user[idx], self.ts[idx], self.offset[idx],
-                        np.asfortranarray(self.ints[idx]), np.asfortranarray(self.floats[idx]),
+                        self.ints[:, idx], self.floats[:, idx],
                         self.top[idx], self.recent[idx])
 
     def by_day(self) -> list[tuple[str, RowBlock]]:
@@ -212,7 +212,8 @@ class _Buffers:
 
     def block(self, n: int) -> RowBlock:
         return RowBlock(self.user[:n].copy(), self.ts[:n].copy(), self.off[:n].copy(),
-                        np.asfortranarray(self.out_i[:n]), np.asfortranarray(self.out_f[:n]),
+                        np.ascontiguousarray(self.out_i[:n].T),
+                        np.ascontiguousarray(self.out_f[:n].T),
                         self.out_top[:n].copy(), self.out_recent[:n].copy())
 
 
@@ -331,11 +332,11 @@ def to_table(block: RowBlock, state: UserState, dicts: Dictionaries) -> pa.Table
     }
     for k, name in enumerate(kn.OUT_INT):
         if cat.feature(name).dtype == "timestamp":
-            cols[name] = _timestamps(block.ints[:, k])
+            cols[name] = _timestamps(block.ints[k])
         else:
-            cols[name] = pa.array(block.ints[:, k])
+            cols[name] = pa.array(block.ints[k])
     for k, name in enumerate(kn.OUT_FLOAT):
-        cols[name] = pa.array(block.floats[:, k])
+        cols[name] = pa.array(block.floats[k])
     for k in range(_TOP):
         cols[f"interest_top{k + 1}"] = _dictionary(block.top[:, k], categories)
     valid = block.recent >= 0
