@@ -65,7 +65,7 @@ from online.clock import iso
 from online.eventlog import EventLog
 from online.privacy import pseudonymizer_from_settings
 from online.settings import Settings
-from online.state import I_LAST_TS, UserState, fsync_dir
+from online.state import I_LAST_TS, UserState, fsync_dir, fsync_tree, write_synced
 
 __all__ = ["Receipt", "audit_path", "erase_user", "retrain_models", "verify_receipt"]
 
@@ -252,8 +252,8 @@ def _rewrite_checkpoint(state_dir: Path, stored: str, contributors: list) -> tup
                 shutil.copytree(entry, dest)
             else:
                 shutil.copy2(entry, dest)
-        _write_synced(target / "meta.json", json.dumps(meta).encode())
-        _fsync_tree(target)
+        write_synced(target / "meta.json", json.dumps(meta).encode())
+        fsync_tree(target)
         fsync_dir(state_dir)
         _point_current(state_dir, target.name)
     except BaseException:
@@ -278,7 +278,7 @@ def _erase_replay_checkpoints(settings: Settings, stored: str) -> dict[str, Any]
         for entry in directory.iterdir():  # e.g. last_offset.npy: no ids, kept as it is
             if not (tmp / entry.name).exists():
                 shutil.copy2(entry, tmp / entry.name)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         old = directory.with_name(f".{directory.name}.old")
         os.replace(directory, old)
         os.replace(tmp, directory)
@@ -431,7 +431,7 @@ def _watermark(state: UserState) -> int:
 
 
 def _point_current(state_dir: Path, name: str) -> None:
-    _write_synced(state_dir / f"{_CURRENT}.tmp", name.encode())
+    write_synced(state_dir / f"{_CURRENT}.tmp", name.encode())
     os.replace(state_dir / f"{_CURRENT}.tmp", state_dir / _CURRENT)
     fsync_dir(state_dir)
 
@@ -462,18 +462,3 @@ def _files_with(directory: Path, stored: str) -> list[Path]:
             and any(n in p.read_bytes() for n in needles)]
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_tree(directory: Path) -> None:
-    for path in sorted(directory.rglob("*"), reverse=True):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-        else:
-            fsync_dir(path)
-    fsync_dir(directory)

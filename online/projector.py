@@ -27,7 +27,7 @@ import numpy as np
 
 from online import catalogue as cat
 from online import kernels
-from online.state import UserState, fsync_dir
+from online.state import UserState, fsync_dir, fsync_tree, write_synced
 
 CHECKPOINT_FORMAT = 1
 NUMERIC_STORED = tuple(f.name for f in cat.stored_features() if f.dtype not in ("str", "str_list"))
@@ -163,13 +163,13 @@ class Projector:
                 sub = target / c.name
                 sub.mkdir()
                 c.save(sub)
-                _fsync_tree(sub)
+                fsync_tree(sub)
             meta = {"format": CHECKPOINT_FORMAT, "offset": self.offset,
                     "watermark_us": self.watermark_us}
-            _write_text(target / "meta.json", json.dumps(meta))
+            write_synced(target / "meta.json", json.dumps(meta).encode())
             fsync_dir(target)
             fsync_dir(self.state_dir)
-            _write_text(self.state_dir / f"{_CURRENT}.tmp", target.name)
+            write_synced(self.state_dir / f"{_CURRENT}.tmp", target.name.encode())
             os.replace(self.state_dir / f"{_CURRENT}.tmp", self.state_dir / _CURRENT)
             fsync_dir(self.state_dir)
         except BaseException:
@@ -272,23 +272,6 @@ def _stored_id(log, user_id: str) -> str:
 
 def _scalar(v):
     return v.item() if isinstance(v, np.generic) else v
-
-
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_tree(directory: Path) -> None:
-    for path in sorted(directory.rglob("*"), reverse=True):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-        else:
-            fsync_dir(path)
-    fsync_dir(directory)
 
 
 class _Progress:
