@@ -10,6 +10,8 @@ arrive almost sorted: files by date, rows in log order), then every lookup is a 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,8 +99,18 @@ class Snapshot:
         return table.take(pa.array(np.where(rows < 0, 0, rows), mask=rows < 0))
 
     def first_ts(self) -> np.ndarray:
-        """Per user code, the time of its first row (its first event)."""
-        return self.ts[self.order[self.seg[:-1]]]
+        """Per user code, the time of its first row (its first event); ``NO_TS``: no rows."""
+        if not len(self.ts):
+            return np.full(len(self.users), cat.NO_TS, np.int64)
+        first = self.ts[self.order[np.minimum(self.seg[:-1], len(self.ts) - 1)]]
+        return np.where(self.seg[:-1] < self.seg[1:], first, cat.NO_TS)
+
+    def last_rows(self) -> np.ndarray:
+        """Per user code, the row of its newest entry (-1: no rows)."""
+        if not len(self.ts):
+            return np.full(len(self.users), -1, np.int64)
+        last = self.order[np.maximum(self.seg[1:] - 1, 0)]
+        return np.where(self.seg[:-1] < self.seg[1:], last, -1)
 
 
 def micros(column: pa.ChunkedArray) -> np.ndarray:
@@ -107,37 +119,36 @@ def micros(column: pa.ChunkedArray) -> np.ndarray:
     return ts.fill_null(cat.NO_TS).to_numpy()
 
 
-def _user_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Index]:
-    """Dense codes of the user ids (first-appearance order) without decoding every row."""
-    chunks = [c if isinstance(c, pa.DictionaryArray) else c.dictionary_encode()
-              for c in column.chunks]
-    if not chunks:
-        return np.zeros(0, np.int64), pd.Index([], dtype=object)
-    words = [c.dictionary.to_numpy(zero_copy_only=False) for c in chunks]
-    users = pd.Index(pd.unique(np.concatenate(words)), dtype=object)
-    codes = [users.get_indexer(w)[c.indices.to_numpy(zero_copy_only=False)]
-             for w, c in zip(words, chunks, strict=True)]
-    return np.concatenate(codes).astype(np.int64), users
-
-
 def load(files: list[Path], columns: list[str] | None = None) -> Snapshot:
     """Read the snapshot files (the key columns plus ``columns``, default all) and index them.
 
-    Strings stay dictionary-encoded (cheap to read and to take).
+    Files are decoded in parallel (pyarrow releases the GIL); strings stay dictionary-encoded
+    with one dictionary per column, and the table is made contiguous, so takes are cheap.
     """
     names = pq.read_schema(files[0]).names if files else list(KEYS)
     wanted = [c for c in names if c not in KEYS] if columns is None else list(columns)
     strings = ["user_id", *(f.name for f in cat.stored_features() if f.dtype == "str")]
     lists = [f"{f.name}.list.element" for f in cat.stored_features() if f.dtype == "str_list"]
     read = [*KEYS, *(c for c in wanted if c not in KEYS)]
-    tables = [pq.read_table(f, columns=read, read_dictionary=strings + lists) for f in files]
+
+    def one(path: Path) -> pa.Table:
+        return pq.read_table(path, columns=read, read_dictionary=strings + lists,
+                             use_threads=False)
+
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        tables = list(pool.map(one, files))
     if tables:
         table = pa.concat_tables(tables, promote_options="permissive")
+        table = table.unify_dictionaries().combine_chunks()
     else:
-        table = pa.table({k: pa.array([], t) for k, t in (
-            ("user_id", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
-            ("created", pa.timestamp("us", tz="UTC")))})
-    codes, users = _user_codes(table.column("user_id"))
+        table = pa.table({"user_id": pa.array([], pa.dictionary(pa.int32(), pa.string())),
+                          "event_timestamp": pa.array([], pa.timestamp("us", tz="UTC")),
+                          "created": pa.array([], pa.timestamp("us", tz="UTC"))})
+    user_col = table.column("user_id").combine_chunks()
+    if not isinstance(user_col, pa.DictionaryArray):
+        user_col = user_col.dictionary_encode()
+    users = pd.Index(user_col.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+    codes = user_col.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     ts = micros(table.column("event_timestamp"))
     created = micros(table.column("created"))
     order, seg = _index(codes, ts, created, len(users))

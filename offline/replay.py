@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from offline import snapshot as sn
@@ -57,6 +58,7 @@ __all__ = ["ReplaySummary", "replay", "replay_state", "replayed_end", "snapshot_
 CHUNK_EVENTS = 1_000_000  # offsets per committed chunk (checkpoint + manifest update)
 BATCH_EVENTS = 100_000  # events read and applied at once (bounds memory)
 _IN_FLIGHT = 4  # row blocks queued for the parquet writer thread
+_BUFFER_ROWS = 262_144  # snapshot rows held per chunk before a write (~130 MB)
 ANCHOR_CHUNKS = 8  # keep the checkpoint of every 8th chunk boundary for re-runs
 # Dictionary pages only for strings (hashing every float costs more than it saves);
 # statistics only where readers filter (duckdb prunes row groups by time and user).
@@ -316,11 +318,17 @@ def _batches(log: EventLog, lo: int, hi: int, batch_events: int):
 
 
 class _DayFiles:
-    """One parquet file per event date, written under a temporary name until committed."""
+    """One parquet file per event date, written under a temporary name until committed.
+
+    Rows are buffered per date up to ``_BUFFER_ROWS`` in all, then each date's rows go out as
+    one row group: fewer, larger row groups make reading the snapshot much cheaper.
+    """
 
     def __init__(self, root: Path, stem: str) -> None:
         self.root, self.stem = root, stem
         self._writers: dict[str, pq.ParquetWriter] = {}
+        self._buffered: dict[str, list[pa.Table]] = {}
+        self._n_buffered = 0
         self.rows = 0
 
     def relpath(self, day: str) -> str:
@@ -331,17 +339,27 @@ class _DayFiles:
 
     def write(self, block: sn.RowBlock, state: UserState, dicts: sn.Dictionaries) -> None:
         for day, part in block.by_day():
-            table = sn.to_table(part, state, dicts)
+            self._buffered.setdefault(day, []).append(sn.to_table(part, state, dicts))
+            self._n_buffered += len(part)
+            self.rows += len(part)
+        if self._n_buffered >= _BUFFER_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        for day, tables in self._buffered.items():
+            table = pa.concat_tables(tables, promote_options="permissive")
             writer = self._writers.get(day)
             if writer is None:
                 self._tmp(day).parent.mkdir(parents=True, exist_ok=True)
                 writer = pq.ParquetWriter(self._tmp(day), table.schema, **_WRITE_OPTIONS)
                 self._writers[day] = writer
-            writer.write_table(table)
-            self.rows += len(table)
+            writer.write_table(table, row_group_size=len(table))
+        self._buffered.clear()
+        self._n_buffered = 0
 
     def commit(self, previous: list[str]) -> list[str]:
         """Close, rename over the final names, drop previous files not rewritten."""
+        self.flush()
         for day, writer in self._writers.items():
             writer.close()
             with open(self._tmp(day), "rb") as f:  # durable before the manifest names it

@@ -231,13 +231,11 @@ def sample_entities(settings: Settings, n: int, *, seed: int = 0, horizon_us: in
     """
     snap = _snapshot(settings, ["last_event_ts"])
     first = snap.first_ts()
-    last_rows = snap.order[snap.seg[1:] - 1]
-    end = watermark(settings) - horizon_us
+    end = np.full(first.shape, watermark(settings) - horizon_us)
     if until == "last_event":
-        last = asof.micros(snap.table.column("last_event_ts").take(pa.array(last_rows)))
-        end = np.minimum(last, end)
-    end = np.broadcast_to(end, first.shape)
-    ok = end >= first
+        last = snap.take(snap.last_rows(), ["last_event_ts"]).column(0)
+        end = np.minimum(asof.micros(last), end)
+    ok = (first != cat.NO_TS) & (end >= first)
     if users is not None:
         ok &= snap.users.isin(list(users))
     candidates = np.flatnonzero(ok)
