@@ -11,28 +11,29 @@ sliding-window value changes between two events, plus the tail (the windows empt
 after each user's newest event).  With those, "the newest row at or before T" is the user's
 exact stored state as of T, for every T, so point-in-time joins (ours and Feast's) are exact
 and a row stamped T depends only on events with effective ts <= T.  The price is storage:
-expiry rows add roughly 0.5-1 row per event on shop traffic (one per non-empty bucket of each
-window), and the tail up to ~90 rows per user.  The cheaper alternatives were wrong: event
-rows only (window features stale until the user's next event), or ring buckets in every row
-(~190 extra columns).
+on synthetic shop traffic 1.7 rows per event (expiry rows ~0.6 per event, one per non-empty
+bucket of each window; the tail ~10 rows per user, at most ~95), about 270 bytes per event
+on disk.  The cheaper alternatives were wrong or bigger: event rows only (window features
+stale until the user's next event, so training rows would disagree with served profiles),
+or the ring buckets in every row (~190 extra columns).
 
-Work is committed in chunks of ``chunk_events`` offsets: a chunk's files are written under
-temporary names, renamed over the chunk's previous files (names are a function of the chunk's
-offsets and date, so a re-run replaces rather than duplicates), then the state is
-checkpointed and ``offline/replay/manifest.json`` is atomically replaced.  An interrupted
-replay resumes at its last committed chunk; a re-run of a range starts at the nearest chunk
-boundary at or before it (from a kept checkpoint, fast-forwarding state only) and follows
-the existing chunk boundaries.  The committed chunks always form the prefix ``[0, end)``.
-The tail is deleted when a run extends the end and rewritten when it finishes.  Readers see a
-consistent snapshot between runs; during one they may see a missing tail or a chunk half
-renamed (rows then come from both versions of that chunk, which are equal).
+Work is committed in chunks of ``chunk_events`` offsets (files, checkpoints and manifest:
+``offline.snapshot_store``): a chunk's files are written under temporary names, renamed over
+the chunk's previous files (names are a function of the chunk's offsets and date, so a
+re-run replaces rather than duplicates), then the state is checkpointed and the manifest is
+atomically replaced.  Memory is bounded by a batch of events plus ~260k buffered rows.
+An interrupted replay resumes at its last committed chunk; a re-run of a range starts at
+the nearest chunk boundary at or before it (from a kept checkpoint, fast-forwarding state
+only) and follows the existing chunk boundaries.  The committed chunks always form the
+prefix ``[0, end)``.  The tail is deleted when a run extends the end and rewritten when it
+finishes.  Readers see a consistent snapshot between runs; during one they may see a
+missing tail or a chunk half renamed (rows then come from both versions of that chunk,
+which are equal).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable
@@ -42,15 +43,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from offline import snapshot as sn
+from offline import snapshot_store as store
+from offline.snapshot_store import WRITE_OPTIONS as _WRITE_OPTIONS  # noqa: F401 (erasure)
 from online import catalogue as cat
 from online import kernels as kn
 from online.eventlog import EventLog
 from online.settings import Settings
-from online.state import UserState, fsync_dir
+from online.state import UserState
 
 __all__ = ["ReplaySummary", "replay", "replay_state", "replayed_end", "snapshot_dir",
            "snapshot_files", "watermark"]
@@ -58,19 +59,6 @@ __all__ = ["ReplaySummary", "replay", "replay_state", "replayed_end", "snapshot_
 CHUNK_EVENTS = 1_000_000  # offsets per committed chunk (checkpoint + manifest update)
 BATCH_EVENTS = 100_000  # events read and applied at once (bounds memory)
 _IN_FLIGHT = 4  # row blocks queued for the parquet writer thread
-_BUFFER_ROWS = 262_144  # snapshot rows held per chunk before a write (~130 MB)
-ANCHOR_CHUNKS = 8  # keep the checkpoint of every 8th chunk boundary for re-runs
-# Dictionary pages only for strings (hashing every float costs more than it saves);
-# statistics only where readers filter (duckdb prunes row groups by time and user).
-_WRITE_OPTIONS = {
-    "compression": "lz4", "store_schema": False,
-    "use_dictionary": ["user_id", *(
-        f.name + (".list.element" if f.dtype == "str_list" else "")  # parquet leaf paths
-        for f in cat.stored_features() if f.dtype in ("str", "str_list"))],
-    "write_statistics": ["user_id", "event_timestamp", "offset"],
-}
-
-
 @dataclass
 class ReplaySummary:
     """What one replay did (``as_dict()`` is the CLI's ``--json`` body)."""
@@ -107,96 +95,10 @@ def snapshot_dir(settings_or_paths: Settings | str | os.PathLike) -> Path:
 def snapshot_files(settings_or_paths: Settings | str | os.PathLike) -> list[Path]:
     """The committed parquet files of the snapshot (chunks and tail), sorted."""
     s = _settings(settings_or_paths)
-    man = _Manifest.load(s.offline_dir / "replay")
+    man = store.Manifest.load(s.offline_dir / "replay")
     root = snapshot_dir(s)
     names = [f for c in man.chunks for f in c["files"]] + man.tail.get("files", [])
     return sorted(root / f for f in names)
-
-
-class _Manifest:
-    """The replay's bookkeeping: committed chunks, tail, checkpoints, the run in progress."""
-
-    def __init__(self, root: Path, data: dict[str, Any]) -> None:
-        self.root = root
-        self.chunks: list[dict[str, Any]] = data.get("chunks", [])
-        self.tail: dict[str, Any] = data.get("tail", {})
-        self.checkpoints: list[int] = data.get("checkpoints", [])
-        self.run: dict[str, Any] | None = data.get("run")
-        self.watermark_us: int = data.get("watermark_us", cat.NO_TS)
-
-    @classmethod
-    def load(cls, root: Path) -> _Manifest:
-        path = root / "manifest.json"
-        return cls(root, json.loads(path.read_text("utf-8")) if path.exists() else {})
-
-    @property
-    def end(self) -> int:
-        return self.chunks[-1]["end"] if self.chunks else 0
-
-    def save(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        data = {"version": 1, "chunks": self.chunks, "tail": self.tail,
-                "checkpoints": self.checkpoints, "run": self.run,
-                "watermark_us": self.watermark_us}
-        _atomic_write(self.root / "manifest.json", json.dumps(data, indent=1).encode())
-
-    def checkpoint_dir(self, offset: int) -> Path:
-        return self.root / "checkpoints" / f"{offset:012d}"
-
-    def chunk_plan(self, start: int, stop: int, chunk_events: int) -> list[tuple[int, int]]:
-        """Chunks covering [start, stop): existing boundaries inside the prefix, then new."""
-        if stop <= start:
-            return []
-        plan = [(c["start"], c["end"]) for c in self.chunks
-                if c["end"] > start and c["start"] < stop]
-        pos = max(self.end, start)
-        while pos < stop:
-            plan.append((pos, min(pos + chunk_events, stop)))
-            pos = plan[-1][1]
-        return plan
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def _save_checkpoint(man: _Manifest, offset: int, state: UserState, last_offset: np.ndarray,
-                     ) -> None:
-    target = man.checkpoint_dir(offset)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state.write_into(tmp)
-    np.save(tmp / "last_offset.npy", last_offset[: state.n_users])
-    fsync_dir(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    fsync_dir(target.parent)
-    if offset not in man.checkpoints:
-        man.checkpoints = sorted([*man.checkpoints, offset])
-
-
-def _load_checkpoint(man: _Manifest, offset: int) -> tuple[UserState, np.ndarray]:
-    if offset == 0:
-        return UserState(), np.zeros(0, np.int64)
-    path = man.checkpoint_dir(offset)
-    return UserState.load(path), np.load(path / "last_offset.npy")
-
-
-def _prune_checkpoints(man: _Manifest, keep_also: int) -> None:
-    bounds = [c["end"] for c in man.chunks]
-    anchors = {b for k, b in enumerate(bounds, 1) if k % ANCHOR_CHUNKS == 0}
-    keep = anchors | {man.end, keep_also}
-    for off in [o for o in man.checkpoints if o not in keep]:
-        shutil.rmtree(man.checkpoint_dir(off), ignore_errors=True)
-        man.checkpoints.remove(off)
 
 
 class _Cursor:
@@ -221,7 +123,7 @@ def replay(settings_or_paths: Settings | str | os.PathLike, from_offset: int = 0
     s = _settings(settings_or_paths)
     started = time.perf_counter()
     root = snapshot_dir(s)
-    man = _Manifest.load(s.offline_dir / "replay")
+    man = store.Manifest.load(s.offline_dir / "replay")
     request = [int(from_offset), None if to_offset is None else int(to_offset)]
     with EventLog(s.event_log_path) as log:
         stop = log.next_offset if to_offset is None else min(int(to_offset), log.next_offset)
@@ -247,17 +149,17 @@ def replay(settings_or_paths: Settings | str | os.PathLike, from_offset: int = 0
                     summary.events += n_ev
                     summary.rows += n_rows
                     summary.chunks += 1
-                    _save_checkpoint(man, hi, cur.state, cur.last_offset)
+                    store.save_checkpoint(man, hi, cur.state, cur.last_offset)
                     man.run["done"] = hi
-                    _prune_checkpoints(man, keep_also=hi)
+                    store.prune_checkpoints(man, keep_also=hi)
                     man.save()
             summary.from_offset, summary.to_offset = begin, end
         if man.chunks and man.tail.get("end") != man.end:
             if not plan or plan[-1][1] != man.end:
-                cur = _Cursor(*_load_checkpoint(man, man.end))
+                cur = _Cursor(*store.load_checkpoint(man, man.end))
             summary.tail_rows = _write_tail(man, root, cur, sn.Dictionaries())
         man.run = None
-        _prune_checkpoints(man, keep_also=-1)
+        store.prune_checkpoints(man, keep_also=-1)
         man.save()
     summary.end_offset = man.end
     summary.seconds = round(time.perf_counter() - started, 3)
@@ -266,28 +168,29 @@ def replay(settings_or_paths: Settings | str | os.PathLike, from_offset: int = 0
 
 def replayed_end(settings_or_paths: Settings | str | os.PathLike) -> int:
     """The end of the replayed prefix: the snapshot reflects log offsets below it."""
-    return _Manifest.load(_settings(settings_or_paths).offline_dir / "replay").end
+    return store.Manifest.load(_settings(settings_or_paths).offline_dir / "replay").end
 
 
 def watermark(settings_or_paths: Settings | str | os.PathLike) -> int:
     """The newest effective event time in the replayed prefix (µs; ``NO_TS`` when empty)."""
-    return _Manifest.load(_settings(settings_or_paths).offline_dir / "replay").watermark_us
+    man = store.Manifest.load(_settings(settings_or_paths).offline_dir / "replay")
+    return man.watermark_us
 
 
 def replay_state(settings_or_paths: Settings | str | os.PathLike,
                  offset: int | None = None) -> UserState:
     """The feature state the replay checkpointed at ``offset`` (default: the replayed end)."""
-    man = _Manifest.load(_settings(settings_or_paths).offline_dir / "replay")
+    man = store.Manifest.load(_settings(settings_or_paths).offline_dir / "replay")
     offset = man.end if offset is None else offset
     if offset != 0 and offset not in man.checkpoints:
         raise KeyError(f"no replay checkpoint at offset {offset} (kept: {man.checkpoints})")
-    return _load_checkpoint(man, offset)[0]
+    return store.load_checkpoint(man, offset)[0]
 
 
-def _state_at(man: _Manifest, log: EventLog, offset: int, batch_events: int) -> _Cursor:
+def _state_at(man: store.Manifest, log: EventLog, offset: int, batch_events: int) -> _Cursor:
     """State at ``offset``: the nearest checkpoint at or before it, fast-forwarded."""
     base = max([c for c in man.checkpoints if c <= offset], default=0)
-    cur = _Cursor(*_load_checkpoint(man, base))
+    cur = _Cursor(*store.load_checkpoint(man, base))
     for batch, _ in _batches(log, base, offset, batch_events):
         kn.apply(cur.state, batch)
         cur.last_offset = sn.grow_offsets(cur.last_offset, cur.state.n_users)
@@ -317,67 +220,10 @@ def _batches(log: EventLog, lo: int, hi: int, batch_events: int):
                 return
 
 
-class _DayFiles:
-    """One parquet file per event date, written under a temporary name until committed.
-
-    Rows are buffered per date up to ``_BUFFER_ROWS`` in all, then each date's rows go out as
-    one row group: fewer, larger row groups make reading the snapshot much cheaper.
-    """
-
-    def __init__(self, root: Path, stem: str) -> None:
-        self.root, self.stem = root, stem
-        self._writers: dict[str, pq.ParquetWriter] = {}
-        self._buffered: dict[str, list[pa.Table]] = {}
-        self._n_buffered = 0
-        self.rows = 0
-
-    def relpath(self, day: str) -> str:
-        return f"date={day}/{self.stem}.parquet"
-
-    def _tmp(self, day: str) -> Path:
-        return self.root / f"date={day}" / f".{self.stem}.parquet.tmp"
-
-    def write(self, block: sn.RowBlock, state: UserState, dicts: sn.Dictionaries) -> None:
-        for day, part in block.by_day():
-            self._buffered.setdefault(day, []).append(sn.to_table(part, state, dicts))
-            self._n_buffered += len(part)
-            self.rows += len(part)
-        if self._n_buffered >= _BUFFER_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        for day, tables in self._buffered.items():
-            table = pa.concat_tables(tables, promote_options="permissive")
-            writer = self._writers.get(day)
-            if writer is None:
-                self._tmp(day).parent.mkdir(parents=True, exist_ok=True)
-                writer = pq.ParquetWriter(self._tmp(day), table.schema, **_WRITE_OPTIONS)
-                self._writers[day] = writer
-            writer.write_table(table, row_group_size=len(table))
-        self._buffered.clear()
-        self._n_buffered = 0
-
-    def commit(self, previous: list[str]) -> list[str]:
-        """Close, rename over the final names, drop previous files not rewritten."""
-        self.flush()
-        for day, writer in self._writers.items():
-            writer.close()
-            with open(self._tmp(day), "rb") as f:  # durable before the manifest names it
-                os.fsync(f.fileno())
-        names = []
-        for day in sorted(self._writers):
-            os.replace(self._tmp(day), self.root / self.relpath(day))
-            names.append(self.relpath(day))
-        for old in set(previous) - set(names):
-            (self.root / old).unlink(missing_ok=True)
-        for d in {(self.root / n).parent for n in names}:
-            fsync_dir(d)
-        return names
-
-
-def _replay_chunk(man: _Manifest, log: EventLog, root: Path, lo: int, hi: int, cur: _Cursor,
+def _replay_chunk(man: store.Manifest, log: EventLog, root: Path, lo: int, hi: int,
+                  cur: _Cursor,
                   dicts: sn.Dictionaries, batch_events: int, advance) -> tuple[int, int]:
-    files = _DayFiles(root, f"part-{lo:012d}-{hi:012d}")
+    files = store.DayFiles(root, f"part-{lo:012d}-{hi:012d}")
     events, pos = 0, lo
     # parquet encoding (GIL released) overlaps the kernels (nogil) and the log reads; a few
     # blocks in flight at most, so memory stays bounded
@@ -402,9 +248,9 @@ def _replay_chunk(man: _Manifest, log: EventLog, root: Path, lo: int, hi: int, c
     return events, files.rows
 
 
-def _write_tail(man: _Manifest, root: Path, cur: _Cursor, dicts: sn.Dictionaries) -> int:
+def _write_tail(man: store.Manifest, root: Path, cur: _Cursor, dicts: sn.Dictionaries) -> int:
     _drop_tail(man, root)
-    files = _DayFiles(root, f"tail-{man.end:012d}")
+    files = store.DayFiles(root, f"tail-{man.end:012d}")
     for block in sn.tail_rows(cur.state, cur.last_offset):
         files.write(block, cur.state, dicts)
     man.tail = {"end": man.end, "files": files.commit([]), "rows": files.rows}
@@ -414,7 +260,7 @@ def _write_tail(man: _Manifest, root: Path, cur: _Cursor, dicts: sn.Dictionaries
     return files.rows
 
 
-def _drop_tail(man: _Manifest, root: Path) -> None:
+def _drop_tail(man: store.Manifest, root: Path) -> None:
     for name in man.tail.get("files", []):
         (root / name).unlink(missing_ok=True)
     man.tail = {}

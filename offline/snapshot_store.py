@@ -1,0 +1,191 @@
+"""The replay's files: date-partitioned parquet, the manifest, the state checkpoints.
+
+Layout under ``<data_dir>/offline/``:
+
+- ``user_features/date=YYYY-MM-DD/part-<start>-<end>.parquet``: the rows a chunk of log
+  offsets ``[start, end)`` emitted with that event date; ``tail-<end>.parquet``: the tail
+  rows of the state at the replayed end (``offline.snapshot``).  Names are a function of the
+  chunk and the date, so a re-run writes the same names and replaces instead of duplicating.
+  Files are written as ``.<name>.tmp``, fsynced, then renamed (readers skip dot files).
+- ``replay/manifest.json``: committed chunks (offsets, files, rows), the tail, the kept
+  checkpoints, the run in progress and the watermark; replaced atomically.
+- ``replay/checkpoints/<offset>/``: the feature state (``UserState.write_into``) and each
+  user's newest applied offset (``last_offset.npy``) at a chunk boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from offline import snapshot as sn
+from online import catalogue as cat
+from online.state import UserState, fsync_dir
+
+ANCHOR_CHUNKS = 8  # keep the checkpoint of every 8th chunk boundary for re-runs
+_BUFFER_ROWS = 262_144  # snapshot rows held per chunk before a write (~130 MB)
+
+# Dictionary pages only for strings (hashing every float costs more than it saves);
+# statistics only where readers filter (duckdb prunes row groups by time and user).
+WRITE_OPTIONS = {
+    "compression": "lz4", "store_schema": False,
+    "use_dictionary": ["user_id", *(
+        f.name + (".list.element" if f.dtype == "str_list" else "")  # parquet leaf paths
+        for f in cat.stored_features() if f.dtype in ("str", "str_list"))],
+    "write_statistics": ["user_id", "event_timestamp", "offset"],
+}
+
+
+class Manifest:
+    """The replay's bookkeeping: committed chunks, tail, checkpoints, the run in progress."""
+
+    def __init__(self, root: Path, data: dict[str, Any]) -> None:
+        self.root = root
+        self.chunks: list[dict[str, Any]] = data.get("chunks", [])
+        self.tail: dict[str, Any] = data.get("tail", {})
+        self.checkpoints: list[int] = data.get("checkpoints", [])
+        self.run: dict[str, Any] | None = data.get("run")
+        self.watermark_us: int = data.get("watermark_us", cat.NO_TS)
+
+    @classmethod
+    def load(cls, root: Path) -> Manifest:
+        path = root / "manifest.json"
+        return cls(root, json.loads(path.read_text("utf-8")) if path.exists() else {})
+
+    @property
+    def end(self) -> int:
+        return self.chunks[-1]["end"] if self.chunks else 0
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        data = {"version": 1, "chunks": self.chunks, "tail": self.tail,
+                "checkpoints": self.checkpoints, "run": self.run,
+                "watermark_us": self.watermark_us}
+        atomic_write(self.root / "manifest.json", json.dumps(data, indent=1).encode())
+
+    def checkpoint_dir(self, offset: int) -> Path:
+        return self.root / "checkpoints" / f"{offset:012d}"
+
+    def chunk_plan(self, start: int, stop: int, chunk_events: int) -> list[tuple[int, int]]:
+        """Chunks covering [start, stop): existing boundaries inside the prefix, then new."""
+        if stop <= start:
+            return []
+        plan = [(c["start"], c["end"]) for c in self.chunks
+                if c["end"] > start and c["start"] < stop]
+        pos = max(self.end, start)
+        while pos < stop:
+            plan.append((pos, min(pos + chunk_events, stop)))
+            pos = plan[-1][1]
+        return plan
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (tmp, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def save_checkpoint(man: Manifest, offset: int, state: UserState, last_offset: np.ndarray,
+                    ) -> None:
+    """Write the state at chunk boundary ``offset`` (atomically) and record it."""
+    target = man.checkpoint_dir(offset)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state.write_into(tmp)
+    np.save(tmp / "last_offset.npy", last_offset[: state.n_users])
+    fsync_dir(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
+    if offset not in man.checkpoints:
+        man.checkpoints = sorted([*man.checkpoints, offset])
+
+
+def load_checkpoint(man: Manifest, offset: int) -> tuple[UserState, np.ndarray]:
+    """The state and per-user newest offsets at ``offset`` (0: empty)."""
+    if offset == 0:
+        return UserState(), np.zeros(0, np.int64)
+    path = man.checkpoint_dir(offset)
+    return UserState.load(path), np.load(path / "last_offset.npy")
+
+
+def prune_checkpoints(man: Manifest, keep_also: int) -> None:
+    """Keep the end's checkpoint, every ANCHOR_CHUNKS-th boundary's, and ``keep_also``."""
+    bounds = [c["end"] for c in man.chunks]
+    anchors = {b for k, b in enumerate(bounds, 1) if k % ANCHOR_CHUNKS == 0}
+    keep = anchors | {man.end, keep_also}
+    for off in [o for o in man.checkpoints if o not in keep]:
+        shutil.rmtree(man.checkpoint_dir(off), ignore_errors=True)
+        man.checkpoints.remove(off)
+
+
+class DayFiles:
+    """One parquet file per event date, written under a temporary name until committed.
+
+    Rows are buffered per date up to ``_BUFFER_ROWS`` in all, then each date's rows go out as
+    one row group: fewer, larger row groups make reading the snapshot much cheaper.
+    """
+
+    def __init__(self, root: Path, stem: str) -> None:
+        self.root, self.stem = root, stem
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._buffered: dict[str, list[pa.Table]] = {}
+        self._n_buffered = 0
+        self.rows = 0
+
+    def relpath(self, day: str) -> str:
+        return f"date={day}/{self.stem}.parquet"
+
+    def _tmp(self, day: str) -> Path:
+        return self.root / f"date={day}" / f".{self.stem}.parquet.tmp"
+
+    def write(self, block: sn.RowBlock, state: UserState, dicts: sn.Dictionaries) -> None:
+        for day, part in block.by_day():
+            self._buffered.setdefault(day, []).append(sn.to_table(part, state, dicts))
+            self._n_buffered += len(part)
+            self.rows += len(part)
+        if self._n_buffered >= _BUFFER_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        for day, tables in self._buffered.items():
+            table = pa.concat_tables(tables, promote_options="permissive")
+            writer = self._writers.get(day)
+            if writer is None:
+                self._tmp(day).parent.mkdir(parents=True, exist_ok=True)
+                writer = pq.ParquetWriter(self._tmp(day), table.schema, **WRITE_OPTIONS)
+                self._writers[day] = writer
+            writer.write_table(table, row_group_size=len(table))
+        self._buffered.clear()
+        self._n_buffered = 0
+
+    def commit(self, previous: list[str]) -> list[str]:
+        """Close, rename over the final names, drop previous files not rewritten."""
+        self.flush()
+        for day, writer in self._writers.items():
+            writer.close()
+            with open(self._tmp(day), "rb") as f:  # durable before the manifest names it
+                os.fsync(f.fileno())
+        names = []
+        for day in sorted(self._writers):
+            os.replace(self._tmp(day), self.root / self.relpath(day))
+            names.append(self.relpath(day))
+        for old in set(previous) - set(names):
+            (self.root / old).unlink(missing_ok=True)
+        for d in {(self.root / n).parent for n in names}:
+            fsync_dir(d)
+        return names
