@@ -288,9 +288,10 @@ class _progress:
             TimeRemainingColumn,
         )
 
+        console = Console(stderr=True)
         self._bar = Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), TimeRemainingColumn(),
-                             console=Console(stderr=True))
+                             TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                             disable=not console.is_terminal)  # no bar frames in log files
         self._bar.__enter__()
         task = self._bar.add_task("replay", total=self._total)
         return lambda n: self._bar.advance(task, n)

@@ -84,7 +84,11 @@ def labels(settings: Settings, entities_df: pd.DataFrame, horizon_us: int,
 
 
 def label_names(horizon_us: int) -> tuple[str, str]:
-    """Column names of the labels for a horizon, e.g. ``purchases_next_7d``."""
+    """Column names of the labels for a horizon.
+
+    >>> label_names(7 * cat.DAY_US), label_names(90 * cat.MINUTE_US)[0]
+    (('purchases_next_7d', 'purchased_next_7d'), 'purchases_next_90m')
+    """
     text = _duration(horizon_us)
     return f"purchases_next_{text}", f"purchased_next_{text}"
 
