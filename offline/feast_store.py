@@ -121,11 +121,13 @@ class SnapshotBehindLog(RuntimeError):
 
 
 def materialize(settings: Settings, end: datetime | None = None, *, force: bool = False,
-                ) -> dict[str, Any]:
+                full: bool = False) -> dict[str, Any]:
     """``feast apply`` + ``feast materialize-incremental`` up to ``end`` (default now, UTC).
 
     Refuses (`SnapshotBehindLog`) when the replay has not caught up with the log, unless
-    ``force``: Feast's materialize writes without our newer-than check.
+    ``force``: Feast's materialize writes without our newer-than check.  Incremental runs
+    start where the previous one ended; ``full`` reloads everything (after a backfill that
+    rewrote old rows, e.g. a new feature).
     """
     from offline.replay import replayed_end
     from online.eventlog import EventLog
@@ -139,10 +141,12 @@ def materialize(settings: Settings, end: datetime | None = None, *, force: bool 
         raise SnapshotBehindLog(replayed, log_end)
     end = end or datetime.now(UTC)
     store = apply(settings)
-    if replayed > 0:
+    if replayed > 0 and full:
+        store.materialize(start_date=datetime(1970, 1, 1, tzinfo=UTC), end_date=end)
+    elif replayed > 0:
         store.materialize_incremental(end_date=end)
     return {"project": store.project, "end": end.isoformat(), "replayed_end": replayed,
-            "log_end": log_end, "online_store": settings.online_store,
+            "log_end": log_end, "online_store": settings.online_store, "full": full,
             "feature_views": sorted(v.name for v in store.list_feature_views())}
 
 

@@ -59,6 +59,8 @@ __all__ = ["ReplaySummary", "replay", "replay_state", "replayed_end", "snapshot_
 CHUNK_EVENTS = 1_000_000  # offsets per committed chunk (checkpoint + manifest update)
 BATCH_EVENTS = 100_000  # events read and applied at once (bounds memory)
 _IN_FLIGHT = 4  # row blocks queued for the parquet writer thread
+
+
 @dataclass
 class ReplaySummary:
     """What one replay did (``as_dict()`` is the CLI's ``--json`` body)."""
@@ -129,11 +131,16 @@ def replay(settings_or_paths: Settings | str | os.PathLike, from_offset: int = 0
         stop = log.next_offset if to_offset is None else min(int(to_offset), log.next_offset)
         start = min(max(int(from_offset), 0), man.end)
         summary = ReplaySummary(from_offset=start, to_offset=stop, output_dir=str(root))
+        if start < from_offset:
+            summary.notes.append(f"the snapshot ends at offset {man.end}: started there")
         run = man.run
         if run and run["request"] == request and run["done"] > run["start"]:
             start, stop = run["done"], max(stop, run["stop"])  # resume the interrupted run
             summary.resumed_at = start
+            summary.notes.append(f"resumed an interrupted replay at offset {start}")
         plan = man.chunk_plan(start, stop, chunk_events)
+        if plan and (plan[0][0] < start or plan[-1][1] > stop):
+            summary.notes.append(f"widened to chunk boundaries [{plan[0][0]}, {plan[-1][1]})")
         if plan:
             begin, end = plan[0][0], plan[-1][1]
             cur = _state_at(man, log, begin, batch_events)
