@@ -6,11 +6,13 @@ least ``--min-rows`` feature rows, draws ``--entities`` entity rows (user, T) wi
 
 - peer: ``offline.retrieval.features_at(..., path="feast")``: Feast's
   ``get_historical_features`` on duckdb (every stored feature of the ``user_profile`` views,
-  to arrow) plus the shared serving evaluation; Feast's own call is also timed alone;
+  to arrow) plus the shared serving evaluation, timed after a first Feast call (the feature
+  service, to arrow: Feast's own call alone, also reported) has warmed Feast and duckdb;
 - ours: ``features_at(..., path="fast")``: the sorted as-of join over the parquet, cold (reads
   and indexes the snapshot) and warm (snapshot kept in memory, as in a notebook session).
 
-Both must return identical frames.  Goal: fast path >= 10x Feast.  Medians of ``--repeats``.
+Both must return identical frames.  Goal: fast path >= 10x Feast; the ratios compare warm
+Feast with our cold and warm path (``portrait training-set`` is one process: always cold).
 
 Run: ``.venv/bin/python bench/pit.py [--entities 100000] [--events 620000] [--repeats 1]``.
 The last line of output is one JSON object with every figure.
@@ -106,14 +108,14 @@ def main() -> None:
     figures = {
         "bench": "pit", "entity_rows": len(entities), "feature_rows": rows,
         "features": len(fast.columns),
-        "feast_s": round(t_feast, 3), "feast_get_historical_features_s": round(t_feast_raw, 3),
+        "feast_s": round(t_feast, 3), "feast_first_call_s": round(t_feast_raw, 3),
         "fast_cold_s": round(t_cold, 3), "fast_warm_s": round(t_warm, 3),
         "ratio_cold": round(t_feast / t_cold, 1), "ratio_warm": round(t_feast / t_warm, 1),
         "identical": identical, "goal_ratio": GOAL_RATIO,
         "goal_met": identical and t_feast / t_cold >= GOAL_RATIO,
     }
     print(f"feast (get_historical_features + evaluation): {t_feast:8.2f} s "
-          f"(Feast's call alone {t_feast_raw:.2f} s)")
+          f"(first Feast call, feature service alone: {t_feast_raw:.2f} s)")
     print(f"fast path, cold (read + index parquet):       {t_cold:8.2f} s  "
           f"{t_feast / t_cold:6.1f}x")
     print(f"fast path, warm (snapshot in memory):         {t_warm:8.2f} s  "
