@@ -5,6 +5,7 @@ from __future__ import annotations
 import naive
 import numpy as np
 import pytest
+import shoplogs
 
 from online import catalogue as cat
 from online import kernels
@@ -18,31 +19,13 @@ from online.projector import (
     features_as_of,
 )
 
-T0 = 1_300_000_000 * cat.SECOND_US
-TYPES = naive.TYPE_NAMES
+T0 = shoplogs.T0
+payload = shoplogs.payload
 
 
 def make_events(n: int, seed: int, t0: int = T0, users: int = 12) -> list[dict]:
-    """Log-ordered events with ties and late events (ts up to 6 h behind the clock)."""
-    rng = np.random.default_rng(seed)
-    t, out = t0, []
-    for k in range(n):
-        t += int(rng.choice([0, 1, 40 * cat.MINUTE_US, int(rng.integers(0, 3 * cat.HOUR_US))]))
-        late = int(rng.integers(0, 6 * cat.HOUR_US)) if rng.random() < 0.15 else 0
-        typ = int(rng.choice(5, p=[0.55, 0.2, 0.05, 0.15, 0.05]))
-        out.append({
-            "event_id": f"e{seed}-{k}", "user_id": f"u{int(rng.integers(users))}",
-            "type": typ, "ts": t - late, "quantity": int(rng.integers(1, 4)),
-            "price": round(float(rng.uniform(1, 200)), 2) if typ in (3, 4) else None,
-            "item_id": None if rng.random() < 0.1 else f"i{int(rng.integers(40))}",
-            "category": None if rng.random() < 0.2 else f"c{int(rng.integers(11))}",
-        })
-    return out
-
-
-def payload(e: dict) -> dict:
-    p = {**e, "type": TYPES[e["type"]], "ts": cat.iso_utc(e["ts"])}
-    return {k: v for k, v in p.items() if v is not None}
+    """The shared random shop log (ties, late events), with more users than the default."""
+    return shoplogs.make_events(n, seed, users=users, t0=t0)
 
 
 @pytest.fixture()
