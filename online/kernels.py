@@ -368,7 +368,8 @@ def decay_factors(dt):
     """2 ** (-dt / half-life) for the four half-lives (1h, 1d, 7d, 30d) from one exp.
 
     ``g = 2 ** (-dt / 5040 h)`` and the factors are ``g ** 5040, g ** 210, g ** 30, g ** 7``
-    by this fixed chain of products (the Python reference repeats it step for step).
+    by this fixed chain of products (a relative error below 1e-12; tests compare it with the
+    definition).
     """
     g = math.exp(-(float(dt) * _BASE_RATE))
     g2 = g * g

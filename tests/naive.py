@@ -1,9 +1,9 @@
 """Plain-Python reference of every catalogue feature: a dict per user and straightforward loops.
 
 It keeps each user's applied events and recomputes features from that list, so it shares no
-state layout with the kernels.  Where a float result depends on the order of operations
-(decayed sums, window sums) it uses the order the catalogue documents, so kernels and
-reference can be compared exactly.
+state layout with the kernels.  Sums are added in event order (the order the catalogue
+documents), so they compare exactly; decay factors come from their definition, not from the
+kernels' chain of powers, so decayed values compare to a relative ``DECAY_REL_TOL``.
 """
 
 from __future__ import annotations
@@ -34,36 +34,37 @@ def replay(events: list[dict]) -> dict[str, list[dict]]:
     return users
 
 
-def decay_factors(dt: int) -> tuple[float, float, float, float]:
-    """2 ** (-dt / half-life) for 1h, 1d, 7d, 30d: one exp, then the documented products."""
-    g = math.exp(-(float(dt) * (math.log(2.0) / cat.DECAY_BASE_US)))
-    g2 = g * g
-    g7 = g2 * g2 * g2 * g
-    g30 = g7 * g7 * g7 * g7 * g2
-    g210 = g30 * g30 * g30 * g30 * g30 * g30 * g30
-    g840 = (g210 * g210) * (g210 * g210)
-    g5040 = (g840 * g840) * (g840 * g840) * (g840 * g840)
-    return (g5040, g210, g30, g7)
+def decay_factor(dt: int, half_life_us: int) -> float:
+    """2 ** (-dt / half-life), straight from the definition.
+
+    The kernels compute it differently (one exponential, then a chain of integer powers), so
+    decayed values agree to a relative 1e-9, not bit for bit; ``DECAYED`` names those values.
+    """
+    return 2.0 ** (-float(dt) / float(half_life_us))
 
 
-def _decayed(applied: list[dict], h: int, value_of) -> float:
-    # incremental form: decay to each new effective time, then add (the documented order)
+# Names whose values pass through a decay factor: compared with a relative tolerance.
+DECAYED = frozenset(f.name for f in cat.FEATURES if f.kind == "decay")
+DECAY_REL_TOL = 1e-9
+
+
+def _decayed(applied: list[dict], half_life_us: int, value_of) -> float:
+    # incremental form: decay to each new effective time, then add
     v, last = 0.0, None
     for e in applied:
         if last is not None and e["eff"] > last:
-            v = v * decay_factors(e["eff"] - last)[h]
+            v = v * decay_factor(e["eff"] - last, half_life_us)
         v = v + value_of(e)
         last = e["eff"]
     return v
 
 
 def _interest_slots(applied: list[dict]) -> list[list]:
-    h = [hl for _, hl in cat.HALF_LIVES].index(cat.INTEREST_HALF_LIFE_US)
     slots: list[list] = []  # [category, weight] in slot order
     last = None
     for e in applied:
         if last is not None and e["eff"] > last:
-            f = decay_factors(e["eff"] - last)[h]
+            f = decay_factor(e["eff"] - last, cat.INTEREST_HALF_LIFE_US)
             for s in slots:
                 s[1] = s[1] * f
         last = e["eff"]
@@ -148,10 +149,10 @@ def stored(applied: list[dict], at_us: int | None = None) -> dict:
     out["purchase_interarrival_mean_s"] = (
         (order_times[-1] - order_times[0]) / 1e6 / (n_orders - 1) if n_orders > 1 else 0.0
     )
-    for h, (label, _) in enumerate(cat.HALF_LIVES):
-        out[f"decayed_events_{label}"] = _decayed(applied, h, lambda e: 1.0)
+    for label, hl in cat.HALF_LIVES:
+        out[f"decayed_events_{label}"] = _decayed(applied, hl, lambda e: 1.0)
         out[f"decayed_spend_{label}"] = _decayed(
-            applied, h, lambda e: amount_of(e) if e["type"] == PURCHASE else 0.0)
+            applied, hl, lambda e: amount_of(e) if e["type"] == PURCHASE else 0.0)
     for label, width, n in cat.WINDOWS:
         bt = tw // width
         count, total = 0, 0.0
@@ -196,7 +197,7 @@ def served(applied: list[dict], t_us: int) -> dict:
     for f in cat.FEATURES:
         if f.kind == "decay":
             v = values[f.name]
-            out[f.name] = v * decay_factors(t - last)[f.half_life_index] if t > last else v
+            out[f.name] = v * decay_factor(t - last, f.half_life_us) if t > last else v
         elif f.kind == "since":
             src = values[f.source]
             out[f.name] = -1.0 if src == cat.NO_TS else (t - src) / f.scale_us

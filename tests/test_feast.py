@@ -26,8 +26,6 @@ from online.eventlog import EventLog
 from online.projector import Projector
 from online.settings import Settings
 
-pytest.importorskip("feast")
-
 EVENTS = shoplogs.make_events(500, seed=9, users=7)
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[1]
