@@ -3,9 +3,8 @@
 For an entity row (user, T) the answer is the user's newest snapshot row with
 ``event_timestamp <= T`` (ties: the newest ``created``), exactly the rule of Feast's
 ``get_historical_features``; the snapshot's expiry rows make that row the user's exact stored
-state as of T (``offline.snapshot``).  Rows are indexed once per load: grouped by user with a
-counting sort, each user's rows sorted by (event time, created) with an insertion sort (they
-arrive almost sorted: files by date, rows in log order), then every lookup is a binary search.
+state as of T (``offline.snapshot``).  Rows are indexed once per load, then every lookup is a
+binary search (the kernels: ``online.kernels.asof``).
 """
 
 from __future__ import annotations
@@ -19,58 +18,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from numba import njit
 
 from online import catalogue as cat
+from online.kernels.asof import index_by_user, lookup
 
-_JIT = {"cache": True, "nogil": True}
 KEYS = ("user_id", "event_timestamp", "created")
-
-
-@njit(**_JIT)
-def _index(codes, ts, created, n_users):
-    """Row order grouped by user code, by (ts, created) within; and the users' segments."""
-    n = codes.shape[0]
-    seg = np.zeros(n_users + 1, np.int64)
-    for i in range(n):
-        seg[codes[i] + 1] += 1
-    for u in range(n_users):
-        seg[u + 1] += seg[u]
-    fill = seg[:-1].copy()
-    order = np.empty(n, np.int64)
-    for i in range(n):
-        order[fill[codes[i]]] = i
-        fill[codes[i]] += 1
-    for u in range(n_users):  # insertion sort: segments arrive nearly sorted
-        for k in range(seg[u] + 1, seg[u + 1]):
-            r = order[k]
-            j = k - 1
-            while j >= seg[u] and (ts[order[j]] > ts[r] or
-                                   (ts[order[j]] == ts[r] and created[order[j]] > created[r])):
-                order[j + 1] = order[j]
-                j -= 1
-            order[j + 1] = r
-    return order, seg
-
-
-@njit(**_JIT)
-def _lookup(ucode, t, seg, order, ts):
-    """Per query, the row of the user's newest entry with ts <= t (-1: none)."""
-    out = np.full(ucode.shape[0], -1, np.int64)
-    for q in range(ucode.shape[0]):
-        u = ucode[q]
-        if u < 0:
-            continue
-        lo, hi = seg[u], seg[u + 1]  # find the first position with ts > t
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if ts[order[mid]] <= t[q]:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo > seg[u]:
-            out[q] = order[lo - 1]
-    return out
 
 
 @dataclass
@@ -90,8 +42,8 @@ class Snapshot:
     def rows_as_of(self, user_ids, t_us: np.ndarray) -> np.ndarray:
         """Row index of each (user, T)'s as-of row, -1 where the user has none at T."""
         ucode = self.users.get_indexer(pd.Index(np.asarray(user_ids, dtype=object)))
-        return _lookup(ucode.astype(np.int64), np.ascontiguousarray(t_us, np.int64),
-                       self.seg, self.order, self.ts)
+        return lookup(ucode.astype(np.int64), np.asarray(t_us, np.int64), self.seg,
+                      self.order, self.ts)
 
     def take(self, rows: np.ndarray, columns: list[str] | None = None) -> pa.Table:
         """The stored columns at ``rows`` (-1: a row of nulls)."""
@@ -151,7 +103,7 @@ def load(files: list[Path], columns: list[str] | None = None) -> Snapshot:
     codes = user_col.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     ts = micros(table.column("event_timestamp"))
     created = micros(table.column("created"))
-    order, seg = _index(codes, ts, created, len(users))
+    order, seg = index_by_user(codes, ts, created, len(users))
     return Snapshot(users, codes, ts, order, seg,
                     table.select([c for c in wanted if c in table.column_names]))
 

@@ -210,3 +210,26 @@ def as_of(events: list[dict], user_id: str, t_us: int) -> dict | None:
     """Served values of ``user_id`` as of T by the prefix rule; None when unknown as of T."""
     applied = [e for e in replay(events).get(user_id, []) if e["eff"] <= t_us]
     return served(applied, t_us) if applied else None
+
+
+def mismatches(got: dict, want: dict) -> list[str]:
+    """Names whose values differ between kernels (``got``) and this reference (``want``).
+
+    Exact equality (NaN equal to NaN), except decayed values: relative ``DECAY_REL_TOL``.
+    """
+    if list(got) != list(want):
+        return [f"names {list(got)} != {list(want)}"]
+    out = []
+    for name, w in want.items():
+        g = got[name]
+        g = g.item() if hasattr(g, "item") and not isinstance(g, list | str) else g
+        if isinstance(w, float) and isinstance(g, float):
+            if name in DECAYED:
+                ok = math.isclose(g, w, rel_tol=DECAY_REL_TOL, abs_tol=1e-300)
+            else:
+                ok = g == w or (math.isnan(g) and math.isnan(w))
+        else:
+            ok = (not isinstance(w, float)) and g == w
+        if not ok:
+            out.append(f"{name}: kernels {g!r} != reference {w!r}")
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import naive
 import numpy as np
 
 from online import catalogue as cat
@@ -65,8 +66,15 @@ def effective(events: list[dict]) -> list[int]:
     return out
 
 
-def same(got, want) -> bool:
-    """Equality for feature values: floats exactly (NaN == NaN), timestamps as µs."""
+def same(got, want, reference_of: str | None = None) -> bool:
+    """Equality of feature values: floats exactly (NaN == NaN), timestamps as µs.
+
+    ``want`` from the reference (``tests/naive.py``) for feature ``reference_of``: decayed
+    values (``naive.DECAYED``) agree to ``naive.DECAY_REL_TOL``, since the reference takes
+    decay factors from their definition and the kernels from a chain of powers.
+    """
     if isinstance(want, float) and isinstance(got, float):
+        if reference_of in naive.DECAYED:
+            return math.isclose(got, want, rel_tol=naive.DECAY_REL_TOL, abs_tol=1e-300)
         return got == want or (math.isnan(got) and math.isnan(want))
     return got == want

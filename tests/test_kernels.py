@@ -64,19 +64,8 @@ def columns(events: list[dict]) -> dict[str, np.ndarray]:
 
 
 def assert_same(got: dict, want: dict, where: str = "") -> None:
-    assert list(got) == list(want)
-    for name, w in want.items():
-        g = got[name]
-        g = g.item() if isinstance(g, np.generic) else g
-        if isinstance(w, float) and name in naive.DECAYED:
-            assert isinstance(g, float) and math.isclose(
-                g, w, rel_tol=naive.DECAY_REL_TOL, abs_tol=1e-300), (
-                f"{where}{name}: kernels {g!r} != reference {w!r}")
-        elif isinstance(w, float):
-            assert isinstance(g, float) and (g == w or (math.isnan(g) and math.isnan(w))), (
-                f"{where}{name}: kernels {g!r} != reference {w!r}")
-        else:
-            assert g == w, f"{where}{name}: kernels {g!r} != reference {w!r}"
+    wrong = naive.mismatches(got, want)
+    assert not wrong, f"{where}{wrong}"
 
 
 def row(values: dict[str, np.ndarray], j: int) -> dict:

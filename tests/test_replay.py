@@ -66,7 +66,7 @@ def test_rows_equal_the_reference_state_as_of_their_time(data):
                    if e["user_id"] == r["user_id"] and t <= r["event_timestamp"]]
         want = naive.stored(applied, r["event_timestamp"])
         for name, w in want.items():
-            assert shoplogs.same(r[name], w), (r["user_id"], r["event_timestamp"], name)
+            assert shoplogs.same(r[name], w, name), (r["user_id"], r["event_timestamp"], name)
         last = max(k for k, e in enumerate(EVENTS) if e["user_id"] == r["user_id"]
                    and eff[k] <= r["event_timestamp"])
         assert r["offset"] == last + 1

@@ -78,7 +78,7 @@ def test_features_equal_the_brute_force_reference(data):
             assert got is None, (user, t)
             continue
         for name in names:
-            assert shoplogs.same(got[name], want[name]), (user, int(t), name, got[name],
+            assert shoplogs.same(got[name], want[name], name), (user, int(t), name, got[name],
                                                            want[name])
 
 
@@ -115,7 +115,7 @@ def test_training_rows_equal_the_profile_served_as_of_their_time(data):
                 assert row is None
                 continue
             for name in names:
-                assert shoplogs.same(row[name], served[name]), (user, int(t), name)
+                assert shoplogs.same(row[name], served[name], name), (user, int(t), name)
 
 
 def test_a_subset_of_features_and_the_entity_columns_are_kept(data):
