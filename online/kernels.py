@@ -34,6 +34,7 @@ from numba.extending import intrinsic
 
 from online import catalogue as cat
 from online import state as st
+from online.events import MAX_LINE_AMOUNT
 from online.state import UserState
 
 # No fastmath: served values must equal the Python reference (tests/naive.py) bit for bit.
@@ -56,6 +57,9 @@ _HLL_M = st.HLL_M
 _HLL_ALPHA = 0.7213 / (1.0 + 1.079 / _HLL_M)
 _POW2_NEG = np.array([2.0**-r for r in range(66 - _HLL_P)])  # 2**-rank, exact
 _NO_TS = cat.NO_TS
+# Validation rejects a larger line amount; the kernel saturates too (an Event built without
+# validation), so every money sum stays finite: n events add at most n x 1e12.
+_MAX_AMOUNT = float(MAX_LINE_AMOUNT)
 N_INT = st.N_INT
 (I_EVENT_COUNT, I_TYPE0, I_ITEMS_PURCHASED, I_FIRST_TS, I_LAST_TS, I_LAST_PURCHASE_TS,
  I_FIRST_ORDER_TS, I_ORDER_COUNT, I_SESSION_COUNT, I_SESSION_EVENTS, I_SESSION_FLAGS,
@@ -148,7 +152,7 @@ def _apply(uidx, ts, typ, price, qty, item, catg, item_hash, ints, floats, win_c
         if e == PURCHASE or e == REFUND:
             p = price[i]
             if p == p:  # NaN price counts as 0 (validation forbids it anyway)
-                amount = p * qty[i]
+                amount = min(p * qty[i], _MAX_AMOUNT)
         if ints[u, I_EVENT_COUNT] == 0:
             ints[u, I_FIRST_TS] = t
             ints[u, I_LAST_TS] = t

@@ -102,13 +102,23 @@ def _records_from_lines(lines: Iterable[str | bytes]) -> Iterator[Record]:
             if not line.strip():
                 yield Record(n, None, "blank", f"line {n}: blank line")
             else:
-                yield Record(n, None, "invalid_json", f"line {n}: invalid JSON: {exc}")
+                why = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+                yield Record(n, None, "invalid_json", f"line {n}: invalid JSON: {why}",
+                             _line_text(line))
             continue
         if isinstance(value, dict):
             yield Record(n, value)
         else:
             kind = "null" if value is None else type(value).__name__
-            yield Record(n, None, "not_an_object", f"line {n}: not a JSON object: {kind}")
+            yield Record(n, None, "not_an_object", f"line {n}: not a JSON object: {kind}",
+                         _line_text(line))
+
+
+def _line_text(line: str | bytes) -> str:
+    """A line as text for the quarantine: bad UTF-8 kept as ``\\xNN`` escapes, no newline."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "backslashreplace")
+    return line.rstrip("\r\n")
 
 
 def _parse_int(text: str) -> int | float | str:
@@ -169,7 +179,8 @@ def iter_csv_events(source: Source) -> Iterator[Record]:
                     yield Record(start, None, "blank", f"line {start}: blank line")
                 else:
                     yield Record(start, None, "bad_row",
-                                 f"line {start}: {len(row)} cells, the header has {width}")
+                                 f"line {start}: {len(row)} cells, the header has {width}",
+                                 json.dumps(row, ensure_ascii=False))
                 continue
             payload: dict[str, Any] = {}
             for name, convert, cell in zip(names, converters, row, strict=True):

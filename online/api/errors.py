@@ -25,6 +25,7 @@ __all__ = [
     "PayloadTooLarge",
     "Unauthorized",
     "UnknownFeature",
+    "UnsupportedMediaType",
     "UnknownUserError",
     "install_error_handlers",
     "problem_response",
@@ -74,6 +75,14 @@ class BadAsOf(ApiError):
 
 class PayloadTooLarge(ApiError):
     status, slug, title = 413, "payload-too-large", "Payload too large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+    def __init__(self, got: str | None, expected: str = "application/json") -> None:
+        super().__init__(f"send the body as {expected}; got Content-Type {got or '(none)'}",
+                         field="content-type", expected=expected)
 
 
 class Unauthorized(ApiError):
