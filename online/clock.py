@@ -17,10 +17,11 @@ MIN_US = (datetime.min.replace(tzinfo=UTC) - EPOCH) // ONE_US
 MAX_US = (datetime.max.replace(tzinfo=UTC) - EPOCH) // ONE_US
 RANGE_TEXT = "between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z (UTC)"
 
-#: ISO 8601 calendar date and time (zone optional here: its absence has its own error), extended (2024-01-01T10:00:00+01:00) or basic
-#: (20240101T100000Z) form, "T" or one space between. Checked before the stdlib parser, which
-#: stops at a NUL (it accepts "2024-01-01T00:00:00Z\x00garbage"); week and ordinal dates are
-#: not accepted. re.ASCII: \d must not match other scripts' digits.
+#: ISO 8601 calendar date and time (the zone optional here: its absence has its own error),
+#: extended (2024-01-01T10:00:00+01:00) or basic (20240101T100000Z), "T" or one space between.
+#: Checked before the stdlib parser, which stops at a NUL (it accepts
+#: "2024-01-01T00:00:00Z\x00garbage"); week and ordinal dates are not accepted.
+#: re.ASCII: \d must not match other scripts' digits.
 ISO_DATETIME = re.compile(
     r"\d{4}(?:-\d{2}-\d{2}|\d{4})[T ]"
     r"\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d{1,12})?)?)?"
