@@ -6,8 +6,13 @@ the log's reads return and the kernels consume.
 Validation is pydantic-core doing the work: field types are strict where lax coercion would
 hide bad data (``quantity="3.5"``, ``quantity=True``, ``user_id=123``), and only the rules
 pydantic cannot express run in Python, in two hops per event: ``ts`` parsing
-(ISO 8601 with a zone, stdlib parser, normalised to UTC; digits past the microsecond are
-truncated) and one model validator for the future limit and the price of purchases/refunds.
+(ISO 8601 calendar date and time with a zone and nothing else, stdlib parser, normalised to
+UTC and within 0001-01-01..9999-12-31 UTC; digits past the microsecond are truncated) and one
+model validator for the future limit, the price of purchases/refunds, the line amount
+(price x quantity <= ``MAX_LINE_AMOUNT``, so no money sum can overflow) and control
+characters in text fields (none of U+0000-U+001F, U+007F; lone surrogates are refused as
+invalid Unicode). Anything else that fails on a payload is still one rejected event
+(``unprocessable``), never an exception out of the batch.
 
 >>> e = validate_event({"event_id": "e1", "user_id": "u1", "type": "purchase",
 ...                     "ts": "2011-06-01T02:00:00+02:00", "price": 3, "quantity": 2})
