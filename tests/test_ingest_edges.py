@@ -100,6 +100,9 @@ def test_history_pages_reach_every_event_that_shares_a_timestamp(client) -> None
         if (cursor := body["next_cursor"]) is None:
             break
     assert sorted(seen) == sorted(f"a{k}" for k in range(250))
+    for before in (*EDGE_TS, "2024-03-02T00:00:00Z\u0000x"):
+        r = client.get("/v1/users/u1/events", params={"before": before})
+        assert r.status_code == 422 and r.json()["field"] == "before", r.text
     full = client.get("/v1/users/u1/events", params={"limit": 730}).json()
     assert len(full["events"]) == 730 and full["next_cursor"] is None
     forged = [base64.urlsafe_b64encode(t).decode() for t in (b"o:-1", b"x:5", b"o:", b"o:\xff")]

@@ -69,8 +69,10 @@ class UnknownFeature(ApiError):
 class BadAsOf(ApiError):
     status, slug, title = 422, "bad-as-of", "Invalid as_of"
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"as_of: {reason}", field="as_of")
+    def __init__(self, reason: str, field: str = "as_of") -> None:
+        super().__init__(f"{field}: {reason}", field=field)
+        if field != "as_of":  # the same time rules, another parameter (e.g. ``before``)
+            self.slug, self.title = "bad-time", f"Invalid {field}"
 
 
 class PayloadTooLarge(ApiError):

@@ -73,7 +73,7 @@ def get_user_events(
     and events appended while paging do not shift later pages. `before` filters by time.
     An unknown user has an empty history (not a 404): no events is a valid answer here.
     """
-    before_us = parse_as_of(before)
+    before_us = parse_as_of(before, "before")
     below = decode_cursor(cursor)
     # one more than the page: whether a next page exists is known without another query
     rows = service.history(user_id, limit=limit + 1, before_us=before_us, before_offset=below)
