@@ -553,6 +553,8 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     """``value`` made JSON-safe for SQLite's json1 (no NaN/inf, string keys, repr fallback)."""
     if isinstance(value, str):
         return _text(value)
+    if isinstance(value, int) and value.bit_length() > 256:  # str() refuses > 4,300 digits
+        return f"<int of {value.bit_length()} bits>"
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):

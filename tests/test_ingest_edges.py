@@ -210,10 +210,11 @@ def test_python_append_quarantines_what_json_cannot_hold() -> None:
         nested = [nested]
     with EventLog(":memory:", pseudonymizer=lambda u: "ps_" + u[::-1]) as log:
         r = log.append([ev("e1", user="u\ud800"), ev("e2", deep=nested), {"k\ud800": 1},
-                        ev("e3", price=float("nan")), ev("ok")])
-        assert [o.status for o in r.outcomes] == ["rejected"] * 4 + ["accepted"]
-        assert [o.field for o in r.outcomes[:4]] == ["user_id", "deep", "<event>", "price"]
-        assert len(log.read_quarantine()) == 4
+                        ev("e3", price=float("nan")), ev("e4", quantity=10**5000), ev("ok")])
+        assert [o.status for o in r.outcomes] == ["rejected"] * 5 + ["accepted"]
+        fields = [o.field for o in r.outcomes[:5]]
+        assert fields == ["user_id", "deep", "<event>", "price", "quantity"]
+        assert len(log.read_quarantine()) == 5
 
 
 # -- 8. as_of at the representable edges -----------------------------------------------------
