@@ -7,7 +7,6 @@ the media type of POST /v1/events); the fuzz test (test_fuzz_ingest.py) covers t
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 
@@ -105,8 +104,7 @@ def test_history_pages_reach_every_event_that_shares_a_timestamp(client) -> None
         assert r.status_code == 422 and r.json()["field"] == "before", r.text
     full = client.get("/v1/users/u1/events", params={"limit": 730}).json()
     assert len(full["events"]) == 730 and full["next_cursor"] is None
-    forged = [base64.urlsafe_b64encode(t).decode() for t in (b"o:-1", b"x:5", b"o:", b"o:\xff")]
-    for bad in ("nope", "!!!", "x" * 65, *forged):
+    for bad in ("nope", "!!!", "c", "c-1", "c" + "f" * 16, "C10", "c10 ", "c1\u0000"):
         r = client.get("/v1/users/u1/events", params={"cursor": bad})
         assert r.status_code == 422 and r.json()["field"] == "cursor", r.text
 
