@@ -262,7 +262,7 @@ _MESSAGES = {
     "ts_range": f"must lie {RANGE_TEXT}",
     "max_amount": f"times quantity (the line amount) must be at most {MAX_LINE_AMOUNT:.0e}",
     "no_control_chars": "must not contain control characters (U+0000-U+001F, U+007F)",
-    "unicode": "must be valid Unicode text (no lone surrogates)",
+    "unicode": "must be valid Unicode text (UTF-8; no lone surrogates)",
     "unprocessable": "could not be processed as an event",
 }
 _TEXT_FIELDS = ("event_id", "user_id", "item_id", "category", "session_id")

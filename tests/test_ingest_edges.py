@@ -354,3 +354,30 @@ def test_post_events_requires_application_json(client) -> None:
     r = client.post("/v1/events", content=body,
                     headers={"content-type": "Application/JSON; charset=utf-8"})
     assert r.status_code == 200 and r.json()["accepted"] == 1
+
+
+# -- 3. bytes that are not UTF-8 reject their row, not the whole file -------------------------
+
+
+def test_a_csv_row_with_bad_utf8_is_rejected_and_the_rest_ingested(tmp_path) -> None:
+    events = tmp_path / "events.csv"
+    events.write_bytes(b"event_id,user_id,type,ts\ne1,u1,view,2024-01-01T00:00:00Z\n"
+                       b"e2,u\xff,view,2024-01-01T00:00:00Z\ne3,u1,view,2024-01-01T00:00:00Z\n"
+                       b"e4,u1,view,0001-01-01T00:00:00+14:00\ne5,u1\n")
+    retail = tmp_path / "online_retail_bad.csv"
+    retail.write_bytes(
+        b"InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+        b"536365,85123A,WHITE,6,12/1/2010 8:26,2.55,17850.0,United Kingdom\n"
+        b"536366,8\xff,X,6,12/1/2010 8:26,2.55,17850.0,United Kingdom\n"
+        b"536367,85123A,WHITE,6,12/1/2010 8:27,2.55,17850.0,United Kingdom\n")
+    for src, fmt, expected in ((events, "csv", (2, {3: "user_id", 5: "ts", 6: "<line>"})),
+                               (retail, "online-retail", (2, {3: "item_id"}))):
+        data = tmp_path / fmt
+        result = CliRunner().invoke(cli, ["--data-dir", str(data), "ingest", str(src),
+                                          "--format", fmt, "--json"])
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        accepted, problems = expected
+        assert summary["accepted"] == summary["projected_offset"] == accepted
+        assert {p["line"]: p["field"] for p in summary["problems"]} == problems
+        assert len(quarantine(data)) == len(problems)
