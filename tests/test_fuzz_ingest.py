@@ -27,7 +27,7 @@ from offline.datasets import iter_jsonl
 from offline.ingest import ingest_records
 from online.api import ApiSettings, create_app
 from online.eventlog import EventLog
-from online.events import WIRE_NAMES
+from online.events import EVENT_FIELDS, WIRE_NAMES
 
 FUZZ = settings(max_examples=25, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -164,7 +164,7 @@ def bad_event(draw) -> Case:
         return Case(event, "rejected", name)
     if kind == "unknown":
         name = draw(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1,
-                            max_size=8).filter(lambda k: k not in event and k != "events"))
+                            max_size=8).filter(lambda k: k not in EVENT_FIELDS))
         event[name] = draw(st.sampled_from(["x", 1, None, Deep(3)]))
         return Case(event, "rejected", name)
     name = draw(st.sampled_from(["event_id", "user_id", "type", "ts"]))
