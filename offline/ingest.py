@@ -3,6 +3,11 @@
 The loaders (`offline.datasets`) yield one `Record` per input line; this module batches the
 payloads, appends them (the log validates, deduplicates and quarantines), and keeps a summary
 in which every input line is accounted for: accepted + duplicates + rejected + skipped == lines.
+
+A line that holds no event object (not JSON, a list, a scalar, a CSV row of the wrong width)
+is rejected like a bad event: reported with its line number and kept in the quarantine. Only
+lines that are no events by design are skipped: blank lines and, in Online Retail, rows
+without a customer.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offline.datasets import Record
-from online.eventlog import EventLog
+from online.eventlog import EventLog, Unparsed
 
 #: Rejections and skips listed in a summary; the counts stay exact beyond it.
 MAX_LISTED = 1_000
+#: Skip reasons of lines that are no events by design (counted, not quarantined).
+SKIPPED = frozenset({"blank", "no_customer"})
+_FIELD_OF = {"invalid_json": "<line>", "bad_row": "<line>"}  # else "<event>": JSON, no object
 
 
 @dataclass
@@ -69,7 +77,7 @@ def ingest_records(
     """
     summary = IngestSummary()
     lines: list[int] = []
-    payloads: list[dict[str, Any]] = []
+    payloads: list[dict[str, Any] | Unparsed] = []
 
     def flush() -> None:
         if not payloads:
@@ -95,14 +103,19 @@ def ingest_records(
         summary.lines += 1
         if record.payload is None:
             reason = record.skip or "unknown"
-            summary.skipped += 1
-            summary.skipped_by_reason[reason] = summary.skipped_by_reason.get(reason, 0) + 1
-            # Lines without a customer are expected in bulk; list only the malformed ones.
-            if reason not in {"no_customer", "blank"}:
-                summary.note_problem(record.line, "skipped", record.message or reason, None)
-            continue
+            if reason in SKIPPED:
+                summary.skipped += 1
+                summary.skipped_by_reason[reason] = summary.skipped_by_reason.get(reason, 0) + 1
+                continue
+            # rejected and quarantined by the log, in the batch the line belongs to
+            message = (record.message or reason).removeprefix(f"line {record.line}: ")
+            payload: dict[str, Any] | Unparsed = Unparsed(
+                record.raw or "", _FIELD_OF.get(reason, "<event>"), reason, message
+            )
+        else:
+            payload = record.payload
         lines.append(record.line)
-        payloads.append(record.payload)
+        payloads.append(payload)
         if len(payloads) >= batch_size:
             flush()
     flush()

@@ -43,7 +43,7 @@ from online.events import (
     validate_event,
 )
 
-__all__ = ["AppendResult", "EventBatch", "EventLog", "Outcome"]
+__all__ = ["AppendResult", "EventBatch", "EventLog", "Outcome", "Unparsed"]
 
 Status = Literal["accepted", "duplicate", "rejected"]
 _LOOKUP_CHUNK = 500  # ids per IN (...) query: well under SQLite's bound-parameter limit
@@ -59,6 +59,19 @@ _QUARANTINE = (
 )
 _EVENT_FIELDS = frozenset(Event.model_fields)
 _QUARANTINE_USER = "CASE WHEN json_valid(raw) THEN CAST(json_extract(raw, '$.user_id') AS TEXT) END"
+
+
+class Unparsed(NamedTuple):
+    """An input line that holds no event object (not JSON, a list, a scalar), to be rejected.
+
+    Appended like a payload, so that it is reported by index and quarantined with its reason
+    in the batch's transaction; ``text`` is the line as read.
+    """
+
+    text: str
+    field: str  # "<line>" for text that is not JSON, "<event>" for JSON that is no object
+    rule: str
+    message: str
 
 
 class Outcome(NamedTuple):
@@ -251,7 +264,8 @@ class EventLog:
         """Validate, deduplicate and append a batch in one transaction.
 
         Dicts go through ``validate_event`` (``now_us`` pins "now" for the future-time rule);
-        ``Event`` objects are taken as validated. Returns one ``Outcome`` per payload.
+        ``Event`` objects are taken as validated; ``Unparsed`` lines are rejected. Returns one
+        ``Outcome`` per payload.
         """
         received_at = time.time_ns() // 1000
         items = payloads if isinstance(payloads, list) else list(payloads)
@@ -263,6 +277,9 @@ class EventLog:
         for index, payload in enumerate(items):
             if not isinstance(payload, Event):
                 try:
+                    if isinstance(payload, Unparsed):
+                        raise InvalidEvent(payload.field, payload.rule, payload.text,
+                                           payload.message)
                     payload = validate_event(payload, now_us=now_us)
                 except InvalidEvent as exc:
                     outcomes[index] = self._rejected(index, payload, exc, received_at, source, bad)
@@ -311,23 +328,22 @@ class EventLog:
         self, index: int, payload: Any, exc: InvalidEvent, at: int, source: str, bad: list
     ) -> Outcome:
         reason = str(exc)
-        # the raw id, or personal data in a field the schema does not have, must not leak
-        if self._pseudonymize and (exc.field == "user_id" or exc.field not in _EVENT_FIELDS):
+        if self._pseudonymize:  # the value may be the raw id, or personal data in any field
             reason = f"{exc.field}: {exc.message} [rule={exc.rule}]"
         bad.append((at, source, index, self._raw(payload), exc.field, reason))
         return Outcome(index, "rejected", None, _event_id_of(payload), reason, exc.field)
 
     def _raw(self, payload: Any) -> str:
-        """The payload as JSON text for the quarantine (user id pseudonymized, size capped)."""
-        obj = _jsonable(payload)
-        if self._pseudonymize and isinstance(obj, dict):
-            for key in obj.keys() - _EVENT_FIELDS:  # e.g. "email": kept by name, not value
-                obj[key] = "<redacted>"
-            uid = obj.get("user_id")
-            if isinstance(uid, str | int) and not isinstance(uid, bool):
-                obj["user_id"] = self._pseudonymize(str(uid))
-            elif "user_id" in obj:
-                obj["user_id"] = "<redacted>"
+        """The payload as JSON text for the quarantine (user id pseudonymized, size capped).
+
+        An ``Unparsed`` line is kept as a JSON string of its text. With a pseudonymizer, what
+        cannot be attributed to a user (a line that is no object, a list or dict where a field
+        wants a string, a field the schema does not have) is redacted: erasure by user could
+        never find a raw id kept there.
+        """
+        obj = _text(payload.text) if isinstance(payload, Unparsed) else _jsonable(payload)
+        if self._pseudonymize:
+            obj = self._redacted(obj, payload)
         text = json.dumps(obj, ensure_ascii=False)
         if len(text) > _MAX_RAW_CHARS:
             keep = {"truncated": True, "chars": len(text), "head": text[:_MAX_RAW_CHARS]}
@@ -335,6 +351,22 @@ class EventLog:
                 keep["user_id"] = obj["user_id"][:256]  # still findable by erase_user
             text = json.dumps(keep, ensure_ascii=False)
         return text
+
+    def _redacted(self, obj: Any, payload: Any) -> Any:
+        if not isinstance(obj, dict) or isinstance(payload, Unparsed):
+            kind = "line" if isinstance(payload, Unparsed) else type(payload).__name__
+            return {"redacted": kind, "chars": len(json.dumps(obj, ensure_ascii=False))}
+        for key in obj.keys() - _EVENT_FIELDS:  # e.g. "email": kept by name, not value
+            obj[key] = "<redacted>"
+        for key, value in obj.items():
+            if isinstance(value, dict | list):  # a container never passes a field's rule
+                obj[key] = "<redacted>"
+        uid = obj.get("user_id")
+        if isinstance(uid, str | int) and not isinstance(uid, bool):
+            obj["user_id"] = self._pseudonymize(str(uid))
+        elif "user_id" in obj:
+            obj["user_id"] = "<redacted>"
+        return obj
 
     def erase_user(self, user_id: str) -> dict[str, Any]:
         """Delete a user's events and quarantined payloads (``user_id`` as stored).
@@ -389,14 +421,20 @@ class EventLog:
         until_ts_us: int | None = None,
         limit: int | None = None,
         before_ts_us: int | None = None,
+        before_offset: int | None = None,
     ) -> EventBatch:
         """A user's events in offset order (``user_id`` as stored).
 
         ``until_ts_us`` keeps ``ts <= until``, ``before_ts_us`` keeps ``ts < before`` (raw event
         times: with late events this is a superset of the "as of" prefix, which the caller
-        cuts by effective time). ``limit`` keeps the newest ``limit`` events (highest offsets).
+        cuts by effective time). ``limit`` keeps the newest ``limit`` events (highest offsets);
+        ``before_offset`` keeps ``offset < before_offset``, the next page of such a read
+        (offsets are unique, times are not: many events may share one).
         """
         where, args = ["user_id = ?"], [user_id]
+        if before_offset is not None:
+            where.append('"offset" < ?')
+            args.append(before_offset)
         if until_ts_us is not None:
             where.append("ts <= ?")
             args.append(until_ts_us)
@@ -497,17 +535,36 @@ def _drop_duplicates(
 
 def _event_id_of(payload: Any) -> str | None:
     event_id = payload.get("event_id") if isinstance(payload, Mapping) else None
-    return event_id if isinstance(event_id, str) and 0 < len(event_id) <= 128 else None
+    if not (isinstance(event_id, str) and 0 < len(event_id) <= 128):
+        return None
+    return event_id if _text(event_id) is event_id else None  # a lone surrogate is no id
+
+
+def _text(value: str) -> str:
+    """``value``, or with lone surrogates written as ``\\udXXX`` escapes (storable as UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _jsonable(value: Any, depth: int = 0) -> Any:
     """``value`` made JSON-safe for SQLite's json1 (no NaN/inf, string keys, repr fallback)."""
-    if value is None or isinstance(value, str | bool | int):
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, int) and value.bit_length() > 256:  # str() refuses > 4,300 digits
+        return f"<int of {value.bit_length()} bits>"
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if depth < 20 and isinstance(value, Mapping):
-        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+        return {_text(str(k)): _jsonable(v, depth + 1) for k, v in value.items()}
     if depth < 20 and isinstance(value, list | tuple):
         return [_jsonable(v, depth + 1) for v in value]
-    return repr(value)[:1000]
+    try:  # a container nested deeper than repr can recurse, or a hostile __repr__
+        text = repr(value)[:1000]
+    except Exception:
+        text = f"<{type(value).__name__} nested too deep to show>"
+    return _text(text)

@@ -6,8 +6,13 @@ the log's reads return and the kernels consume.
 Validation is pydantic-core doing the work: field types are strict where lax coercion would
 hide bad data (``quantity="3.5"``, ``quantity=True``, ``user_id=123``), and only the rules
 pydantic cannot express run in Python, in two hops per event: ``ts`` parsing
-(ISO 8601 with a zone, stdlib parser, normalised to UTC; digits past the microsecond are
-truncated) and one model validator for the future limit and the price of purchases/refunds.
+(ISO 8601 calendar date and time with a zone and nothing else, stdlib parser, normalised to
+UTC and within 0001-01-01..9999-12-31 UTC; digits past the microsecond are truncated) and one
+model validator for the future limit, the price of purchases/refunds, the line amount
+(price x quantity <= ``MAX_LINE_AMOUNT``, so no money sum can overflow) and control
+characters in text fields (none of U+0000-U+001F, U+007F; lone surrogates are refused as
+invalid Unicode). Anything else that fails on a payload is still one rejected event
+(``unprocessable``), never an exception out of the batch.
 
 >>> e = validate_event({"event_id": "e1", "user_id": "u1", "type": "purchase",
 ...                     "ts": "2011-06-01T02:00:00+02:00", "price": 3, "quantity": 2})
@@ -23,6 +28,7 @@ price: is required for purchase and refund [rule=required_for_type, value=None]
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -45,10 +51,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from online.clock import ISO_DATETIME, MAX_TIME_CHARS, RANGE_TEXT
+
 __all__ = [
     "BATCH_COLUMNS",
     "EVENT_FIELDS",
     "MAX_FUTURE_US",
+    "MAX_LINE_AMOUNT",
     "N_EVENT_TYPES",
     "SCHEMA_VERSION",
     "TYPE_CODES",
@@ -62,6 +71,11 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 MAX_FUTURE_US = 5 * 60 * 1_000_000  # events stamped more than 5 minutes ahead are rejected
+#: The most one event may move a money total: price x quantity above it is rejected. With it a
+#: sum over n events stays below n x 1e12, finite for any log that can exist (float64 overflows
+#: past 1.8e308), so no spend or refund total can become inf. A trillion in the shop's currency
+#: is far above any real order line (Online Retail's largest is 168,469.60).
+MAX_LINE_AMOUNT = 1e12
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 
@@ -129,6 +143,8 @@ def _parse_ts(value: Any) -> datetime:
     # The stdlib C parser, not pydantic's: lax pydantic would read 1306886400 as Unix seconds,
     # and its Rust TzInfo makes every later offset lookup ~5x slower than datetime.timezone.
     if isinstance(value, str):
+        if len(value) > MAX_TIME_CHARS or ISO_DATETIME.fullmatch(value) is None:
+            raise _rule_error("ts", "iso8601")
         try:
             dt = datetime.fromisoformat(value)
         except ValueError:
@@ -139,7 +155,11 @@ def _parse_ts(value: Any) -> datetime:
         raise _rule_error("ts", "iso8601")
     if dt.tzinfo is None or dt.utcoffset() is None:
         raise _rule_error("ts", "timezone_required")
-    return dt.astimezone(UTC)
+    try:
+        # 0001-01-01T00:00:00+14:00 is a valid text whose UTC time is before year 1
+        return dt.astimezone(UTC)
+    except OverflowError:
+        raise _rule_error("ts", "ts_range") from None
 
 
 _Id = Annotated[str, Field(strict=True, min_length=1, max_length=128)]
@@ -173,8 +193,16 @@ class Event(BaseModel):
             now_us = time.time_ns() // 1000
         if ts_us > now_us + MAX_FUTURE_US:
             raise _rule_error("ts", "not_in_future")
-        if self.price is None and self.type in _PRICED:
-            raise _rule_error("price", "required_for_type")
+        price = self.price
+        if price is None:
+            if self.type in _PRICED:
+                raise _rule_error("price", "required_for_type")
+        elif price * self.quantity > MAX_LINE_AMOUNT:
+            raise _rule_error("price", "max_amount")
+        text = f"{self.event_id}{self.user_id}{self.item_id}{self.category}{self.session_id}"
+        # isprintable() is False for every control character, and cheaper than the regex
+        if not text.isprintable() and _CONTROL.search(text) is not None:
+            raise _rule_error(_control_field(state), "no_control_chars")
         state["ts_us"] = ts_us  # frozen model: prime the cached_property below
         return self
 
@@ -221,6 +249,7 @@ _RULES = {
     "less_than_equal": "max",
     "finite_number": "finite",
     "literal_error": "one_of",
+    "string_unicode": "unicode",
 }
 _MESSAGES = {
     "required": "is required",
@@ -229,8 +258,27 @@ _MESSAGES = {
     "unknown_field": "is not a field of the event schema",
     "one_of": f"must be one of {', '.join(WIRE_NAMES)}",
     "timezone_required": "must carry a time zone (naive times are rejected)",
-    "iso8601": "must be an ISO 8601 timestamp with a zone",
+    "iso8601": "must be an ISO 8601 date and time with a zone, e.g. 2024-01-01T10:00:00+01:00",
+    "ts_range": f"must lie {RANGE_TEXT}",
+    "max_amount": f"times quantity (the line amount) must be at most {MAX_LINE_AMOUNT:.0e}",
+    "no_control_chars": "must not contain control characters (U+0000-U+001F, U+007F)",
+    "unicode": "must be valid Unicode text (UTF-8; no lone surrogates)",
+    "unprocessable": "could not be processed as an event",
 }
+_TEXT_FIELDS = ("event_id", "user_id", "item_id", "category", "session_id")
+# C0 controls and DEL: a NUL or an escape sequence in an id ends up in logs, terminals and
+# other systems' keys; no real id, SKU or category needs one. (Lone surrogates are pydantic's
+# "string_unicode" error, caught before this.)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _control_field(state: Mapping) -> str:
+    """The first text field holding a control character."""
+    for name in _TEXT_FIELDS:
+        value = state[name]
+        if value is not None and _CONTROL.search(value) is not None:
+            return name
+    return "<event>"
 
 
 def _rule_error(field: str, rule: str) -> PydanticCustomError:
@@ -269,6 +317,11 @@ def validate_event(payload: Mapping, *, now_us: int | None = None) -> Event:
         return Event.model_validate(payload, context=None if now_us is None else {"now_us": now_us})
     except ValidationError as exc:
         raise _from_validation_error(exc) from None
+    except (ArithmeticError, RecursionError, UnicodeError, ValueError) as exc:
+        # A payload the rules above did not foresee must still be one rejected event, never
+        # an error that fails the batch it came in (the promise of per-event outcomes).
+        raise InvalidEvent("<event>", "unprocessable", MISSING,
+                           f"{_MESSAGES['unprocessable']} ({type(exc).__name__})") from None
 
 
 @dataclass(frozen=True, eq=False)

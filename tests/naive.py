@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from online import catalogue as cat
+from online.events import MAX_LINE_AMOUNT
 from online.state import HLL_M, stable_hash
 
 VIEW, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE, REFUND = range(5)
@@ -18,9 +19,10 @@ TYPE_NAMES = ("view", "add_to_cart", "remove_from_cart", "purchase", "refund")
 
 
 def amount_of(e: dict) -> float:
-    """price x quantity of a purchase or refund (0.0 for others or a missing price)."""
+    """price x quantity of a purchase or refund (0.0 for others or a missing price), at most
+    ``MAX_LINE_AMOUNT``."""
     if e["type"] in (PURCHASE, REFUND) and e["price"] is not None and e["price"] == e["price"]:
-        return e["price"] * e["quantity"]
+        return min(e["price"] * e["quantity"], MAX_LINE_AMOUNT)
     return 0.0
 
 

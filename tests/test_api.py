@@ -14,6 +14,7 @@ from online.eventlog import EventLog
 from online.projector import ProfileContributor, Projector, features_as_of
 
 T0 = "2024-03-01T10:00:00+00:00"
+JSON = {"content-type": "application/json"}
 
 
 def ev(event_id: str, user: str = "u1", type: str = "view", ts: str = T0, **extra) -> dict:
@@ -133,20 +134,20 @@ def test_too_many_events_is_413(client, settings) -> None:
 def test_too_large_a_body_is_413_declared_or_streamed(client, settings) -> None:
     big = json.dumps({"events": [ev("x" * 100 + str(i)) for i in range(49)]}).encode()
     assert len(big) > settings.max_body_bytes
-    assert_problem(client.post("/v1/events", content=big), 413)
+    assert_problem(client.post("/v1/events", content=big, headers=JSON), 413)
 
     def chunks():  # no Content-Length: counted as it streams
         for start in range(0, len(big), 4096):
             yield big[start:start + 4096]
 
-    assert_problem(client.post("/v1/events", content=chunks()), 413)
+    assert_problem(client.post("/v1/events", content=chunks(), headers=JSON), 413)
     assert_problem(client.post("/v1/profiles:batch", content=chunks()), 413)
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"[]", b"42", b'{"events": 3}',
                                      b'{"events": [], "more": 1}', b"\xff\xfe"])
 def test_a_body_that_is_no_event_is_422(client, content: bytes) -> None:
-    assert_problem(client.post("/v1/events", content=content), 422)
+    assert_problem(client.post("/v1/events", content=content, headers=JSON), 422)
 
 
 # -- profiles -------------------------------------------------------------------------------
@@ -240,9 +241,11 @@ def test_history_is_newest_first_with_limit_and_before(client) -> None:
     assert [e["event_id"] for e in body["events"]] == ["u1-5", "u1-4", "u1-3", "u1-2"]
     assert body["events"][0]["offset"] == 5 and body["events"][3]["type"] == "purchase"
     assert body["events"][3]["price"] == 2.5 and body["events"][1]["price"] is None
-    nxt = client.get("/v1/users/u1/events", params={"limit": 4, "before": body["next_before"]})
+    nxt = client.get("/v1/users/u1/events", params={"limit": 4, "cursor": body["next_cursor"]})
     assert [e["event_id"] for e in nxt.json()["events"]] == ["u1-1", "u1-0"]
-    assert nxt.json()["next_before"] is None
+    assert nxt.json()["next_cursor"] is None
+    before = client.get("/v1/users/u1/events", params={"before": "2024-03-01T03:00:00Z"})
+    assert [e["event_id"] for e in before.json()["events"]] == ["u1-2", "u1-1", "u1-0"]
     assert client.get("/v1/users/ghost/events").json()["events"] == []
     for limit in (0, 1001, -1):
         assert_problem(client.get(f"/v1/users/u1/events?limit={limit}"), 422, "limit")

@@ -49,8 +49,20 @@ def test_a_write_key_does_everything(client) -> None:
 
 
 def test_probes_and_docs_need_no_key(client) -> None:
-    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+    for path in ("/healthz", "/readyz", "/openapi.json"):
         assert client.get(path).status_code == 200, path
+
+
+def test_metrics_need_a_read_key_unless_configured_open(client, tmp_path) -> None:
+    _problem(client.get("/metrics"), 401)
+    _problem(client.get("/metrics", headers={"X-API-Key": "guess"}), 401)
+    assert client.get("/metrics", headers=READ).status_code == 200
+    assert client.get("/metrics", headers=WRITE).status_code == 200
+    settings = ApiSettings(data_dir=tmp_path / "open", api_read_keys=["reader-key"],
+                           metrics_require_key=False)
+    with TestClient(create_app(settings)) as open_metrics:
+        assert open_metrics.get("/metrics").status_code == 200
+        _problem(open_metrics.get("/v1/users/u1/events"), 401)  # only /metrics is opened
 
 
 def test_the_schema_declares_both_key_forms(client) -> None:

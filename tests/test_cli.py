@@ -47,10 +47,12 @@ def test_ingest_reports_bad_lines_and_is_idempotent(tmp_path) -> None:
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
     summary = json.loads(first.stdout.strip().splitlines()[-1])
-    assert (summary["accepted"], summary["rejected"], summary["skipped"]) == (2, 3, 1)
+    # a line that is no JSON is rejected (and quarantined) like a bad event, not skipped
+    assert (summary["accepted"], summary["rejected"], summary["skipped"]) == (2, 4, 0)
     assert summary["lines"] == 6
     problems = {p["line"]: p for p in summary["problems"]}
     assert set(problems) == {2, 3, 4, 5}
+    assert problems[2]["field"] == "<line>" and "invalid_json" in problems[2]["reason"]
     assert problems[3]["field"] == "ts"
     assert problems[4]["field"] == "price"
     assert problems[5]["field"] == "colour"

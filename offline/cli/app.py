@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,22 @@ pass_context = click.make_pass_decorator(Context)
 def emit(obj: dict[str, Any], as_json: bool, human: str | None = None) -> None:
     """Print a command's result: one JSON object with ``--json``, else readable text."""
     if as_json:
-        click.echo(json.dumps(obj, default=str))
+        # allow_nan=False: NaN and Infinity are not JSON; a script must always get valid JSON
+        click.echo(json.dumps(_finite(obj), default=str, allow_nan=False))
     else:
-        click.echo(human if human is not None else json.dumps(obj, indent=2, default=str))
+        click.echo(human if human is not None
+                   else json.dumps(_finite(obj), indent=2, default=str, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float as None (JSON null), containers copied."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def fail(message: str, code: int = 2) -> None:

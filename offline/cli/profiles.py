@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from offline.cli.app import Context, cli, emit, fail, open_log, pass_context
@@ -15,7 +13,7 @@ def parse_as_of(text: str) -> int:
 
     try:
         return parse_time(text)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         fail(f"--as-of: {exc}")
         raise
 
@@ -52,4 +50,4 @@ def profile(ctx: Context, user_id: str, as_of: str | None, as_json: bool) -> Non
             fail(str(exc), code=3)
     finally:
         log.close()
-    emit(body, as_json, json.dumps(body, indent=2, default=str))
+    emit(body, as_json)

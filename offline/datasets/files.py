@@ -58,13 +58,19 @@ def open_binary(source: Source) -> Iterator[IO[bytes]]:
 
 
 @contextmanager
-def open_text(source: Source, *, newline: str | None = None) -> Iterator[IO[str]]:
-    """Open ``source`` as UTF-8 text (a BOM is dropped; gzip is detected by content)."""
+def open_text(
+    source: Source, *, newline: str | None = None, errors: str = "strict"
+) -> Iterator[IO[str]]:
+    """Open ``source`` as UTF-8 text (a BOM is dropped; gzip is detected by content).
+
+    ``errors="surrogateescape"`` reads a bad byte as a lone surrogate instead of failing the
+    whole stream, so that the one line holding it is rejected by validation.
+    """
     if isinstance(source, io.TextIOBase):
         yield source  # type: ignore[misc]
         return
     with open_binary(source) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline=newline)
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline=newline, errors=errors)
         try:
             yield text
         finally:
@@ -102,13 +108,23 @@ def _records_from_lines(lines: Iterable[str | bytes]) -> Iterator[Record]:
             if not line.strip():
                 yield Record(n, None, "blank", f"line {n}: blank line")
             else:
-                yield Record(n, None, "invalid_json", f"line {n}: invalid JSON: {exc}")
+                why = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+                yield Record(n, None, "invalid_json", f"line {n}: invalid JSON: {why}",
+                             _line_text(line))
             continue
         if isinstance(value, dict):
             yield Record(n, value)
         else:
             kind = "null" if value is None else type(value).__name__
-            yield Record(n, None, "not_an_object", f"line {n}: not a JSON object: {kind}")
+            yield Record(n, None, "not_an_object", f"line {n}: not a JSON object: {kind}",
+                         _line_text(line))
+
+
+def _line_text(line: str | bytes) -> str:
+    """A line as text for the quarantine: bad UTF-8 kept as ``\\xNN`` escapes, no newline."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "backslashreplace")
+    return line.rstrip("\r\n")
 
 
 def _parse_int(text: str) -> int | float | str:
@@ -141,7 +157,8 @@ def iter_csv_events(source: Source) -> Iterator[Record]:
     An empty cell becomes null, ``price`` and ``quantity`` are parsed as numbers (a cell that
     does not parse is kept as text, so the validator rejects it). Unknown columns are passed
     through for the validator to reject. A row with more or fewer cells than the header is a
-    ``bad_row`` record.
+    ``bad_row`` record; bytes that are not UTF-8 reach the validator as lone surrogates, which
+    it rejects (rule ``unicode``), so one bad row never aborts the file.
 
     >>> text = io.StringIO("event_id,user_id,type,ts,price,quantity\\n"
     ...                    "e1,u1,purchase,2024-01-01T00:00:00+00:00,9.5,2\\n"
@@ -152,7 +169,7 @@ def iter_csv_events(source: Source) -> Iterator[Record]:
      {'event_id': 'e2', 'user_id': 'u1', 'type': 'view', 'ts': '2024-01-01T00:00:00+00:00',
       'price': None, 'quantity': 'x'}]
     """
-    with open_text(source, newline="") as stream:
+    with open_text(source, newline="", errors="surrogateescape") as stream:
         reader = csv.reader(stream)
         header = next(reader, None)
         if header is None:
@@ -169,7 +186,8 @@ def iter_csv_events(source: Source) -> Iterator[Record]:
                     yield Record(start, None, "blank", f"line {start}: blank line")
                 else:
                     yield Record(start, None, "bad_row",
-                                 f"line {start}: {len(row)} cells, the header has {width}")
+                                 f"line {start}: {len(row)} cells, the header has {width}",
+                                 json.dumps(row, ensure_ascii=False))
                 continue
             payload: dict[str, Any] = {}
             for name, convert, cell in zip(names, converters, row, strict=True):

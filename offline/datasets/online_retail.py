@@ -92,7 +92,7 @@ def _read(stream: IO[str] | IO[bytes]) -> pd.DataFrame:
     """The columns we use, all as text; blank lines kept so that row + 2 is the file line."""
     return pd.read_csv(
         stream, dtype=str, usecols=_COLUMNS, keep_default_na=False, na_filter=False,
-        skip_blank_lines=False, encoding="utf-8",
+        skip_blank_lines=False, encoding="utf-8", encoding_errors="surrogateescape",
     )
 
 

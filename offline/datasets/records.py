@@ -18,13 +18,16 @@ class Record(NamedTuple):
     (``no_customer``, ``blank``, ``invalid_json``, ``not_an_object``, ``bad_row``) and
     ``message`` the human-readable form, e.g. ``"line 7: invalid JSON: Expecting value"``.
     A payload is *not* validated here: schema breaks are left in so that the event log
-    rejects and quarantines them with its own rule.
+    rejects and quarantines them with its own rule. ``raw`` is the line's text when it holds
+    no event object (``invalid_json``, ``not_an_object``, ``bad_row``), so that it can be
+    quarantined as read.
     """
 
     line: int
     payload: dict[str, Any] | None
     skip: str | None = None
     message: str | None = None
+    raw: str | None = None
 
 
 @dataclass

@@ -16,7 +16,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from .errors import Forbidden, Unauthorized
 from .settings import ApiSettings
 
-__all__ = ["InsecureBind", "check_bind", "require_read", "require_write"]
+__all__ = ["InsecureBind", "check_bind", "require_metrics_read", "require_read", "require_write"]
 
 # auto_error=False: a missing key is our decision (auth may be off), and our problem body
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey")
@@ -93,3 +93,13 @@ async def require_write(scopes: Annotated[frozenset[str], Depends(_scopes)]) -> 
     """Dependency: the request carries a key with the write scope (or auth is off)."""
     if "write" not in scopes:
         raise Forbidden("this API key lacks the write scope", field=None)
+
+
+async def require_metrics_read(
+    settings: Annotated[ApiSettings, Depends(_settings)],
+    api_key: Annotated[str | None, Depends(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Dependency of /metrics: a read key unless ``metrics_require_key`` is off (or auth is)."""
+    if settings.metrics_require_key:
+        await require_read(await _scopes(settings, api_key, bearer))

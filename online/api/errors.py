@@ -25,6 +25,7 @@ __all__ = [
     "PayloadTooLarge",
     "Unauthorized",
     "UnknownFeature",
+    "UnsupportedMediaType",
     "UnknownUserError",
     "install_error_handlers",
     "problem_response",
@@ -68,12 +69,22 @@ class UnknownFeature(ApiError):
 class BadAsOf(ApiError):
     status, slug, title = 422, "bad-as-of", "Invalid as_of"
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"as_of: {reason}", field="as_of")
+    def __init__(self, reason: str, field: str = "as_of") -> None:
+        super().__init__(f"{field}: {reason}", field=field)
+        if field != "as_of":  # the same time rules, another parameter (e.g. ``before``)
+            self.slug, self.title = "bad-time", f"Invalid {field}"
 
 
 class PayloadTooLarge(ApiError):
     status, slug, title = 413, "payload-too-large", "Payload too large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+    def __init__(self, got: str | None, expected: str = "application/json") -> None:
+        super().__init__(f"send the body as {expected}; got Content-Type {got or '(none)'}",
+                         field="content-type", expected=expected)
 
 
 class Unauthorized(ApiError):

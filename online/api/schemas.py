@@ -53,6 +53,7 @@ _PROBLEM_DESCRIPTIONS = {
     403: "The API key lacks the scope",
     404: "No events for this user",
     413: "Too large a request",
+    415: "The body is not sent as application/json",
     422: "Invalid request (the `field` names what)",
     503: "Not ready",
 }
@@ -183,8 +184,9 @@ class EventRecord(BaseModel):
 class UserEvents(BaseModel):
     user_id: str
     events: list[EventRecord] = Field(description="Newest first (log order).")
-    next_before: str | None = Field(
-        None, description="Pass as ?before= for the next page (None when this page is short)."
+    next_cursor: str | None = Field(
+        None, description="Pass as ?cursor= (with the same limit and before) for the next, older "
+        "page; None on the last page."
     )
 
 

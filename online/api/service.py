@@ -275,11 +275,18 @@ class ProfileService:
         return offset, out, missing
 
     def history(
-        self, user_id: str, *, limit: int, before_us: int | None = None
+        self,
+        user_id: str,
+        *,
+        limit: int,
+        before_us: int | None = None,
+        before_offset: int | None = None,
     ) -> list[dict[str, Any]]:
-        """The user's newest ``limit`` events (before ``before_us``), newest first."""
+        """The user's newest ``limit`` events (time before ``before_us``, offset before
+        ``before_offset``), newest first."""
         batch = self.log.read_user(
-            self.log.stored_user_id(user_id), limit=limit, before_ts_us=before_us
+            self.log.stored_user_id(user_id), limit=limit, before_ts_us=before_us,
+            before_offset=before_offset,
         )
         rows = []
         for i in range(len(batch) - 1, -1, -1):

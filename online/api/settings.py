@@ -52,6 +52,11 @@ class ApiSettings(Settings):
     online_flush_seconds: float = Field(
         1.0, gt=0, description="Deferred online-store writes are pushed this often."
     )
+    metrics_require_key: bool = Field(
+        True,
+        description="With API keys configured, /metrics needs a read key too (false: scrapers "
+        "need none; the figures say how busy the shop is, so only on a private network).",
+    )
     profile_sample_path: Path | None = Field(
         None, description="JSONL file that a sample of served profiles is appended to."
     )

@@ -36,6 +36,7 @@ from online.kernels.layout import (
     I_SESSION_FLAGS,
     I_TYPE0,
     INTEREST_W,
+    MAX_AMOUNT,
     N_HL,
     N_INT,
     NWIN,
@@ -108,7 +109,7 @@ def _apply(uidx, ts, typ, price, qty, item, catg, item_hash, ints, floats, win_c
         if e == PURCHASE or e == REFUND:
             p = price[i]
             if p == p:  # NaN price counts as 0 (validation forbids it anyway)
-                amount = p * qty[i]
+                amount = min(p * qty[i], MAX_AMOUNT)
         if ints[u, I_EVENT_COUNT] == 0:
             ints[u, I_FIRST_TS] = t
             ints[u, I_LAST_TS] = t

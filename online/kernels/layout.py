@@ -12,6 +12,7 @@ import numpy as np
 
 from online import catalogue as cat
 from online import state as st
+from online.events import MAX_LINE_AMOUNT
 
 VIEW, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE, REFUND = range(5)
 N_TYPES = 5
@@ -30,6 +31,9 @@ HLL_M = st.HLL_M
 HLL_ALPHA = 0.7213 / (1.0 + 1.079 / HLL_M)
 POW2_NEG = np.array([2.0**-r for r in range(66 - HLL_P)])  # 2**-rank, exact
 NO_TS = cat.NO_TS
+# Validation rejects a larger line amount; the kernel saturates too (an Event built without
+# validation), so every money sum stays finite: n events add at most n x 1e12.
+MAX_AMOUNT = float(MAX_LINE_AMOUNT)
 N_INT = st.N_INT
 (I_EVENT_COUNT, I_TYPE0, I_ITEMS_PURCHASED, I_FIRST_TS, I_LAST_TS, I_LAST_PURCHASE_TS,
  I_FIRST_ORDER_TS, I_ORDER_COUNT, I_SESSION_COUNT, I_SESSION_EVENTS, I_SESSION_FLAGS,

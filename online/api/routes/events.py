@@ -8,11 +8,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 
 from ..deps import MetricsDep, ServiceDep, SettingsDep, WriteAccess
-from ..errors import ApiError, PayloadTooLarge
+from ..errors import ApiError, PayloadTooLarge, UnsupportedMediaType
 from ..schemas import IngestOutcome, IngestResponse, ingest_request_schema, problem_responses
 
 router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[WriteAccess],
-                   responses=problem_responses(401, 403, 413, 422))
+                   responses=problem_responses(401, 403, 413, 415, 422))
 
 
 class InvalidBody(ApiError):
@@ -20,6 +20,12 @@ class InvalidBody(ApiError):
 
 
 async def _raw_body(request: Request) -> bytes:
+    # Only application/json: a web page can POST text/plain or a form to a keyless loopback
+    # server without a CORS preflight, but not application/json.
+    content_type = request.headers.get("content-type")
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaType(content_type)
     return await request.body()
 
 
@@ -32,6 +38,9 @@ def _parse(raw: bytes) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidBody(f"the body is not valid JSON: {exc}", field="body") from None
+    except RecursionError:  # the decoder recurses once per level: ~1,000 levels overflow it
+        raise InvalidBody("the body is nested too deep to parse", field="body",
+                          rule="max_depth") from None
 
 
 def _payloads(body: Any, limit: int) -> list[Any]:

@@ -1,13 +1,14 @@
-"""Liveness, readiness and Prometheus metrics (no API key: for probes and scrapers)."""
+"""Liveness, readiness (no API key: for probes) and Prometheus metrics (a read key by default)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
+from ..auth import require_metrics_read
 from ..deps import MetricsDep, ServiceDep, SettingsDep
 from ..metrics import CONTENT_TYPE
-from ..schemas import HealthResponse, ReadyResponse
+from ..schemas import HealthResponse, ReadyResponse, problem_responses
 
 router = APIRouter(tags=["operations"])
 
@@ -39,8 +40,14 @@ def readyz(service: ServiceDep, settings: SettingsDep) -> ReadyResponse:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+    dependencies=[Depends(require_metrics_read)],
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"},
+               **problem_responses(401, 403)},
 )
 def get_metrics(metrics: MetricsDep) -> Response:
-    """Prometheus metrics: request latency per route, ingestion counts, projector lag, models."""
+    """Prometheus metrics: request latency per route, ingestion counts, projector lag, models.
+
+    With API keys configured this needs a read key (`PORTRAIT_METRICS_REQUIRE_KEY=false`
+    opens it to keyless scrapers).
+    """
     return Response(metrics.render(), media_type=CONTENT_TYPE)

@@ -37,14 +37,15 @@ Features = Annotated[
 ]  # fmt: skip
 
 
-def parse_as_of(text: str | None) -> int | None:
-    """``as_of`` text in µs (None when absent), or `BadAsOf` naming the problem."""
+def parse_as_of(text: str | None, field: str = "as_of") -> int | None:
+    """``as_of`` (or another time parameter's) text in µs (None when absent), or `BadAsOf`
+    naming the parameter and the rule."""
     if text is None:
         return None
     try:
         return parse_time(text)
     except (ValueError, OverflowError) as exc:
-        raise BadAsOf(str(exc)) from None
+        raise BadAsOf(str(exc), field) from None
 
 
 def parse_features(text: str | None) -> list[str] | None:
