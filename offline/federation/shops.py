@@ -1,0 +1,55 @@
+"""Shops of a demonstration federation: the Online Retail file split by customer country.
+
+The largest countries (by customers) become shops of their own and the rest one shop: a
+real, uneven federation (one big shop, a few small ones), each in its own data dir.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from offline.datasets.files import open_binary
+from offline.datasets.online_retail import _user_id, iter_online_retail
+from offline.ingest import ingest_records
+from online.privacy.pseudonym import open_event_log
+from online.settings import Settings
+
+OTHERS = "Others"
+
+
+def customer_countries(source) -> pd.Series:
+    """Each customer's country (the one of most of their lines), indexed by user id."""
+    with open_binary(source) as stream:
+        frame = pd.read_csv(stream, dtype=str, usecols=["CustomerID", "Country"],
+                            keep_default_na=False, na_filter=False, encoding="utf-8")
+    frame = frame[frame["CustomerID"].str.strip() != ""]
+    frame["user"] = frame["CustomerID"].map(_user_id)
+    return frame.groupby("user")["Country"].agg(lambda c: c.value_counts().index[0])
+
+
+def shop_names(countries: pd.Series, shops: int) -> dict[str, str]:
+    """Country -> shop: the ``shops - 1`` countries with most customers, then ``Others``."""
+    ranked = countries.value_counts().index.tolist()
+    own = ranked[: max(shops - 1, 1)]
+    return {c: (c.replace(" ", "_") if c in own else OTHERS) for c in ranked}
+
+
+def split_online_retail(source, root: str | Path, *, shops: int = 5) -> dict[str, Path]:
+    """Ingest each shop's customers into ``root/<shop>`` (idempotent); shop -> data dir."""
+    root = Path(root)
+    countries = customer_countries(source)
+    shop_of_country = shop_names(countries, shops)
+    shop_of_user = countries.map(shop_of_country).to_dict()
+    names = sorted(set(shop_of_country.values()), key=lambda s: (s == OTHERS, s))
+    dirs = {name: root / name for name in names}
+    records = {name: [] for name in names}
+    for record in iter_online_retail(source):
+        if record.payload is not None:
+            records[shop_of_user[record.payload["user_id"]]].append(record)
+    for name, data_dir in dirs.items():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with open_event_log(Settings(data_dir=data_dir)) as log:
+            ingest_records(log, records[name], source="online-retail")
+    return dirs
