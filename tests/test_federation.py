@@ -267,3 +267,63 @@ def test_ray_engine_equals_local_and_survives_a_killed_shop(specs) -> None:
         assert np.all(np.isfinite(result.theta))
     finally:
         shops.close()
+
+
+def test_installed_model_serves_the_federated_scores_and_keeps_learning(specs, local,
+                                                                        tmp_path) -> None:
+    import shutil
+
+    from offline.federation.install import federated_pipeline
+    from offline.wiring import build_projector
+    from online.models.contributor import ModelContributor
+    from online.privacy.pseudonym import open_event_log
+    from online.settings import Settings
+
+    result = federate(local, rounds=5)
+    shop = tmp_path / "small"
+    shutil.copytree(specs["small"]["data_dir"], shop)  # the module's shop stays as it was
+    worker = TenantWorker("small", shop, horizon_us=HORIZON)
+    receipt = worker.install(*result.model(), note="test")
+    assert receipt["model_version"] != receipt["previous_version"]
+
+    settings = Settings(data_dir=shop)
+    with open_event_log(settings) as log:
+        projector = build_projector(log, settings, online_writes=False)
+        models = next(c for c in projector.contributors
+                      if isinstance(c, ModelContributor)).models
+        assert models.model_version == receipt["model_version"]  # it survived the checkpoint
+        ex = worker.examples
+        X = fm.Standardiser(result.mean, result.scale)(ex.Z[ex.test][:20])
+        want = fm.predict(result.theta, X)
+        raw = np.expm1(np.abs(ex.Z[ex.test][:20])) * np.sign(ex.Z[ex.test][:20])
+        features = worker.features
+        got = [models.propensity.predict_proba_one(dict(zip(features, row, strict=True)))
+               for row in raw]
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+        # a warm start, not a frozen model: one more label moves the weights
+        pipe = federated_pipeline(features, *result.model())
+        before = dict(pipe["LogisticRegression"].weights)
+        pipe.learn_one(dict(zip(features, raw[0], strict=True)), True)
+        assert dict(pipe["LogisticRegression"].weights) != before
+
+
+def test_cli_prints_one_json_object_with_the_contract_keys(shop_dirs) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from offline.cli import cli
+
+    args = ["federate", "--rounds", "3", "--json",
+            *[f"--tenant={n}={d}" for n, d in shop_dirs.items()]]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout.strip().splitlines()[-1])
+    assert body["rounds"] == 3 and body["epsilon"] is None and body["epsilon_spent"] is None
+    assert body["bytes_per_round"] > 0
+    assert set(body["pooled"]) >= {"central_auc", "federated_auc"}
+    assert set(body["tenants"]) == set(shop_dirs)
+    for shop in body["tenants"].values():
+        assert set(shop) >= {"events", "local_auc", "federated_auc", "central_auc"}
+    bad = CliRunner().invoke(cli, ["federate", "--tenant", "nodir"])
+    assert bad.exit_code == 2 and "NAME=DATA_DIR" in bad.output

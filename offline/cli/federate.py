@@ -48,6 +48,8 @@ def _epsilons(value: str | None) -> list[float]:
 @click.option("--address", default=None, help="Ray cluster address (--engine ray).")
 @click.option("--curve", default=None, metavar="E1,E2,...",
               help="Also run at each epsilon and plot pooled AUC against it (spends budget).")
+@click.option("--curve-runs", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Noise draws per epsilon of --curve (each spends its epsilon).")
 @click.option("--central/--no-central", default=True, show_default=True,
               help="Fit the pooled-data upper bound for the report (evaluation only).")
 @click.option("--install", is_flag=True,
@@ -58,7 +60,8 @@ def _epsilons(value: str | None) -> list[float]:
 @pass_context
 def federate(ctx: Context, tenant_args: tuple[str, ...], demo_shops: Path | None, shops: int,
              rounds: int | None, epsilon: float | None, delta: float, horizon: str,
-             engine: str, address: str | None, curve: str | None, central: bool,
+             engine: str, address: str | None, curve: str | None, curve_runs: int,
+             central: bool,
              install: bool, out: Path | None, as_json: bool) -> None:
     """Train one propensity model across shops; only clipped, noised parameters cross.
 
@@ -116,7 +119,7 @@ def federate(ctx: Context, tenant_args: tuple[str, ...], demo_shops: Path | None
         report = fr.evaluate(shops_, result, l2=l2, central=central)
         if curve_eps:
             points = fr.epsilon_curve(shops_, curve_eps, rounds=10, delta=delta, l2=l2,
-                                      lr=0.5, clip=1.0)
+                                      lr=0.5, clip=1.0, runs=curve_runs)
             png = fr.plot_curve(points, report, (out or Path("reports/federation")) /
                                 "auc_vs_epsilon.png", delta=delta)
             report["curve"] = {"points": points, "plot": str(png)}

@@ -85,18 +85,22 @@ def evaluate(tenants, result: FederationResult, *, l2: float,
 
 
 def epsilon_curve(tenants, epsilons: list[float], *, rounds: int, delta: float, l2: float,
-                  lr: float, clip: float, seed_runs: int = 1) -> list[dict[str, Any]]:
-    """Pooled federated AUC at each epsilon (each run is a real release: it spends budget)."""
+                  lr: float, clip: float, runs: int = 3) -> list[dict[str, Any]]:
+    """Pooled federated AUC at each epsilon over ``runs`` noise draws.
+
+    Every run is a real release and spends its epsilon from every shop's ledger.
+    """
     points = []
     for eps in epsilons:
         aucs = []
-        for _ in range(seed_runs):
+        for _ in range(runs):
             res = federate(tenants, rounds=rounds, epsilon=eps, delta=delta, l2=l2, lr=lr,
                            clip=clip)
             rep = evaluate(tenants, res, l2=l2, central=False)
             aucs.append(rep["pooled"]["federated_auc"])
         good = [a for a in aucs if a is not None]
         points.append({"epsilon": eps, "federated_auc": float(np.mean(good)) if good else None,
+                       "auc_min": min(good, default=None), "auc_max": max(good, default=None),
                        "runs": len(aucs)})
     return points
 
@@ -110,9 +114,13 @@ def plot_curve(points: list[dict[str, Any]], report: dict[str, Any], out: Path, 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    xs = [p["epsilon"] for p in points if p["federated_auc"] is not None]
-    ys = [p["federated_auc"] for p in points if p["federated_auc"] is not None]
-    ax.plot(xs, ys, "o-", label="federated, user-level DP")
+    pts = [p for p in points if p["federated_auc"] is not None]
+    xs, ys = [p["epsilon"] for p in pts], [p["federated_auc"] for p in pts]
+    err = [[y - p["auc_min"] for y, p in zip(ys, pts, strict=True)],
+           [p["auc_max"] - y for y, p in zip(ys, pts, strict=True)]]
+    ax.errorbar(xs, ys, yerr=err, fmt="o-", capsize=4,
+                label=f"federated, user-level DP (mean, range of {pts[0]['runs'] if pts else 0} "
+                      "runs)")
     pooled = report["pooled"]
     for key, style, label in (("federated_auc", "--", "federated, no noise"),
                               ("central_auc", ":", "central (pooled data)")):
