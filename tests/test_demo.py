@@ -35,6 +35,9 @@ def test_demo_runs_every_step_and_erases_the_live_user(tmp_path) -> None:
     evaluation = report["evaluation"]
     assert 0.0 <= evaluation["propensity"]["online_auc"] <= 1.0
     assert (tmp_path / "reports" / "evaluation" / "index.html").exists()
+    federation = report["federation"]  # shops dealt from the demo's log, one model across
+    assert federation["rounds"] == 30 and set(federation["tenants"]) == {"big", "small", "tiny"}
+    assert federation["bytes_per_round"] > 0
     serve = report["serve"]
     assert serve["after"]["features"]["purchase_count"] == 1
     assert serve["before"]["features"]["purchase_count"] == 0

@@ -11,6 +11,7 @@ from offline.cli import (  # noqa: F401  (importing registers the commands)
     demo,
     evaluate,
     events,
+    federate,
     privacy,
     profiles,
     serving,
