@@ -61,9 +61,11 @@ from typing import Any
 import numpy as np
 
 from online import catalogue as cat
+from online.checkpoints import point_current
 from online.clock import iso
 from online.eventlog import EventLog
 from online.privacy import pseudonymizer_from_settings
+from online.api.settings import ApiSettings
 from online.settings import Settings
 from online.state import I_LAST_TS, UserState, fsync_dir, fsync_tree, write_synced
 
@@ -104,6 +106,7 @@ def erase_user(settings: Settings, user_id: str, *, log: EventLog | None = None,
     with the projector's contributor interface (``name``, ``load``, ``save``, optionally
     ``erase_user(stored_id)``) that can scrub their part of an on-disk checkpoint.
     """
+    settings = api_settings(settings)
     receipt = Receipt(uuid.uuid4().hex, iso(time.time_ns() // 1000),
                       verification_salt=secrets.token_hex(16))
     pseudonymizer = pseudonymizer_from_settings(settings)  # also checks the key's fingerprint
@@ -179,7 +182,7 @@ def retrain_models(settings: Settings, *, contributors: Iterable[Any] = (),
         final = state_dir / built.name
         os.replace(built, final)
         fsync_dir(state_dir)
-        _point_current(state_dir, final.name)
+        point_current(state_dir, final.name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     removed = _remove_other_checkpoints(state_dir, final.name)
@@ -255,7 +258,7 @@ def _rewrite_checkpoint(state_dir: Path, stored: str, contributors: list) -> tup
         write_synced(target / "meta.json", json.dumps(meta).encode())
         fsync_tree(target)
         fsync_dir(state_dir)
-        _point_current(state_dir, target.name)
+        point_current(state_dir, target.name)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
@@ -376,18 +379,28 @@ def _erase_online_redis(settings: Settings, stored: str) -> dict[str, Any]:
     return {"keys": int(client.delete(key))}
 
 
-def _erase_samples(settings: Settings, ids: set[str]) -> dict[str, Any]:
-    path = getattr(settings, "profile_sample_path", None)
-    if path is None or not Path(path).exists():
-        return {"lines": 0}
+def _erase_samples(settings: ApiSettings, ids: set[str]) -> dict[str, Any]:
+    from online.api.consistency import sample_logs
+
+    removed = files = 0
+    # every sample log a server of this data dir wrote, not only the one configured here
+    for path in sample_logs(settings.data_dir, settings.profile_sample_path):
+        if path.exists():
+            removed += _erase_sample_file(path, ids)
+            files += 1
+    return {"lines": removed, "files": files}
+
+
+def _erase_sample_file(path: Path, ids: set[str]) -> int:
     removed = 0
     # rewritten in place, not replaced: the server appends to it through an open O_APPEND fd
     with open(path, "r+", encoding="utf-8") as f:
         kept = []
         for line in f:
             try:
-                drop = json.loads(line).get("user_id") in ids
-            except json.JSONDecodeError:
+                record = json.loads(line)
+                drop = (record.get("stored_user_id") in ids or record.get("user_id") in ids)
+            except (json.JSONDecodeError, AttributeError):
                 drop = False
             removed += drop
             if not drop:
@@ -398,7 +411,18 @@ def _erase_samples(settings: Settings, ids: set[str]) -> dict[str, Any]:
             f.truncate()
             f.flush()
             os.fsync(f.fileno())
-    return {"lines": removed}
+    return removed
+
+
+def api_settings(settings: Settings) -> ApiSettings:
+    """``settings`` as the server's `ApiSettings` (the rest read from the environment).
+
+    The CLI and the DELETE route erase with the same settings, so both reach the same
+    stores (the profile sample log is an API setting).
+    """
+    if isinstance(settings, ApiSettings):
+        return settings
+    return ApiSettings(**{name: getattr(settings, name) for name in Settings.model_fields})
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -428,12 +452,6 @@ def _watermark(state: UserState) -> int:
     """Newest effective event time over the users still in the state (what a replay gives)."""
     live = np.array([i for i, u in enumerate(state.users.values) if u is not None], np.int64)
     return int(state.ints[live, I_LAST_TS].max()) if len(live) else int(cat.NO_TS)
-
-
-def _point_current(state_dir: Path, name: str) -> None:
-    write_synced(state_dir / f"{_CURRENT}.tmp", name.encode())
-    os.replace(state_dir / f"{_CURRENT}.tmp", state_dir / _CURRENT)
-    fsync_dir(state_dir)
 
 
 def _remove_other_checkpoints(state_dir: Path, keep: str) -> int:

@@ -14,7 +14,6 @@ state.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -27,11 +26,12 @@ import numpy as np
 
 from online import catalogue as cat
 from online import kernels
+from online.checkpoints import current_checkpoint, point_current, remove_stale_checkpoints
 from online.state import UserState, fsync_dir, fsync_tree, write_synced
 
 CHECKPOINT_FORMAT = 1
 NUMERIC_STORED = tuple(f.name for f in cat.stored_features() if f.dtype not in ("str", "str_list"))
-_CURRENT = "CURRENT"  # names the live checkpoint directory; replaced atomically
+_LOAD_ATTEMPTS = 5  # reads of CURRENT while writers replace it under us
 
 
 class UnknownUser(LookupError):
@@ -154,8 +154,16 @@ class Projector:
     # -- checkpoints -----------------------------------------------------------------------
 
     def checkpoint(self) -> Path:
-        """Write state + offset + contributors atomically; returns the checkpoint directory."""
+        """Write state + offset + contributors atomically; returns the checkpoint directory.
+
+        Safe with other processes checkpointing the same state dir (the writer lock,
+        `online.writerlock`, normally prevents that): the new directory and the pointer's
+        temporary file have unique names, ``CURRENT`` is replaced by one rename, and only the
+        checkpoint ``CURRENT`` named before (plus leftovers of crashed writers) is removed,
+        never one another process may be writing or has just made current.
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        previous = current_checkpoint(self.state_dir)
         target = Path(tempfile.mkdtemp(prefix=f"ckpt-{self.offset:020d}-", dir=self.state_dir))
         try:
             self.state.write_into(target)
@@ -169,15 +177,11 @@ class Projector:
             write_synced(target / "meta.json", json.dumps(meta).encode())
             fsync_dir(target)
             fsync_dir(self.state_dir)
-            write_synced(self.state_dir / f"{_CURRENT}.tmp", target.name.encode())
-            os.replace(self.state_dir / f"{_CURRENT}.tmp", self.state_dir / _CURRENT)
-            fsync_dir(self.state_dir)
+            point_current(self.state_dir, target.name)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
-        for old in self.state_dir.glob("ckpt-*"):
-            if old.name != target.name:
-                shutil.rmtree(old, ignore_errors=True)
+        remove_stale_checkpoints(self.state_dir, previous, superseded=target.name)
         return target
 
     def reload(self) -> None:
@@ -190,10 +194,24 @@ class Projector:
         self._load_latest()
 
     def _load_latest(self) -> None:
-        current = self.state_dir / _CURRENT
-        if not current.exists():
-            return
-        directory = self.state_dir / current.read_text("utf-8").strip()
+        # a writer may replace CURRENT and remove the checkpoint it named while we read it:
+        # then CURRENT names a newer one, which we read instead
+        for attempt in range(_LOAD_ATTEMPTS):
+            name = current_checkpoint(self.state_dir)
+            if name is None:
+                return
+            try:
+                self._load(self.state_dir / name)
+                return
+            except FileNotFoundError:
+                if attempt + 1 == _LOAD_ATTEMPTS or current_checkpoint(self.state_dir) == name:
+                    raise
+                self.state = UserState()
+                self.offset, self.watermark_us = 0, cat.NO_TS
+                for c in self.contributors:
+                    c.reset()
+
+    def _load(self, directory: Path) -> None:
         meta = json.loads((directory / "meta.json").read_text("utf-8"))
         if meta["format"] != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format: expected {CHECKPOINT_FORMAT}, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from offline.cli.app import Context, cli, emit, fail, pass_context
+from offline.cli.app import Context, cli, emit, fail, pass_context, writer_lock
 
 
 @cli.command()
@@ -15,21 +15,23 @@ def erase(ctx: Context, user_id: str, as_json: bool) -> None:
     """Erase a user from every store: log, quarantine, state, checkpoints, online, parquet.
 
     Prints a receipt naming each store and what was removed; an audit record without
-    personal data is kept. A later replay cannot bring the user back.
+    personal data is kept. A later replay cannot bring the user back. The same erasure as
+    ``DELETE /v1/users/{id}`` (same settings, same stores, every profile sample log the
+    server wrote); exits 2 while a server is the data dir's writer (use its DELETE then).
 
     \b
     Example:
       portrait erase 17850 --json
     """
-    from offline.erasure import erase_user
-    from offline.wiring import model_contributors
+    from offline.wiring import erase_everywhere
 
     if not ctx.settings.event_log_path.exists():
         fail(f"no event log in {ctx.data_dir}")
-    receipt = erase_user(ctx.settings, user_id, contributors=model_contributors(ctx.settings))
-    body = receipt.as_dict()
+    # it rewrites the checkpoint: the data dir's writer (a running server: use its DELETE)
+    with writer_lock(ctx, "portrait erase"):
+        body = erase_everywhere(ctx.settings, user_id)
     emit(body, as_json)
-    if not receipt.complete:
+    if not body["complete"]:
         raise SystemExit(1)
 
 

@@ -165,6 +165,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # the traceback goes to the server log, never to the client
-        _log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # the route template: a raw path may hold a user id
+        route = getattr(request.scope.get("route"), "path", "<unmatched>")
+        _log.exception("unhandled error on %s %s", request.method, route)
         return problem_response(500, "Internal error", "the server failed; see its log",
                                 slug="internal")

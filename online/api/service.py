@@ -26,6 +26,7 @@ from online import catalogue
 from online.catalogue import NO_TS, iso_utc
 from online.eventlog import AppendResult, EventLog
 from online.events import EventType
+from online.writerlock import WriterLock
 
 from .bulk import latest_profiles
 from .consistency import ProfileSampler
@@ -93,6 +94,7 @@ class ProfileService:
         self.log: EventLog | None = None
         self.projector = None
         self.sampler: ProfileSampler | None = None
+        self._writer: WriterLock | None = None
         self._lock = ReadWriteLock()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -109,12 +111,23 @@ class ProfileService:
         """Open the log, load the projector's checkpoint and catch up with the log."""
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log = EventLog(s.event_log_path, pseudonymizer=pseudonymizer_for(s))
-        self.projector = self._projector_factory(self.log, s)
-        self._checkpoint_offset = self.projector.offset
-        self._project()
+        # the server is the data dir's one projecting writer while it runs (WriterBusy else)
+        self._writer = WriterLock(s.state_dir, command="portrait serve").acquire()
+        try:
+            self.log = EventLog(s.event_log_path, pseudonymizer=pseudonymizer_for(s))
+            self.projector = self._projector_factory(self.log, s)
+            self._checkpoint_offset = self.projector.offset
+            self._project()
+        except BaseException:
+            if self.log is not None:
+                self.log.close()
+                self.log = None
+            self._writer.release()
+            self._writer = None
+            raise
         if s.profile_sample_path is not None and s.profile_sample_rate > 0:
-            self.sampler = ProfileSampler(s.profile_sample_path, s.profile_sample_rate)
+            self.sampler = ProfileSampler(s.profile_sample_path, s.profile_sample_rate,
+                                          data_dir=s.data_dir)
         self.metrics.add_gauges(self._gauges)
         self._follower = threading.Thread(target=self._follow, name="portrait-follower",
                                           daemon=True)
@@ -139,6 +152,9 @@ class ProfileService:
         if self.sampler is not None:
             self.sampler.close()
         self.log = None
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
 
     @property
     def offset(self) -> int:
@@ -243,7 +259,7 @@ class ProfileService:
                 raise UnknownUserError(user_id) from None
         body = _served(body, features, as_of_us)
         if self.sampler is not None:
-            self.sampler.maybe_record(body)
+            self.sampler.maybe_record(body, self.log.stored_user_id(user_id))
         return body
 
     def profiles(
@@ -271,7 +287,7 @@ class ProfileService:
         out = [_served(b, features, as_of_us) for b in bodies]
         if self.sampler is not None:
             for body in out:
-                self.sampler.maybe_record(body)
+                self.sampler.maybe_record(body, self.log.stored_user_id(body["user_id"]))
         return offset, out, missing
 
     def history(
