@@ -61,11 +61,11 @@ from typing import Any
 import numpy as np
 
 from online import catalogue as cat
+from online.api.settings import ApiSettings
 from online.checkpoints import point_current
 from online.clock import iso
 from online.eventlog import EventLog
 from online.privacy import pseudonymizer_from_settings
-from online.api.settings import ApiSettings
 from online.settings import Settings
 from online.state import I_LAST_TS, UserState, fsync_dir, fsync_tree, write_synced
 

@@ -3,7 +3,8 @@
 The server appends a random sample of the profiles it serves to a JSONL file (stored user
 id, as_of, offset, values). `check_consistency` recomputes each sampled profile from the
 event log alone (the as-of path, cut at the logged offset) and reports, per feature, the
-share of values that are exactly equal, and every mismatch. ``portrait consistency`` prints that report.
+share of values that are exactly equal, and every mismatch. ``portrait consistency``
+prints that report.
 """
 
 from __future__ import annotations
