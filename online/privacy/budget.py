@@ -47,7 +47,8 @@ class BudgetExhausted(RuntimeError):
     def __init__(self, requested: float, remaining: float, total: float) -> None:
         self.requested, self.remaining, self.total = requested, remaining, total
         super().__init__(f"privacy budget exhausted: {requested:g} requested, "
-                         f"{remaining:g} of {total:g} left")
+                         f"{remaining:g} of {total:g} left; spent budget never comes back "
+                         "(not with time, not with a restart)")
 
 
 def budget_total(settings: Any) -> float:
