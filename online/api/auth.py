@@ -2,7 +2,8 @@
 
 A key comes in ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. Write keys can
 read too. Spending the privacy budget (a new private release) is its own scope,
-``privacy``, held only by privacy keys (which can read too): a read or write key cannot. With no key configured the API is open, which is safe only on loopback: `check_bind`
+``privacy``, held only by privacy keys (which can read too): a read or write key cannot.
+With no key configured the API is open, which is safe only on loopback: `check_bind`
 refuses any other address, and `portrait serve` calls it before binding.
 """
 
