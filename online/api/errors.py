@@ -56,6 +56,16 @@ class UnknownUserError(ApiError):
         super().__init__(f"no events for user {user_id!r} in the log", field="user_id")
 
 
+class AsOfWorkLimit(ApiError):
+    """An as-of request would recompute more events than ``max_asof_events`` allows."""
+
+    status, slug, title = 422, "as-of-work-limit", "Too much as-of work in one request"
+
+    def __init__(self, exc: Exception) -> None:
+        limit = getattr(exc, "limit", None)
+        super().__init__(f"{exc} (PORTRAIT_MAX_ASOF_EVENTS)", field="user_ids", limit=limit)
+
+
 class UnknownFeature(ApiError):
     status, slug, title = 422, "unknown-feature", "Unknown feature"
 

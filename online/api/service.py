@@ -28,9 +28,8 @@ from online.eventlog import AppendResult, EventLog
 from online.events import EventType
 from online.writerlock import WriterLock
 
-from .bulk import latest_profiles
 from .consistency import ProfileSampler
-from .errors import UnknownFeature, UnknownUserError
+from .errors import AsOfWorkLimit, UnknownFeature, UnknownUserError
 from .metrics import ApiMetrics
 from .rwlock import ReadWriteLock
 from .settings import ApiSettings
@@ -249,18 +248,10 @@ class ProfileService:
         self, user_id: str, *, as_of_us: int | None = None, features: list[str] | None = None
     ) -> dict[str, Any]:
         """One user's profile body (latest or as of ``as_of_us``), features optionally cut."""
-        _check_features(features)
-        from online.projector import UnknownUser
-
-        with self._lock.read():
-            try:
-                body = self.projector.profile(user_id, as_of=as_of_us)
-            except UnknownUser:
-                raise UnknownUserError(user_id) from None
-        body = _served(body, features, as_of_us)
-        if self.sampler is not None:
-            self.sampler.maybe_record(body, self.log.stored_user_id(user_id))
-        return body
+        _, bodies, _ = self.profiles([user_id], as_of_us=as_of_us, features=features)
+        if not bodies:
+            raise UnknownUserError(user_id)
+        return bodies[0]
 
     def profiles(
         self,
@@ -269,21 +260,32 @@ class ProfileService:
         as_of_us: int | None = None,
         features: list[str] | None = None,
     ) -> tuple[int, list[dict[str, Any]], list[str]]:
-        """Many users' profiles from one offset: (offset, bodies, ids with no events)."""
-        _check_features(features)
-        from online.projector import UnknownUser
+        """Many users' profiles from one offset: (offset, bodies, ids with no events).
 
-        with self._lock.read():  # one section: every profile reflects the same offset
-            offset = self.projector.offset
-            if as_of_us is None:
-                bodies, missing = latest_profiles(self.projector, user_ids)
-            else:
-                bodies, missing = [], []
-                for user_id in user_ids:
-                    try:
-                        bodies.append(self.projector.profile(user_id, as_of=as_of_us))
-                    except UnknownUser:
-                        missing.append(user_id)
+        Ids are de-duplicated. Latest profiles are read in one shared section of the
+        projector's lock. As-of profiles are recomputed from the log below the projector's
+        offset with no lock held (the log is the source of truth), so a heavy as-of request
+        never holds up latest reads or ingestion; only the models' part (contributors) is
+        added in a short shared section. Their work is bounded by ``max_asof_events``.
+        """
+        _check_features(features)
+        from online.projector import TooMuchWork, features_as_of_many
+
+        ids = list(dict.fromkeys(user_ids))
+        if as_of_us is None:
+            with self._lock.read():  # one section: every profile reflects the same offset
+                offset = self.projector.offset
+                bodies, missing = self.projector.profiles(ids)
+        else:
+            offset = self.projector.offset  # events below it are in the log, durably
+            try:
+                served, missing = features_as_of_many(
+                    self.log, ids, as_of_us, below_offset=offset,
+                    max_events=self.settings.max_asof_events)
+            except TooMuchWork as exc:
+                raise AsOfWorkLimit(exc) from None
+            with self._lock.read():
+                bodies = self.projector.bodies(served)
         out = [_served(b, features, as_of_us) for b in bodies]
         if self.sampler is not None:
             for body in out:

@@ -48,6 +48,10 @@ class ApiSettings(Settings):
     )
     max_batch_events: int = Field(10_000, ge=1, description="Most events in one POST.")
     max_batch_users: int = Field(1_000, ge=1, description="Most users in one profiles:batch.")
+    max_asof_events: int = Field(
+        1_000_000, ge=1,
+        description="Most log events one as-of request (a profile or a batch) recomputes.",
+    )
     ready_max_lag_events: int = Field(
         10_000, ge=0, description="/readyz fails when the projector is this many events behind."
     )
