@@ -62,7 +62,7 @@ import numpy as np
 
 from online import catalogue as cat
 from online.api.settings import ApiSettings
-from online.checkpoints import point_current
+from online.checkpoints import current_checkpoint, point_current
 from online.clock import iso
 from online.eventlog import EventLog
 from online.privacy import pseudonymizer_from_settings
@@ -208,12 +208,18 @@ def _erase_projector(settings: Settings, projector, stored: str, contributors,
     state_dir = Path(settings.state_dir)
     if projector is not None:  # the server's live state; its checkpoint follows
         rows = int(projector.state.erase(stored))
+        dropped = 0
         for c in projector.contributors:
             if callable(getattr(c, "erase_user", None)):
-                c.erase_user(stored)
+                out = c.erase_user(stored)
+                dropped += sum(v for v in (out or {}).values() if isinstance(v, int))
         if rows:
             projector.watermark_us = _watermark(projector.state)
-        current = projector.checkpoint().name
+        current = current_checkpoint(state_dir)
+        # a new checkpoint only when the user was in memory or is on disk: an unknown
+        # user's erasure (a DELETE of a typo) writes nothing and costs no full checkpoint
+        if rows or dropped or current is None or _files_with(state_dir, stored):
+            current = projector.checkpoint().name
     else:
         if not (state_dir / _CURRENT).exists():
             return {"state_rows": 0, "checkpoints_removed": 0}
@@ -271,6 +277,9 @@ def _erase_replay_checkpoints(settings: Settings, stored: str) -> dict[str, Any]
     for directory in sorted(p for p in root.glob("*") if p.is_dir()):
         if not (directory / "codes.json").exists():
             continue
+        users = json.loads((directory / "codes.json").read_text("utf-8"))["users"]
+        if stored not in users:  # the id map alone says: no arrays to load
+            continue
         state = UserState.load(directory)
         if not state.erase(stored):
             continue
@@ -304,15 +313,17 @@ def _erase_parquet(settings: Settings, stored: str) -> dict[str, Any]:
         if "user_id" not in pq.read_schema(path).names:
             continue
         # Read the parquet dictionary too: a file may list the user in its dictionary page
-        # (or its statistics) without holding a row of theirs.
-        table = pq.ParquetFile(path, read_dictionary=["user_id"]).read()
-        column = table["user_id"]
+        # (or its statistics) without holding a row of theirs. The user_id column alone
+        # says whether the file must be rewritten: most files do not hold the user.
+        source = pq.ParquetFile(path, read_dictionary=["user_id"])
+        column = source.read(columns=["user_id"])["user_id"]
         listed = any(pc.index(chunk.dictionary, stored).as_py() >= 0
                      for chunk in column.chunks if pa.types.is_dictionary(chunk.type))
         mask = pc.fill_null(pc.equal(column.cast(pa.string()), stored), False)
         n = pc.sum(mask).as_py() or 0
         if not n and not listed:
             continue
+        table = source.read()
         kept = table.filter(pc.invert(mask))
         # plain strings: the rewritten file's dictionary is built from the remaining rows only
         kept = kept.set_column(kept.schema.get_field_index("user_id"), "user_id",

@@ -237,7 +237,9 @@ class ProfileService:
                 erased = self._eraser(self.settings, user_id, self.log, self.projector)
             offset = self.projector.offset
         # the erased state must not survive in the last checkpoint, even at the same offset
-        self._checkpoint(force=True)
+        # (nothing was erased from memory for an unknown user: no checkpoint is due then)
+        if erased.get("found"):
+            self._checkpoint(force=True)
         if not erased.get("found"):
             raise UnknownUserError(user_id)
         return erased, offset
