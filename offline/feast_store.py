@@ -100,12 +100,12 @@ def feature_store(settings: Settings) -> FeatureStore:
 
 def apply(settings: Settings) -> FeatureStore:
     """``feast apply`` for the data dir: registers entity, sources, views and the service."""
-    from feast import Entity, FeatureService, FeatureView
+    from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView
     from feast.data_source import DataSource
 
     objs = definitions(settings)
     store = feature_store(settings)
-    kinds = (Entity, DataSource, FeatureView, FeatureService)
+    kinds = (Entity, DataSource, FeatureView, OnDemandFeatureView, FeatureService)
     store.apply([o for o in objs.values() if isinstance(o, kinds)])
     return store
 
