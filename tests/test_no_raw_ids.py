@@ -101,6 +101,14 @@ def test_served_written_and_logged_data_hold_no_raw_id_and_cli_erase_reaches_sam
     assert samples.exists() and samples.read_text().count("\n") == 8
     assert _files_with(data, raw) == [] and _files_with(samples.parent, raw) == []
 
+    # the pseudonymized samples still recompute exactly from the log
+    check = subprocess.run([*CLI, "consistency", str(samples), "--json"], cwd=ROOT, env=base,
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stderr
+    report = json.loads(check.stdout)
+    assert report["profiles"] == 8 and report["share_equal"] == 1.0, report["mismatches"][:3]
+    assert report["missing_users"] == []
+
     # `portrait erase` started without the sample settings still reaches the sample log
     pseudo = pseudonymizer_from_settings(Settings(data_dir=data, pseudonym_key=KEY))
     victim = pseudo(USERS[0])
