@@ -8,8 +8,11 @@ run in a thread pool):
   profile reads share. A read therefore sees every feature and model output at one offset.
 - `ingest` appends (durable on return), then projects up to at least the new offset before it
   answers: a profile read after a successful POST reflects it (read-your-writes).
-- A follower thread catches up with events appended by other writers (e.g. a CLI ingest into
-  the same data dir) and checkpoints every N events or T seconds, never inside a request.
+- A follower thread catches up with events appended by other processes (e.g.
+  ``portrait ingest --no-project`` into the same data dir) and checkpoints every N events or
+  T seconds, never inside a request. The server is the data dir's one projecting writer
+  while it runs (`online.writerlock`): a second server or a projecting CLI ingest is refused.
+- As-of profiles are recomputed from the log with no projector lock held (see `profiles`).
 """
 
 from __future__ import annotations
