@@ -391,38 +391,15 @@ def _erase_online_redis(settings: Settings, stored: str) -> dict[str, Any]:
 
 
 def _erase_samples(settings: ApiSettings, ids: set[str]) -> dict[str, Any]:
-    from online.api.consistency import sample_logs
+    from online.api.consistency import erase_from_samples, sample_logs
 
     removed = files = 0
     # every sample log a server of this data dir wrote, not only the one configured here
     for path in sample_logs(settings.data_dir, settings.profile_sample_path):
         if path.exists():
-            removed += _erase_sample_file(path, ids)
+            removed += erase_from_samples(path, ids)
             files += 1
     return {"lines": removed, "files": files}
-
-
-def _erase_sample_file(path: Path, ids: set[str]) -> int:
-    removed = 0
-    # rewritten in place, not replaced: the server appends to it through an open O_APPEND fd
-    with open(path, "r+", encoding="utf-8") as f:
-        kept = []
-        for line in f:
-            try:
-                record = json.loads(line)
-                drop = (record.get("stored_user_id") in ids or record.get("user_id") in ids)
-            except (json.JSONDecodeError, AttributeError):
-                drop = False
-            removed += drop
-            if not drop:
-                kept.append(line)
-        if removed:
-            f.seek(0)
-            f.writelines(kept)
-            f.truncate()
-            f.flush()
-            os.fsync(f.fileno())
-    return removed
 
 
 def api_settings(settings: Settings) -> ApiSettings:

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ProfileSampler", "check_consistency", "read_samples", "sample_logs"]
+__all__ = ["ProfileSampler", "check_consistency", "erase_from_samples", "read_samples",
+           "sample_logs"]
 
 _MAX_LISTED = 1_000
 _REGISTRY = Path("privacy") / "sample_logs.json"  # under the data dir
@@ -97,6 +98,33 @@ class ProfileSampler:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+def erase_from_samples(path: str | Path, ids: set[str]) -> int:
+    """Remove the records of ``ids`` (stored or, in older files, raw) from a sample log.
+
+    Rewritten in place, not replaced: a server appends to it through an open O_APPEND fd
+    (pause its sampler meanwhile). Returns the number of records removed.
+    """
+    removed = 0
+    with open(path, "r+", encoding="utf-8") as f:
+        kept = []
+        for line in f:
+            try:
+                record = json.loads(line)
+                drop = record.get("stored_user_id") in ids or record.get("user_id") in ids
+            except (json.JSONDecodeError, AttributeError):
+                drop = False
+            removed += drop
+            if not drop:
+                kept.append(line)
+        if removed:
+            f.seek(0)
+            f.writelines(kept)
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+    return removed
 
 
 def read_samples(path: str | Path) -> Iterator[dict[str, Any]]:
