@@ -145,3 +145,13 @@ def test_concurrent_cli_ingests_one_wins_the_other_is_refused(tmp_path) -> None:
         fresh.run()
         assert p.offset == fresh.offset == end
         assert p.state.equals(fresh.state)
+
+
+def test_a_second_server_exits_2_naming_the_writer(tmp_path) -> None:
+    data = tmp_path / "d"
+    with WriterLock(data / "state", command="portrait ingest"):
+        serve = subprocess.run([*CLI, "--data-dir", str(data), "serve", "--port", "1"],
+                               env=ENV, capture_output=True, text=True, timeout=300)
+    assert serve.returncode == 2, serve.stderr
+    lines = serve.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"pid {os.getpid()}: portrait ingest" in lines[0], lines
