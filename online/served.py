@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from online import catalogue as cat
-from online import kernels
 
 __all__ = ["AS_OF", "AT_REQUEST", "served_frame", "stored_inputs"]
 
@@ -61,6 +60,8 @@ def served_frame(frame: pd.DataFrame) -> pd.DataFrame:
     t = np.where(known, np.maximum(t, stored["last_event_ts"]), 0)
     last = np.where(known, stored["last_event_ts"], 0)
     inputs = {**stored, "last_event_ts": last}
+    from online import kernels  # numba: loaded when values are served, not by declarations
+
     values = kernels.evaluate_stored(inputs, t, names=set(AT_REQUEST))
     out = pd.DataFrame({name: values[name] for name in AT_REQUEST}, index=frame.index)
     return out.where(pd.Series(known, index=frame.index), None) if not known.all() else out
