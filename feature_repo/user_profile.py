@@ -14,11 +14,23 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
+import pandas as pd
+from feast import (
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    FileSource,
+    PushSource,
+    RequestSource,
+    ValueType,
+)
 from feast.data_format import ParquetFormat
+from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Array, Float64, Int64, String, UnixTimestamp
 
 from online import catalogue as cat
+from online import served as served_values
 
 DATA_DIR = (Path(__file__).parent / os.path.expandvars("${PORTRAIT_DATA_DIR}")).resolve()
 
@@ -110,5 +122,49 @@ user_profile = FeatureService(
     name="user_profile",
     features=[*THEME_VIEWS, snapshot],
     description="every stored profile feature of a user, with the log offset it reflects",
+    tags=TAGS,
+)
+
+# -- served values: what the API serves, evaluated at the request's time -------------------
+
+# The views above hold stored values (a decayed sum as of the user's last event, the
+# timestamps "seconds since" counts from). The on-demand view `served` evaluates the API's
+# served values from them at the request's `as_of` (Feast runs the transformation at
+# get_online_features time, with `served_frame`, the API's own serving function).
+served_at = RequestSource(
+    name="served_at",
+    schema=[Field(name=served_values.AS_OF, dtype=UnixTimestamp,
+                  description="time the served values are evaluated at (e.g. now)")],
+    description="the time a served profile is evaluated at, given with each entity row",
+)
+_INPUTS = set(served_values.stored_inputs())
+
+
+@on_demand_feature_view(
+    sources=[*(v[[f.name for f in v.schema if f.name in _INPUTS]] for v in
+               (decay, recency, interest)), served_at],
+    # no descriptions: Feast compares these fields with the ones it infers, descriptions too
+    schema=[Field(name=n, dtype=Float64) for n in served_values.AT_REQUEST],
+    mode="pandas",
+    description="decayed and since-features as the API serves them, at the request's as_of",
+    tags={**TAGS, "theme": "served"},
+)
+def served(inputs: pd.DataFrame) -> pd.DataFrame:
+    from online.served import served_frame
+
+    return served_frame(inputs)
+
+
+def _without_at_request(view: FeatureView):
+    keep = [f.name for f in view.schema if f.name not in served_values.AT_REQUEST]
+    return view[keep] if len(keep) < len(view.schema) else view
+
+
+user_profile_served = FeatureService(
+    name="user_profile_served",
+    features=[*(_without_at_request(v) for v in THEME_VIEWS if v.name != "decay"), served,
+              snapshot],
+    description="every feature as the API serves it at the entity row's as_of (window "
+                "features: as of the row's time), with the log offset it reflects",
     tags=TAGS,
 )

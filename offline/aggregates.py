@@ -1,7 +1,7 @@
 """Private segment aggregates of a data dir: what ``portrait segments --epsilon E`` prints.
 
 The mechanisms, bounds, budget split and segment rule live in ``online.privacy.dp`` (the API's
-``GET /v1/segments`` uses the same ones); this module brings the projector up to the end of
+``POST /v1/segments`` uses the same ones); this module brings the projector up to the end of
 the log (without checkpointing: a report changes nothing but the privacy budget) and releases
 the report, charging ``epsilon`` to the data dir's budget (``online.privacy.budget``).
 """
@@ -18,6 +18,7 @@ from online.privacy import (
     release_segments,
     segment_inputs,
 )
+from online.privacy.releases import save_release
 from online.settings import Settings
 
 __all__ = ["budget_status", "segments_report"]
@@ -42,7 +43,9 @@ def segments_report(settings: Settings, epsilon: float, *,
         projector.run(batch_size=settings.batch_size)
         inputs = segment_inputs(projector.state, projector.watermark_us, projector.offset,
                                 rule=rule)
-    return release_segments(inputs, epsilon, budget=budget, bounds=bounds)
+    body = release_segments(inputs, epsilon, budget=budget, bounds=bounds)
+    save_release(settings, body)  # GET /v1/segments serves it again, spending nothing
+    return body
 
 
 def budget_status(settings: Settings) -> dict[str, Any]:

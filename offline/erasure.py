@@ -61,6 +61,8 @@ from typing import Any
 import numpy as np
 
 from online import catalogue as cat
+from online.api.settings import ApiSettings
+from online.checkpoints import current_checkpoint, point_current
 from online.clock import iso
 from online.eventlog import EventLog
 from online.privacy import pseudonymizer_from_settings
@@ -104,6 +106,7 @@ def erase_user(settings: Settings, user_id: str, *, log: EventLog | None = None,
     with the projector's contributor interface (``name``, ``load``, ``save``, optionally
     ``erase_user(stored_id)``) that can scrub their part of an on-disk checkpoint.
     """
+    settings = api_settings(settings)
     receipt = Receipt(uuid.uuid4().hex, iso(time.time_ns() // 1000),
                       verification_salt=secrets.token_hex(16))
     pseudonymizer = pseudonymizer_from_settings(settings)  # also checks the key's fingerprint
@@ -179,7 +182,7 @@ def retrain_models(settings: Settings, *, contributors: Iterable[Any] = (),
         final = state_dir / built.name
         os.replace(built, final)
         fsync_dir(state_dir)
-        _point_current(state_dir, final.name)
+        point_current(state_dir, final.name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     removed = _remove_other_checkpoints(state_dir, final.name)
@@ -205,12 +208,18 @@ def _erase_projector(settings: Settings, projector, stored: str, contributors,
     state_dir = Path(settings.state_dir)
     if projector is not None:  # the server's live state; its checkpoint follows
         rows = int(projector.state.erase(stored))
+        dropped = 0
         for c in projector.contributors:
             if callable(getattr(c, "erase_user", None)):
-                c.erase_user(stored)
+                out = c.erase_user(stored)
+                dropped += sum(v for v in (out or {}).values() if isinstance(v, int))
         if rows:
             projector.watermark_us = _watermark(projector.state)
-        current = projector.checkpoint().name
+        current = current_checkpoint(state_dir)
+        # a new checkpoint only when the user was in memory or is on disk: an unknown
+        # user's erasure (a DELETE of a typo) writes nothing and costs no full checkpoint
+        if rows or dropped or current is None or _files_with(state_dir, stored):
+            current = projector.checkpoint().name
     else:
         if not (state_dir / _CURRENT).exists():
             return {"state_rows": 0, "checkpoints_removed": 0}
@@ -255,7 +264,7 @@ def _rewrite_checkpoint(state_dir: Path, stored: str, contributors: list) -> tup
         write_synced(target / "meta.json", json.dumps(meta).encode())
         fsync_tree(target)
         fsync_dir(state_dir)
-        _point_current(state_dir, target.name)
+        point_current(state_dir, target.name)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
@@ -267,6 +276,9 @@ def _erase_replay_checkpoints(settings: Settings, stored: str) -> dict[str, Any]
     rewritten = 0
     for directory in sorted(p for p in root.glob("*") if p.is_dir()):
         if not (directory / "codes.json").exists():
+            continue
+        users = json.loads((directory / "codes.json").read_text("utf-8"))["users"]
+        if stored not in users:  # the id map alone says: no arrays to load
             continue
         state = UserState.load(directory)
         if not state.erase(stored):
@@ -301,15 +313,17 @@ def _erase_parquet(settings: Settings, stored: str) -> dict[str, Any]:
         if "user_id" not in pq.read_schema(path).names:
             continue
         # Read the parquet dictionary too: a file may list the user in its dictionary page
-        # (or its statistics) without holding a row of theirs.
-        table = pq.ParquetFile(path, read_dictionary=["user_id"]).read()
-        column = table["user_id"]
+        # (or its statistics) without holding a row of theirs. The user_id column alone
+        # says whether the file must be rewritten: most files do not hold the user.
+        source = pq.ParquetFile(path, read_dictionary=["user_id"])
+        column = source.read(columns=["user_id"])["user_id"]
         listed = any(pc.index(chunk.dictionary, stored).as_py() >= 0
                      for chunk in column.chunks if pa.types.is_dictionary(chunk.type))
         mask = pc.fill_null(pc.equal(column.cast(pa.string()), stored), False)
         n = pc.sum(mask).as_py() or 0
         if not n and not listed:
             continue
+        table = source.read()
         kept = table.filter(pc.invert(mask))
         # plain strings: the rewritten file's dictionary is built from the remaining rows only
         kept = kept.set_column(kept.schema.get_field_index("user_id"), "user_id",
@@ -376,29 +390,27 @@ def _erase_online_redis(settings: Settings, stored: str) -> dict[str, Any]:
     return {"keys": int(client.delete(key))}
 
 
-def _erase_samples(settings: Settings, ids: set[str]) -> dict[str, Any]:
-    path = getattr(settings, "profile_sample_path", None)
-    if path is None or not Path(path).exists():
-        return {"lines": 0}
-    removed = 0
-    # rewritten in place, not replaced: the server appends to it through an open O_APPEND fd
-    with open(path, "r+", encoding="utf-8") as f:
-        kept = []
-        for line in f:
-            try:
-                drop = json.loads(line).get("user_id") in ids
-            except json.JSONDecodeError:
-                drop = False
-            removed += drop
-            if not drop:
-                kept.append(line)
-        if removed:
-            f.seek(0)
-            f.writelines(kept)
-            f.truncate()
-            f.flush()
-            os.fsync(f.fileno())
-    return {"lines": removed}
+def _erase_samples(settings: ApiSettings, ids: set[str]) -> dict[str, Any]:
+    from online.api.consistency import erase_from_samples, sample_logs
+
+    removed = files = 0
+    # every sample log a server of this data dir wrote, not only the one configured here
+    for path in sample_logs(settings.data_dir, settings.profile_sample_path):
+        if path.exists():
+            removed += erase_from_samples(path, ids)
+            files += 1
+    return {"lines": removed, "files": files}
+
+
+def api_settings(settings: Settings) -> ApiSettings:
+    """``settings`` as the server's `ApiSettings` (the rest read from the environment).
+
+    The CLI and the DELETE route erase with the same settings, so both reach the same
+    stores (the profile sample log is an API setting).
+    """
+    if isinstance(settings, ApiSettings):
+        return settings
+    return ApiSettings(**{name: getattr(settings, name) for name in Settings.model_fields})
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -428,12 +440,6 @@ def _watermark(state: UserState) -> int:
     """Newest effective event time over the users still in the state (what a replay gives)."""
     live = np.array([i for i, u in enumerate(state.users.values) if u is not None], np.int64)
     return int(state.ints[live, I_LAST_TS].max()) if len(live) else int(cat.NO_TS)
-
-
-def _point_current(state_dir: Path, name: str) -> None:
-    write_synced(state_dir / f"{_CURRENT}.tmp", name.encode())
-    os.replace(state_dir / f"{_CURRENT}.tmp", state_dir / _CURRENT)
-    fsync_dir(state_dir)
 
 
 def _remove_other_checkpoints(state_dir: Path, keep: str) -> int:

@@ -15,6 +15,7 @@ projector).  ``import feast`` (3-8 s) happens on first use, never at import of t
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -99,12 +100,12 @@ def feature_store(settings: Settings) -> FeatureStore:
 
 def apply(settings: Settings) -> FeatureStore:
     """``feast apply`` for the data dir: registers entity, sources, views and the service."""
-    from feast import Entity, FeatureService, FeatureView
+    from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView
     from feast.data_source import DataSource
 
     objs = definitions(settings)
     store = feature_store(settings)
-    kinds = (Entity, DataSource, FeatureView, FeatureService)
+    kinds = (Entity, DataSource, FeatureView, OnDemandFeatureView, FeatureService)
     store.apply([o for o in objs.values() if isinstance(o, kinds)])
     return store
 
@@ -127,7 +128,10 @@ def materialize(settings: Settings, end: datetime | None = None, *, force: bool 
     Refuses (`SnapshotBehindLog`) when the replay has not caught up with the log, unless
     ``force``: Feast's materialize writes without our newer-than check.  Incremental runs
     start where the previous one ended; ``full`` reloads everything (after a backfill that
-    rewrote old rows, e.g. a new feature).
+    rewrote old rows, e.g. a new feature).  Feast keeps where the last run ended in the
+    registry, not per online store, so a run into a store other than the last one
+    materialized (``PORTRAIT_ONLINE_STORE`` switched, another Redis, a deleted online.db) is
+    full as well: `online_target` is recorded after each run and compared.
     """
     from offline.replay import replayed_end
     from online.eventlog import EventLog
@@ -141,13 +145,53 @@ def materialize(settings: Settings, end: datetime | None = None, *, force: bool 
         raise SnapshotBehindLog(replayed, log_end)
     end = end or datetime.now(UTC)
     store = apply(settings)
-    if replayed > 0 and full:
+    target, last = online_target(settings, store.project), _last_target(settings)
+    reason = "asked" if full else None
+    if reason is None and last != target:
+        reason = ("first run recorded for this online store" if last is None
+                  else f"the online store changed since the last run (was {last['store']})")
+    if replayed > 0 and reason is not None:
         store.materialize(start_date=datetime(1970, 1, 1, tzinfo=UTC), end_date=end)
     elif replayed > 0:
         store.materialize_incremental(end_date=end)
+    if replayed > 0:
+        _record_target(settings, target)
     return {"project": store.project, "end": end.isoformat(), "replayed_end": replayed,
-            "log_end": log_end, "online_store": settings.online_store, "full": full,
+            "log_end": log_end, "online_store": settings.online_store,
+            "full": replayed > 0 and reason is not None, "full_reason": reason,
             "feature_views": sorted(v.name for v in store.list_feature_views())}
+
+
+def online_target(settings: Settings, project: str) -> dict[str, str]:
+    """What identifies the online store materialized into: its type and where it is."""
+    if settings.online_store == "redis":
+        return {"store": "redis", "at": settings.redis_url, "project": project}
+    path = Path(settings.online_store_path).resolve()
+    # a new or deleted-and-recreated file is another store: its inode and creation say so
+    stat = path.stat() if path.exists() else None
+    ident = f"{stat.st_dev}:{stat.st_ino}" if stat is not None else "absent"
+    return {"store": "sqlite", "at": str(path), "file": ident, "project": project}
+
+
+def _target_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "online_materialized.json"
+
+
+def _last_target(settings: Settings) -> dict[str, str] | None:
+    try:
+        return json.loads(_target_path(settings).read_text("utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _record_target(settings: Settings, project_target: dict[str, str]) -> None:
+    target = dict(project_target)
+    if target["store"] == "sqlite":  # the file exists now: record the one just written
+        target = online_target(settings, target["project"])
+    path = _target_path(settings)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(target), "utf-8")
+    os.replace(tmp, path)
 
 
 def historical_stored(settings: Settings, user_ids: np.ndarray, t_us: np.ndarray,

@@ -76,15 +76,21 @@ def _catch_up_models(projector: Projector) -> None:
             until_offset=projector.offset, progress=True)
 
 
-def erase_everywhere(settings: Settings, user_id: str, log, projector) -> dict:
-    """The API's eraser: `offline.erasure.erase_user` over the server's open log and projector.
+def erase_everywhere(settings: Settings, user_id: str, log=None, projector=None) -> dict:
+    """The one eraser of ``portrait erase`` and ``DELETE /v1/users/{id}``: the receipt dict.
 
-    `create_app(..., eraser=erase_everywhere)` makes ``DELETE /v1/users/{id}`` reach every
-    store (online store, parquet, replay checkpoints), not only the log and the state.
+    `offline.erasure.erase_user` with the server's settings (`erasure.api_settings`: the
+    sample log is an API setting) over the server's open log and live projector, or, from
+    the CLI (no projector), over the log and checkpoint on disk with the model
+    contributors that scrub their part of it. `create_app` passes it to the API, so the
+    DELETE route reaches every store (online store, parquet, replay checkpoints, samples).
     """
-    from offline.erasure import erase_user
+    from offline.erasure import api_settings, erase_user
 
-    return erase_user(settings, user_id, log=log, projector=projector).as_dict()
+    settings = api_settings(settings)
+    contributors = model_contributors(settings) if projector is None else ()
+    return erase_user(settings, user_id, log=log, projector=projector,
+                      contributors=contributors).as_dict()
 
 
 def create_app(settings: Settings):

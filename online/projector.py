@@ -14,7 +14,6 @@ state.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -27,11 +26,12 @@ import numpy as np
 
 from online import catalogue as cat
 from online import kernels
+from online.checkpoints import current_checkpoint, point_current, remove_stale_checkpoints
 from online.state import UserState, fsync_dir, fsync_tree, write_synced
 
 CHECKPOINT_FORMAT = 1
 NUMERIC_STORED = tuple(f.name for f in cat.stored_features() if f.dtype not in ("str", "str_list"))
-_CURRENT = "CURRENT"  # names the live checkpoint directory; replaced atomically
+_LOAD_ATTEMPTS = 5  # reads of CURRENT while writers replace it under us
 
 
 class UnknownUser(LookupError):
@@ -154,8 +154,16 @@ class Projector:
     # -- checkpoints -----------------------------------------------------------------------
 
     def checkpoint(self) -> Path:
-        """Write state + offset + contributors atomically; returns the checkpoint directory."""
+        """Write state + offset + contributors atomically; returns the checkpoint directory.
+
+        Safe with other processes checkpointing the same state dir (the writer lock,
+        `online.writerlock`, normally prevents that): the new directory and the pointer's
+        temporary file have unique names, ``CURRENT`` is replaced by one rename, and only the
+        checkpoint ``CURRENT`` named before (plus leftovers of crashed writers) is removed,
+        never one another process may be writing or has just made current.
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        previous = current_checkpoint(self.state_dir)
         target = Path(tempfile.mkdtemp(prefix=f"ckpt-{self.offset:020d}-", dir=self.state_dir))
         try:
             self.state.write_into(target)
@@ -169,15 +177,11 @@ class Projector:
             write_synced(target / "meta.json", json.dumps(meta).encode())
             fsync_dir(target)
             fsync_dir(self.state_dir)
-            write_synced(self.state_dir / f"{_CURRENT}.tmp", target.name.encode())
-            os.replace(self.state_dir / f"{_CURRENT}.tmp", self.state_dir / _CURRENT)
-            fsync_dir(self.state_dir)
+            point_current(self.state_dir, target.name)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
-        for old in self.state_dir.glob("ckpt-*"):
-            if old.name != target.name:
-                shutil.rmtree(old, ignore_errors=True)
+        remove_stale_checkpoints(self.state_dir, previous, superseded=target.name)
         return target
 
     def reload(self) -> None:
@@ -190,10 +194,24 @@ class Projector:
         self._load_latest()
 
     def _load_latest(self) -> None:
-        current = self.state_dir / _CURRENT
-        if not current.exists():
-            return
-        directory = self.state_dir / current.read_text("utf-8").strip()
+        # a writer may replace CURRENT and remove the checkpoint it named while we read it:
+        # then CURRENT names a newer one, which we read instead
+        for attempt in range(_LOAD_ATTEMPTS):
+            name = current_checkpoint(self.state_dir)
+            if name is None:
+                return
+            try:
+                self._load(self.state_dir / name)
+                return
+            except FileNotFoundError:
+                if attempt + 1 == _LOAD_ATTEMPTS or current_checkpoint(self.state_dir) == name:
+                    raise
+                self.state = UserState()
+                self.offset, self.watermark_us = 0, cat.NO_TS
+                for c in self.contributors:
+                    c.reset()
+
+    def _load(self, directory: Path) -> None:
         meta = json.loads((directory / "meta.json").read_text("utf-8"))
         if meta["format"] != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format: expected {CHECKPOINT_FORMAT}, "
@@ -220,26 +238,82 @@ class Projector:
 
     def profile(self, user_id: str, as_of: int | None = None) -> dict[str, Any]:
         """The profile body: latest (at the watermark) or as of ``as_of`` (µs) via the log."""
+        bodies, _ = self.profiles([user_id], as_of)
+        if not bodies:
+            raise UnknownUser(user_id, None if as_of is None else int(as_of))
+        return bodies[0]
+
+    def profiles(self, user_ids: Iterable[str], as_of: int | None = None, *,
+                 max_events: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+        """Profile bodies of many users: (bodies of users with events, ids without any).
+
+        Ids are de-duplicated (first appearance order). Latest: one kernel call over the
+        users' rows of the live state. As of T: recomputed from each user's log history
+        (`features_as_of_many`, at most ``max_events`` events in all).
+        """
+        ids = list(dict.fromkeys(user_ids))
         if as_of is None:
-            served = self.features(user_id)
+            served, missing = self.latest(ids)
         else:
-            served = features_as_of(self.log, user_id, int(as_of))
-        body: dict[str, Any] = {
-            "user_id": user_id,
-            "as_of": cat.iso_utc(served.as_of_us),
-            "offset": served.offset,
-            "features": served.to_json(),
-            "segment": None,
-            "propensity": None,
-            "model_version": None,
-        }
-        for c in self.contributors:
-            c.contribute(body, served)
-        return body
+            served, missing = features_as_of_many(self.log, ids, int(as_of),
+                                                  max_events=max_events)
+        return self.bodies(served), missing
+
+    def latest(self, user_ids: list[str]) -> tuple[list[ServedFeatures], list[str]]:
+        """Served values of users in the live state, evaluated together (one kernel call).
+
+        Each user is evaluated at the watermark, or at its newest event time when later.
+        """
+        found: list[tuple[str, int]] = []
+        missing: list[str] = []
+        for user_id in user_ids:
+            row = self.state.user_index(_stored_id(self.log, user_id))
+            if row is None:
+                missing.append(user_id)
+            else:
+                found.append((user_id, row))
+        if not found:
+            return [], missing
+        rows = np.fromiter((r for _, r in found), dtype=np.int64, count=len(found))
+        t = np.maximum(np.int64(self.watermark_us), self.state.ints[rows, kernels.I_LAST_TS])
+        values = kernels.evaluate(self.state, rows, t)
+        names = list(values)
+        columns = [values[n].tolist() for n in names]  # plain Python scalars, one per column
+        return [ServedFeatures(user_id, int(t[j]), self.offset,
+                               {n: col[j] for n, col in zip(names, columns, strict=True)})
+                for j, (user_id, _) in enumerate(found)], missing
+
+    def bodies(self, served: list[ServedFeatures]) -> list[dict[str, Any]]:
+        """Profile bodies of served values, the contributors' parts (models) filled in."""
+        out = []
+        for features in served:
+            body: dict[str, Any] = {
+                "user_id": features.user_id,
+                "as_of": cat.iso_utc(features.as_of_us),
+                "offset": features.offset,
+                "features": features.to_json(),
+                "segment": None,
+                "propensity": None,
+                "model_version": None,
+            }
+            for c in self.contributors:
+                c.contribute(body, features)
+            out.append(body)
+        return out
 
     def erase_user(self, user_id: str) -> dict[str, Any]:
         """Forget a user's state (erasure); returns what was removed."""
         return {"state_rows": int(self.state.erase(_stored_id(self.log, user_id)))}
+
+
+class TooMuchWork(ValueError):
+    """An as-of request would recompute more events than its bound allows."""
+
+    def __init__(self, seen: int, limit: int) -> None:
+        self.seen, self.limit = seen, limit
+        super().__init__(f"the requested users' histories hold more than {limit:,} events "
+                         f"({seen:,} read before stopping); at most {limit:,} are recomputed "
+                         "per request: ask for fewer users")
 
 
 def features_as_of(log, user_id: str, t_us: int) -> ServedFeatures:
@@ -250,18 +324,44 @@ def features_as_of(log, user_id: str, t_us: int) -> ServedFeatures:
     same kernels with a fresh single-user state.  ``offset`` is the offset after the last
     event included.  Raises ``UnknownUser`` when no event has effective ts <= T.
     """
-    batch = log.read_user(_stored_id(log, user_id))
-    if len(batch) == 0:
+    served, _ = features_as_of_many(log, [user_id], t_us)
+    if not served:
         raise UnknownUser(user_id, t_us)
-    eff = np.maximum.accumulate(batch.ts)
-    n = int(np.searchsorted(eff, t_us, side="right"))
-    if n == 0:
-        raise UnknownUser(user_id, t_us)
-    state = UserState(capacity=1)
-    kernels.apply(state, batch.take(slice(0, n)))
-    values = kernels.evaluate(state, [0], t_us)
-    return ServedFeatures(user_id, int(t_us), int(batch.offset[n - 1]) + 1,
-                          {k: _scalar(v[0]) for k, v in values.items()})
+    return served[0]
+
+
+def features_as_of_many(log, user_ids: list[str], t_us: int, *,
+                        max_events: int | None = None, below_offset: int | None = None
+                        ) -> tuple[list[ServedFeatures], list[str]]:
+    """`features_as_of` of several users: (served values, ids with no events as of T).
+
+    Reads only the log (never the projector's state), so it needs no projector lock.
+    ``below_offset``: only events below it count (the log as it was at that offset).
+    Raises `TooMuchWork` as soon as the histories read exceed ``max_events`` in all.
+    """
+    served: list[ServedFeatures] = []
+    missing: list[str] = []
+    seen = 0
+    for user_id in user_ids:
+        batch = log.read_user(_stored_id(log, user_id))
+        if below_offset is not None and len(batch) and batch.offset[-1] >= below_offset:
+            batch = batch.take(np.flatnonzero(batch.offset < below_offset))
+        seen += len(batch)
+        if max_events is not None and seen > max_events:
+            raise TooMuchWork(seen, max_events)
+        n = 0
+        if len(batch):
+            eff = np.maximum.accumulate(batch.ts)
+            n = int(np.searchsorted(eff, t_us, side="right"))
+        if n == 0:
+            missing.append(user_id)
+            continue
+        state = UserState(capacity=1)
+        kernels.apply(state, batch.take(slice(0, n)))
+        values = kernels.evaluate(state, [0], t_us)
+        served.append(ServedFeatures(user_id, int(t_us), int(batch.offset[n - 1]) + 1,
+                                     {k: _scalar(v[0]) for k, v in values.items()}))
+    return served, missing
 
 
 def _stored_id(log, user_id: str) -> str:

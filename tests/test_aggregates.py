@@ -212,7 +212,7 @@ def test_endpoint_noise_scale_matches_epsilon(api) -> None:
     assert big
     eps, noise = 2.0, []
     for _ in range(150):
-        r = client.get("/v1/segments", params={"epsilon": eps})
+        r = client.post("/v1/segments", json={"epsilon": eps})
         assert r.status_code == 200, r.text
         body = r.json()
         noise += [body["segments"][k]["size"] - truth[k] for k in big]
@@ -226,15 +226,43 @@ def test_endpoint_noise_scale_matches_epsilon(api) -> None:
 @pytest.mark.parametrize("api", [1.0], indirect=True)
 def test_endpoint_refuses_once_the_budget_is_spent(api) -> None:
     client, settings = api
-    assert client.get("/v1/segments", params={"epsilon": 0.6}).status_code == 200
-    r = client.get("/v1/segments", params={"epsilon": 0.6})
+    assert client.get("/v1/segments").status_code == 404  # no release yet
+    first = client.post("/v1/segments", json={"epsilon": 0.6})
+    assert first.status_code == 200
+    r = client.post("/v1/segments", json={"epsilon": 0.6})
     assert r.status_code == 429, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     problem = r.json()
     assert problem["status"] == 429 and problem["field"] == "epsilon"
-    assert "budget" in problem["detail"]
-    assert client.get("/v1/segments", params={"epsilon": 0.4}).status_code == 200
-    assert client.get("/v1/segments", params={"epsilon": 0.01}).status_code == 429
-    for bad in ("0", "-1", "nan", "inf", "x", "5e-324"):
-        assert client.get("/v1/segments", params={"epsilon": bad}).status_code == 422
+    assert "budget" in problem["detail"] and "never comes back" in problem["detail"]
+    # reading the release again is safe to retry: it spends nothing
+    for _ in range(3):
+        again = client.get("/v1/segments")
+        assert again.status_code == 200 and again.json() == first.json()
+    assert client.post("/v1/segments", json={"epsilon": 0.4}).status_code == 200
+    assert client.post("/v1/segments", json={"epsilon": 0.01}).status_code == 429
+    for bad in (0, -1, "nan", "inf", "x", 5e-324, None):
+        assert client.post("/v1/segments", json={"epsilon": bad}).status_code == 422
+    assert client.post("/v1/segments", json={}).status_code == 422
+    # the old spending GET is refused, naming the field and where spending went
+    old = client.get("/v1/segments", params={"epsilon": 0.01})
+    assert old.status_code == 422 and old.json()["field"] == "epsilon"
+    assert "POST" in old.json()["detail"]
     assert PrivacyBudget.for_settings(settings).status()["releases"] == 2
+
+
+def test_only_a_privacy_key_spends_the_budget(tmp_path) -> None:
+    settings = ApiSettings(data_dir=tmp_path / "data", api_read_keys=["r" * 20],
+                           api_write_keys=["w" * 20], api_privacy_keys=["p" * 20])
+    ingest(settings.data_dir)
+    with TestClient(create_app(settings)) as client:
+        for key in ("r" * 20, "w" * 20):
+            r = client.post("/v1/segments", json={"epsilon": 9.5}, headers={"X-API-Key": key})
+            assert r.status_code == 403 and "privacy scope" in r.json()["detail"]
+        assert PrivacyBudget.for_settings(settings).status()["spent"] == 0
+        made = client.post("/v1/segments", json={"epsilon": 1.0},
+                           headers={"X-API-Key": "p" * 20})
+        assert made.status_code == 200
+        read = client.get("/v1/segments", headers={"X-API-Key": "r" * 20})
+        assert read.status_code == 200 and read.json() == made.json()
+    assert PrivacyBudget.for_settings(settings).status()["spent"] == 1.0

@@ -85,3 +85,14 @@ def open_log(ctx: Context):
     except PseudonymKeyError as exc:
         fail(str(exc))
         raise
+
+
+def writer_lock(ctx: Context, command: str):
+    """The data dir's writer lock, taken; another writer is a one-line error (exit 2)."""
+    from online.writerlock import WriterBusy, WriterLock
+
+    try:
+        return WriterLock(ctx.settings.state_dir, command=command).acquire()
+    except WriterBusy as exc:
+        fail(str(exc))
+        raise

@@ -43,14 +43,23 @@ def replay(ctx: Context, from_offset: int, to_offset: int | None, as_json: bool)
 @cli.command()
 @click.option("--force", is_flag=True,
               help="Materialize even when the replay is behind the log.")
+@click.option("--full", is_flag=True,
+              help="Reload every row, not only those since the last run (after a backfill "
+                   "that rewrote old rows). A run into another online store than the last "
+                   "one is full anyway.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @pass_context
-def materialize(ctx: Context, force: bool, as_json: bool) -> None:
+def materialize(ctx: Context, force: bool, full: bool, as_json: bool) -> None:
     """Feast apply + materialize-incremental of the replayed snapshot into the online store.
+
+    The online store materialized into is recorded: after a switch (e.g.
+    PORTRAIT_ONLINE_STORE=redis on an existing data dir) the next run reloads everything
+    and says why ("full_reason").
 
     \b
     Example:
       portrait replay && portrait materialize
+      PORTRAIT_ONLINE_STORE=redis portrait materialize --json
     """
     from offline.feast_store import SnapshotBehindLog
     from offline.feast_store import materialize as run_materialize
@@ -59,10 +68,11 @@ def materialize(ctx: Context, force: bool, as_json: bool) -> None:
         # Feast prints its own progress on stdout; keep stdout for the result alone.
         with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            body = run_materialize(ctx.settings, force=force)
+            body = run_materialize(ctx.settings, force=force, full=full)
     except SnapshotBehindLog as exc:
         fail(str(exc))
-    emit(body, as_json, f"materialized {', '.join(body['feature_views'])} into the "
+    how = f"fully ({body['full_reason']})" if body["full"] else "incrementally"
+    emit(body, as_json, f"materialized {', '.join(body['feature_views'])} {how} into the "
          f"{body['online_store']} online store (snapshot offsets < {body['replayed_end']})")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from offline.cli.app import Context, cli, emit, fail, open_log, pass_context
+from offline.cli.app import Context, cli, emit, fail, open_log, pass_context, writer_lock
 from offline.cli.progress import counting_progress
 
 FORMATS = ("jsonl", "csv", "online-retail")
@@ -62,6 +62,10 @@ def ingest(ctx: Context, source: str, fmt: str | None, batch_size: int, no_proje
     Bad events are reported with their line number and reason and kept in the log's
     quarantine; they do not make the command fail. Re-ingesting a file is idempotent.
 
+    Projecting makes this command the data dir's writer: while another process (a running
+    server, another ingest) is, it exits 2 before reading anything; ``--no-project`` only
+    appends to the log, which any number of processes may do (a server projects them).
+
     \b
     Examples:
       portrait ingest events.jsonl
@@ -74,6 +78,7 @@ def ingest(ctx: Context, source: str, fmt: str | None, batch_size: int, no_proje
     readers = {"jsonl": iter_jsonl, "csv": iter_csv_events, "online-retail": iter_online_retail}
     if source != "-" and not Path(source).is_file():
         fail(f"input file not found: {source}")
+    lock = None if no_project else writer_lock(ctx, "portrait ingest")
     log = open_log(ctx)
     try:
         with counting_progress(f"ingesting {source}") as advance:
@@ -86,6 +91,8 @@ def ingest(ctx: Context, source: str, fmt: str | None, batch_size: int, no_proje
         fail(f"I/O failure while ingesting {source}: {exc}", code=1)
     finally:
         log.close()
+        if lock is not None:
+            lock.release()
     human = (
         f"lines {summary.lines:,}: accepted {summary.accepted:,}, duplicates "
         f"{summary.duplicates:,}, rejected {summary.rejected:,}, skipped {summary.skipped:,}"

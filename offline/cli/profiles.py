@@ -34,15 +34,20 @@ def profile(ctx: Context, user_id: str, as_of: str | None, as_json: bool) -> Non
     """
     from offline.wiring import build_projector
     from online.projector import UnknownUser
+    from online.writerlock import WriterLock
 
     at_us = parse_as_of(as_of) if as_of is not None else None
     if not ctx.settings.event_log_path.exists():
         fail(f"no event log in {ctx.data_dir}: run `portrait ingest` first")
     log = open_log(ctx)
+    # a reader: it catches up in memory, and saves that work as a checkpoint only when no
+    # other process is the data dir's writer (a running server checkpoints on its own)
+    lock = WriterLock(ctx.settings.state_dir, command="portrait profile")
+    writer = lock.try_acquire()
     try:
         projector = build_projector(log, ctx.settings, online_writes=False)
         # Catch up with events appended since the last checkpoint (e.g. by another writer).
-        if projector.run(batch_size=ctx.settings.batch_size, progress=True):
+        if projector.run(batch_size=ctx.settings.batch_size, progress=True) and writer:
             projector.checkpoint()
         try:
             body = projector.profile(user_id, as_of=at_us)
@@ -50,4 +55,5 @@ def profile(ctx: Context, user_id: str, as_of: str | None, as_json: bool) -> Non
             fail(str(exc), code=3)
     finally:
         log.close()
+        lock.release()
     emit(body, as_json)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from offline.cli.app import Context, cli, emit, fail, open_log, pass_context
+from offline.cli.app import Context, cli, emit, fail, open_log, pass_context, writer_lock
 
 
 @cli.command()
@@ -17,8 +17,10 @@ from offline.cli.app import Context, cli, emit, fail, open_log, pass_context
 def serve(ctx: Context, host: str, port: int, log_level: str) -> None:
     """Run the REST API (OpenAPI at /docs) over the data dir.
 
-    Without API keys configured (PORTRAIT_API_READ_KEYS / PORTRAIT_API_WRITE_KEYS) the server
-    only binds loopback addresses.
+    Without API keys configured (PORTRAIT_API_READ_KEYS / PORTRAIT_API_WRITE_KEYS /
+    PORTRAIT_API_PRIVACY_KEYS) the server only binds loopback addresses. The server is the
+    data dir's one writer while it runs (exit 2 if another process is). Access logs name
+    route templates, never paths with user ids.
 
     \b
     Example:
@@ -36,6 +38,9 @@ def serve(ctx: Context, host: str, port: int, log_level: str) -> None:
         check_bind(host, settings)
     except InsecureBind as exc:
         fail(str(exc))
+    # a clean exit 2 when another process is the data dir's writer (the server takes the
+    # lock itself when it opens; this only checks before uvicorn starts)
+    writer_lock(ctx, "portrait serve").release()
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

@@ -1,7 +1,9 @@
 """API keys with read and write scopes, and the loopback-only rule for an open server.
 
-A key comes in ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. Write keys can read
-too. With no key configured the API is open, which is safe only on loopback: `check_bind`
+A key comes in ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. Write keys can
+read too. Spending the privacy budget (a new private release) is its own scope,
+``privacy``, held only by privacy keys (which can read too): a read or write key cannot.
+With no key configured the API is open, which is safe only on loopback: `check_bind`
 refuses any other address, and `portrait serve` calls it before binding.
 """
 
@@ -16,7 +18,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from .errors import Forbidden, Unauthorized
 from .settings import ApiSettings
 
-__all__ = ["InsecureBind", "check_bind", "require_metrics_read", "require_read", "require_write"]
+__all__ = ["InsecureBind", "check_bind", "require_metrics_read", "require_privacy",
+           "require_read", "require_write"]
 
 # auto_error=False: a missing key is our decision (auth may be off), and our problem body
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey")
@@ -73,7 +76,7 @@ async def _scopes(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> frozenset[str]:
     if not settings.auth_enabled:
-        return frozenset({"read", "write"})
+        return frozenset({"read", "write", "privacy"})
     key = api_key or (bearer.credentials if bearer is not None else None)
     if not key:
         raise Unauthorized("send an API key in X-API-Key or Authorization: Bearer")
@@ -103,3 +106,10 @@ async def require_metrics_read(
     """Dependency of /metrics: a read key unless ``metrics_require_key`` is off (or auth is)."""
     if settings.metrics_require_key:
         await require_read(await _scopes(settings, api_key, bearer))
+
+
+async def require_privacy(scopes: Annotated[frozenset[str], Depends(_scopes)]) -> None:
+    """Dependency: the key may spend the privacy budget (``PORTRAIT_API_PRIVACY_KEYS``)."""
+    if "privacy" not in scopes:
+        raise Forbidden("this API key lacks the privacy scope (spending the privacy budget "
+                        "needs a key from PORTRAIT_API_PRIVACY_KEYS)", field=None)

@@ -1,14 +1,16 @@
 """Train/serve consistency, measured: a sample log of served profiles and its offline check.
 
-The server appends a random sample of the profiles it serves to a JSONL file (user, as_of,
-offset, values). `check_consistency` recomputes each sampled profile from the event log alone
-(the as-of path, cut at the logged offset) and reports, per feature, the share of values that
-are exactly equal, and every mismatch. ``portrait consistency`` prints that report.
+The server appends a random sample of the profiles it serves to a JSONL file (stored user
+id, as_of, offset, values). `check_consistency` recomputes each sampled profile from the
+event log alone (the as-of path, cut at the logged offset) and reports, per feature, the
+share of values that are exactly equal, and every mismatch. ``portrait consistency``
+prints that report.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 from collections.abc import Iterator
@@ -16,16 +18,50 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ProfileSampler", "check_consistency", "read_samples"]
+__all__ = ["ProfileSampler", "check_consistency", "erase_from_samples", "read_samples",
+           "sample_logs"]
 
 _MAX_LISTED = 1_000
+_REGISTRY = Path("privacy") / "sample_logs.json"  # under the data dir
+
+
+def sample_logs(data_dir: str | Path, configured: str | Path | None = None) -> list[Path]:
+    """Every sample log a server of ``data_dir`` has written, plus ``configured``.
+
+    Erasure reaches them all, whichever settings the erasing process was started with.
+    """
+    paths = {Path(configured).resolve()} if configured is not None else set()
+    try:
+        paths.update(Path(p) for p in json.loads((Path(data_dir) / _REGISTRY).read_text()))
+    except FileNotFoundError:
+        pass
+    return sorted(paths)
+
+
+def _register(data_dir: Path, path: Path) -> None:
+    known = sample_logs(data_dir)
+    if path in known:
+        return
+    registry = data_dir / _REGISTRY
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = registry.with_name(f".{registry.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(sorted(str(p) for p in {*known, path})))
+    os.replace(tmp, registry)
 
 
 class ProfileSampler:
-    """Append a random share (``rate``) of served profile bodies to a JSONL file."""
+    """Append a random share (``rate``) of served profile bodies to a JSONL file.
 
-    def __init__(self, path: str | Path, rate: float, *, seed: int | None = None) -> None:
-        self.path = Path(path)
+    A record holds the stored user id (the pseudonym when a key is set), never the raw id,
+    and the file's path is registered in the data dir (``privacy/sample_logs.json``) so that
+    every erasure finds it.
+    """
+
+    def __init__(self, path: str | Path, rate: float, *, seed: int | None = None,
+                 data_dir: str | Path | None = None) -> None:
+        self.path = Path(path).resolve()
+        if data_dir is not None:
+            _register(Path(data_dir), self.path)
         self.rate = rate
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -34,14 +70,15 @@ class ProfileSampler:
         self._file = self.path.open("a", encoding="utf-8", buffering=1)
         self.written = 0
 
-    def maybe_record(self, body: dict[str, Any]) -> bool:
-        """Record ``body`` with probability ``rate``; True when it was written."""
+    def maybe_record(self, body: dict[str, Any], stored_user_id: str) -> bool:
+        """Record ``body`` (of ``stored_user_id``) with probability ``rate``; True if written."""
         with self._lock:
             if self._file is None or self._random.random() >= self.rate:
                 return False
             line = json.dumps(
                 {
-                    "user_id": body["user_id"], "as_of": body["as_of"], "offset": body["offset"],
+                    "stored_user_id": stored_user_id, "as_of": body["as_of"],
+                    "offset": body["offset"],
                     "model_version": body.get("model_version"), "features": body["features"],
                 },  # fmt: skip
                 separators=(",", ":"),
@@ -61,6 +98,33 @@ class ProfileSampler:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+def erase_from_samples(path: str | Path, ids: set[str]) -> int:
+    """Remove the records of ``ids`` (stored or, in older files, raw) from a sample log.
+
+    Rewritten in place, not replaced: a server appends to it through an open O_APPEND fd
+    (pause its sampler meanwhile). Returns the number of records removed.
+    """
+    removed = 0
+    with open(path, "r+", encoding="utf-8") as f:
+        kept = []
+        for line in f:
+            try:
+                record = json.loads(line)
+                drop = record.get("stored_user_id") in ids or record.get("user_id") in ids
+            except (json.JSONDecodeError, AttributeError):
+                drop = False
+            removed += drop
+            if not drop:
+                kept.append(line)
+        if removed:
+            f.seek(0)
+            f.writelines(kept)
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+    return removed
 
 
 def read_samples(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -90,9 +154,11 @@ def check_consistency(sample_path: str | Path, log) -> dict[str, Any]:
     missing: list[str] = []
     for record in read_samples(sample_path):
         n_profiles += 1
-        user_id = record["user_id"]
+        # records hold the stored id; files written before that hold the raw "user_id"
+        stored = "stored_user_id" in record
+        user_id = record["stored_user_id"] if stored else record["user_id"]
         t_us = parse_time(record["as_of"])
-        recomputed = _recompute(log, user_id, t_us, int(record["offset"]))
+        recomputed = _recompute(log, user_id, t_us, int(record["offset"]), stored=stored)
         if recomputed is None:
             missing.append(user_id)
             continue
@@ -138,12 +204,13 @@ def _same(a: Any, b: Any) -> bool:
 class _LogBelow:
     """A read-only view of a log that ends at ``offset`` (as it was when a profile was served)."""
 
-    def __init__(self, log, offset: int) -> None:
+    def __init__(self, log, offset: int, *, stored: bool) -> None:
         self._log = log
         self._offset = offset
+        self._stored = stored
 
     def stored_user_id(self, user_id: str) -> str:
-        return self._log.stored_user_id(user_id)
+        return user_id if self._stored else self._log.stored_user_id(user_id)
 
     def read_user(self, user_id: str, **kwargs):
         batch = self._log.read_user(user_id, **kwargs)
@@ -151,11 +218,12 @@ class _LogBelow:
         return batch if keep.all() else batch.take(keep.nonzero()[0])
 
 
-def _recompute(log, user_id: str, t_us: int, offset: int) -> dict[str, Any] | None:
+def _recompute(log, user_id: str, t_us: int, offset: int, *,
+               stored: bool) -> dict[str, Any] | None:
     """The served feature values of ``user_id`` as of ``t_us`` from events below ``offset``."""
     from online.projector import UnknownUser, features_as_of
 
     try:
-        return features_as_of(_LogBelow(log, offset), user_id, t_us).to_json()
+        return features_as_of(_LogBelow(log, offset, stored=stored), user_id, t_us).to_json()
     except UnknownUser:
         return None

@@ -10,13 +10,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .auth import require_read, require_write
+from .auth import require_privacy, require_read, require_write
 from .metrics import ApiMetrics
 from .service import ProfileService
 from .settings import ApiSettings
 
 __all__ = [
     "MetricsDep",
+    "PrivacyAccess",
     "ReadAccess",
     "ServiceDep",
     "SettingsDep",
@@ -48,3 +49,4 @@ SettingsDep = Annotated[ApiSettings, Depends(app_settings)]
 # router-level guards: `APIRouter(dependencies=[ReadAccess])`
 ReadAccess = Depends(require_read)
 WriteAccess = Depends(require_write)
+PrivacyAccess = Depends(require_privacy)

@@ -57,6 +57,16 @@ class UnknownUserError(ApiError):
         super().__init__(f"no events for user {user_id!r} in the log", field="user_id")
 
 
+class AsOfWorkLimit(ApiError):
+    """An as-of request would recompute more events than ``max_asof_events`` allows."""
+
+    status, slug, title = 422, "as-of-work-limit", "Too much as-of work in one request"
+
+    def __init__(self, exc: Exception) -> None:
+        limit = getattr(exc, "limit", None)
+        super().__init__(f"{exc} (PORTRAIT_MAX_ASOF_EVENTS)", field="user_ids", limit=limit)
+
+
 class UnknownFeature(ApiError):
     status, slug, title = 422, "unknown-feature", "Unknown feature"
 
@@ -176,6 +186,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # the traceback goes to the server log, never to the client
-        _log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # the route template: a raw path may hold a user id
+        route = getattr(request.scope.get("route"), "path", "<unmatched>")
+        _log.exception("unhandled error on %s %s", request.method, route)
         return problem_response(500, "Internal error", "the server failed; see its log",
                                 slug="internal")

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from online.settings import Settings
 
+from .accesslog import ACCESS_LOGGER, RouteTemplateFilter
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
 from .metrics import ApiMetrics, RequestTimer
@@ -30,6 +31,7 @@ from .settings import ApiSettings, get_api_settings
 __all__ = ["create_app"]
 
 _log = logging.getLogger("portrait.api")
+_DOC_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 
 
 def _api_settings(settings: Settings | None) -> ApiSettings:
@@ -63,9 +65,13 @@ def create_app(
         service.open()  # loads the checkpoint and catches up with the log before serving
         app.state.service = service
         _log.info("serving %s at offset %d", api_settings.data_dir, service.offset)
+        # access logs name route templates, never a path with a user id in it
+        access = RouteTemplateFilter([*app.openapi()["paths"], *_DOC_PATHS])
+        logging.getLogger(ACCESS_LOGGER).addFilter(access)
         try:
             yield
         finally:
+            logging.getLogger(ACCESS_LOGGER).removeFilter(access)
             service.close()  # final checkpoint, then the log
 
     app = FastAPI(

@@ -8,8 +8,11 @@ run in a thread pool):
   profile reads share. A read therefore sees every feature and model output at one offset.
 - `ingest` appends (durable on return), then projects up to at least the new offset before it
   answers: a profile read after a successful POST reflects it (read-your-writes).
-- A follower thread catches up with events appended by other writers (e.g. a CLI ingest into
-  the same data dir) and checkpoints every N events or T seconds, never inside a request.
+- A follower thread catches up with events appended by other processes (e.g.
+  ``portrait ingest --no-project`` into the same data dir) and checkpoints every N events or
+  T seconds, never inside a request. The server is the data dir's one projecting writer
+  while it runs (`online.writerlock`): a second server or a projecting CLI ingest is refused.
+- As-of profiles are recomputed from the log with no projector lock held (see `profiles`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from online import catalogue
 from online.catalogue import NO_TS, iso_utc
 from online.eventlog import AppendResult, EventLog
 from online.events import EventType
+from online.writerlock import WriterLock
 
-from .bulk import latest_profiles
 from .consistency import ProfileSampler
-from .errors import UnknownFeature, UnknownUserError
+from .errors import AsOfWorkLimit, UnknownFeature, UnknownUserError
 from .metrics import ApiMetrics
 from .rwlock import ReadWriteLock
 from .settings import ApiSettings
@@ -93,6 +96,7 @@ class ProfileService:
         self.log: EventLog | None = None
         self.projector = None
         self.sampler: ProfileSampler | None = None
+        self._writer: WriterLock | None = None
         self._lock = ReadWriteLock()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -109,12 +113,23 @@ class ProfileService:
         """Open the log, load the projector's checkpoint and catch up with the log."""
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log = EventLog(s.event_log_path, pseudonymizer=pseudonymizer_for(s))
-        self.projector = self._projector_factory(self.log, s)
-        self._checkpoint_offset = self.projector.offset
-        self._project()
+        # the server is the data dir's one projecting writer while it runs (WriterBusy else)
+        self._writer = WriterLock(s.state_dir, command="portrait serve").acquire()
+        try:
+            self.log = EventLog(s.event_log_path, pseudonymizer=pseudonymizer_for(s))
+            self.projector = self._projector_factory(self.log, s)
+            self._checkpoint_offset = self.projector.offset
+            self._project()
+        except BaseException:
+            if self.log is not None:
+                self.log.close()
+                self.log = None
+            self._writer.release()
+            self._writer = None
+            raise
         if s.profile_sample_path is not None and s.profile_sample_rate > 0:
-            self.sampler = ProfileSampler(s.profile_sample_path, s.profile_sample_rate)
+            self.sampler = ProfileSampler(s.profile_sample_path, s.profile_sample_rate,
+                                          data_dir=s.data_dir)
         self.metrics.add_gauges(self._gauges)
         self._follower = threading.Thread(target=self._follow, name="portrait-follower",
                                           daemon=True)
@@ -139,6 +154,9 @@ class ProfileService:
         if self.sampler is not None:
             self.sampler.close()
         self.log = None
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
 
     @property
     def offset(self) -> int:
@@ -222,7 +240,9 @@ class ProfileService:
                 erased = self._eraser(self.settings, user_id, self.log, self.projector)
             offset = self.projector.offset
         # the erased state must not survive in the last checkpoint, even at the same offset
-        self._checkpoint(force=True)
+        # (nothing was erased from memory for an unknown user: no checkpoint is due then)
+        if erased.get("found"):
+            self._checkpoint(force=True)
         if not erased.get("found"):
             raise UnknownUserError(user_id)
         return erased, offset
@@ -233,18 +253,10 @@ class ProfileService:
         self, user_id: str, *, as_of_us: int | None = None, features: list[str] | None = None
     ) -> dict[str, Any]:
         """One user's profile body (latest or as of ``as_of_us``), features optionally cut."""
-        _check_features(features)
-        from online.projector import UnknownUser
-
-        with self._lock.read():
-            try:
-                body = self.projector.profile(user_id, as_of=as_of_us)
-            except UnknownUser:
-                raise UnknownUserError(user_id) from None
-        body = _served(body, features, as_of_us)
-        if self.sampler is not None:
-            self.sampler.maybe_record(body)
-        return body
+        _, bodies, _ = self.profiles([user_id], as_of_us=as_of_us, features=features)
+        if not bodies:
+            raise UnknownUserError(user_id)
+        return bodies[0]
 
     def profiles(
         self,
@@ -253,25 +265,36 @@ class ProfileService:
         as_of_us: int | None = None,
         features: list[str] | None = None,
     ) -> tuple[int, list[dict[str, Any]], list[str]]:
-        """Many users' profiles from one offset: (offset, bodies, ids with no events)."""
-        _check_features(features)
-        from online.projector import UnknownUser
+        """Many users' profiles from one offset: (offset, bodies, ids with no events).
 
-        with self._lock.read():  # one section: every profile reflects the same offset
-            offset = self.projector.offset
-            if as_of_us is None:
-                bodies, missing = latest_profiles(self.projector, user_ids)
-            else:
-                bodies, missing = [], []
-                for user_id in user_ids:
-                    try:
-                        bodies.append(self.projector.profile(user_id, as_of=as_of_us))
-                    except UnknownUser:
-                        missing.append(user_id)
+        Ids are de-duplicated. Latest profiles are read in one shared section of the
+        projector's lock. As-of profiles are recomputed from the log below the projector's
+        offset with no lock held (the log is the source of truth), so a heavy as-of request
+        never holds up latest reads or ingestion; only the models' part (contributors) is
+        added in a short shared section. Their work is bounded by ``max_asof_events``.
+        """
+        _check_features(features)
+        from online.projector import TooMuchWork, features_as_of_many
+
+        ids = list(dict.fromkeys(user_ids))
+        if as_of_us is None:
+            with self._lock.read():  # one section: every profile reflects the same offset
+                offset = self.projector.offset
+                bodies, missing = self.projector.profiles(ids)
+        else:
+            offset = self.projector.offset  # events below it are in the log, durably
+            try:
+                served, missing = features_as_of_many(
+                    self.log, ids, as_of_us, below_offset=offset,
+                    max_events=self.settings.max_asof_events)
+            except TooMuchWork as exc:
+                raise AsOfWorkLimit(exc) from None
+            with self._lock.read():
+                bodies = self.projector.bodies(served)
         out = [_served(b, features, as_of_us) for b in bodies]
         if self.sampler is not None:
             for body in out:
-                self.sampler.maybe_record(body)
+                self.sampler.maybe_record(body, self.log.stored_user_id(body["user_id"]))
         return offset, out, missing
 
     def history(

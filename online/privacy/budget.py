@@ -1,6 +1,6 @@
 """The privacy budget: a persistent ledger of the epsilon spent on private releases.
 
-Every differentially private release (``GET /v1/segments``, ``portrait segments``) charges
+Every differentially private release (``POST /v1/segments``, ``portrait segments``) charges
 its epsilon here *before* any noisy value is computed, and is refused once the data dir's
 total would be exceeded.  By basic sequential composition, everything ever released from the
 data dir is then ``total``-differentially private with respect to adding or removing one user.
@@ -19,7 +19,7 @@ keeps what was spent, never forgets it.
 >>> budget.charge(0.5, "segments")
 Traceback (most recent call last):
 ...
-online.privacy.budget.BudgetExhausted: privacy budget exhausted: 0.5 requested, 0.25 of 1 left
+online.privacy.budget.BudgetExhausted: privacy budget exhausted: 0.5 requested, 0.25 of 1 left; ...
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class BudgetExhausted(RuntimeError):
     def __init__(self, requested: float, remaining: float, total: float) -> None:
         self.requested, self.remaining, self.total = requested, remaining, total
         super().__init__(f"privacy budget exhausted: {requested:g} requested, "
-                         f"{remaining:g} of {total:g} left")
+                         f"{remaining:g} of {total:g} left; spent budget never comes back "
+                         "(not with time, not with a restart)")
 
 
 def budget_total(settings: Any) -> float:
