@@ -76,6 +76,8 @@ class ReplaySummary:
     end_offset: int = 0  # end of the committed prefix after the run
     output_dir: str = ""
     notes: list[str] = field(default_factory=list)
+    engine: str = "local"  # or "ray" (offline.replay_ray)
+    workers: int = 1  # processes that ran kernels at once
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
