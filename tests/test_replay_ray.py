@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import shoplogs
 
 from offline import asof
+from offline import retrieval as rt
 from offline.replay import replay, replay_state, replayed_end, snapshot_files, watermark
 from offline.replay_ray import replay_ray
+from offline.retrieval_ray import training_set_ray
+from online import catalogue as cat
 from online.settings import Settings
 
 
@@ -96,3 +101,65 @@ def test_a_driver_that_died_resumes_with_the_groups_not_done(ray_local, two, mon
     assert summary.resumed_at == 0 and "4 of 4" in summary.notes[0]
     replay(local, **QUIET)
     assert rows(ray) == rows(local)
+
+
+def _entities(n: int, seed: int) -> pd.DataFrame:
+    """Random (user, T) rows, some of unknown users and before any event, in random order."""
+    rng = np.random.default_rng(seed)
+    ts = np.array([e["ts"] for e in EVENTS])
+    t = rng.choice(ts, n) + rng.choice([0, 1, -1, cat.HOUR_US, 2 * cat.DAY_US], n)
+    t[:5] = shoplogs.T0 - cat.DAY_US
+    who = [f"u{k}" for k in rng.integers(32, size=n)]  # u30, u31: no events
+    return pd.DataFrame({"user_id": who, "event_timestamp": pd.to_datetime(t, unit="us",
+                                                                           utc=True)})
+
+
+@pytest.mark.parametrize("replay_engine", ["local", "ray"])
+def test_ray_training_set_equals_the_local_one(ray_local, two, tmp_path, replay_engine):
+    local, ray = two
+    if replay_engine == "ray":
+        replay_ray(ray, tasks=3, **QUIET)
+    else:
+        replay(ray, **QUIET)
+    entities = _entities(300, seed=replay_engine == "ray")
+    want = rt.training_set(ray, entities, 2 * cat.DAY_US)
+    got = training_set_ray(ray, entities, 2 * cat.DAY_US, tasks=None if replay_engine == "ray"
+                           else 4)
+    pd.testing.assert_frame_equal(got, want)
+    assert want["event_count"].notna().sum() > 200
+    rt.write_frame(got, tmp_path / "a.parquet")
+    rt.write_frame(want, tmp_path / "b.parquet")
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_the_cli_runs_replay_and_training_sets_on_ray(ray_local, two, tmp_path):
+    from click.testing import CliRunner
+
+    from offline.cli import cli
+
+    local, ray = two
+    bodies = {}
+    for settings, engine in ((local, "local"), (ray, "ray")):
+        args = ["--data-dir", str(settings.data_dir), "replay", "--engine", engine, "--json"]
+        if engine == "ray":
+            args += ["--workers", "2"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        bodies[engine] = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("events", "rows", "tail_rows"):
+        assert bodies["ray"][key] == bodies["local"][key]
+    assert (bodies["ray"]["engine"], bodies["ray"]["workers"]) == ("ray", 2)
+    assert bodies["ray"]["events_per_s"] > 0 and bodies["local"]["engine"] == "local"
+    assert rows(ray) == rows(local)
+    entities = tmp_path / "entities.csv"
+    _entities(120, seed=4).to_csv(entities, index=False)
+    outs = []
+    for engine in ("local", "ray"):
+        outs.append(tmp_path / f"{engine}.parquet")
+        result = CliRunner().invoke(cli, ["--data-dir", str(ray.data_dir), "training-set",
+                                          "--entities", str(entities), "--label-horizon", "1d",
+                                          "--engine", engine, "--out", str(outs[-1]), "--json"])
+        assert result.exit_code == 0, result.output
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    bad = CliRunner().invoke(cli, ["--data-dir", str(ray.data_dir), "replay", "--workers", "2"])
+    assert bad.exit_code != 0 and "--engine ray" in bad.output
