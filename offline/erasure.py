@@ -263,9 +263,12 @@ def _rewrite_checkpoint(state_dir: Path, stored: str, contributors: list) -> tup
 
 
 def _erase_replay_checkpoints(settings: Settings, stored: str) -> dict[str, Any]:
-    root = Path(settings.offline_dir) / "replay" / "checkpoints"
+    replay_dir = Path(settings.offline_dir) / "replay"
     rewritten = 0
-    for directory in sorted(p for p in root.glob("*") if p.is_dir()):
+    # the replay's checkpoints, and the states of an unfinished Ray replay's groups
+    found = [*replay_dir.glob("checkpoints/*"), *replay_dir.glob("ray/*/state")]
+    for directory in sorted(p for p in found if p.is_dir()):
+        root = directory.parent
         if not (directory / "codes.json").exists():
             continue
         state = UserState.load(directory)

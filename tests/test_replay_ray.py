@@ -17,6 +17,7 @@ from offline.replay import replay, replay_state, replayed_end, snapshot_files, w
 from offline.replay_ray import replay_ray
 from offline.retrieval_ray import training_set_ray
 from online import catalogue as cat
+from online.eventlog import EventLog
 from online.settings import Settings
 
 
@@ -163,3 +164,33 @@ def test_the_cli_runs_replay_and_training_sets_on_ray(ray_local, two, tmp_path):
     assert outs[0].read_bytes() == outs[1].read_bytes()
     bad = CliRunner().invoke(cli, ["--data-dir", str(ray.data_dir), "replay", "--workers", "2"])
     assert bad.exit_code != 0 and "--engine ray" in bad.output
+
+
+def test_erasure_reaches_a_ray_snapshot_and_an_unfinished_ray_run(ray_local, two, monkeypatch):
+    from offline.erasure import erase_user
+    from online.state import UserState
+
+    _, ray = two
+    replay_ray(ray, tasks=2, **QUIET)
+    import offline.replay_ray as rr
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with EventLog(ray.event_log_path) as log:  # a longer log: the next run is a new plan
+        log.append([shoplogs.payload({**EVENTS[0], "event_id": "late-1"})],
+                   now_us=shoplogs.NOW_US)
+    monkeypatch.setattr(rr, "_commit", broken)
+    with pytest.raises(KeyboardInterrupt):
+        replay_ray(ray, tasks=2, **QUIET)
+    monkeypatch.undo()
+    victim = EVENTS[0]["user_id"]
+    receipt = erase_user(ray, victim)
+    assert receipt.stores["offline_parquet"]["rows"] > 0
+    assert receipt.stores["replay_checkpoints"]["checkpoints_rewritten"] == 2  # end + a group
+    for path in ray.offline_dir.rglob("*.parquet"):
+        assert victim not in set(pq.read_table(path, columns=["user_id"])
+                                 .column(0).cast(pa.string()).to_pylist()), path
+    for codes in ray.offline_dir.rglob("codes.json"):
+        assert victim not in UserState.load(codes.parent).users.codes, codes
+    assert all(r[0] != victim for r in rows(ray))
