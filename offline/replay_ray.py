@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import time
 from collections import deque
@@ -40,7 +41,7 @@ from offline import snapshot_store as store
 from offline.replay import BATCH_EVENTS, ReplaySummary, _progress, _settings, snapshot_dir
 from online import catalogue as cat
 from online import partitions as pt
-from online.eventlog import EventLog
+from online.eventlog import EventBatch, EventLog
 from online.settings import Settings
 from online.state import I_LAST_TS, CodeMap, UserState
 
@@ -168,14 +169,13 @@ def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end
     with EventLog(log_path) as log, \
             ThreadPoolExecutor(1, thread_name_prefix="replay-write") as pool:
         pending: deque = deque()
-        for part in parts:
-            for batch in _partition_batches(log, part, end, batch_events):
-                blocks, last_offset = sn.event_rows(state, batch, last_offset)
-                pending.extend(pool.submit(files.write, b, state, dicts) for b in blocks)
-                while len(pending) > _IN_FLIGHT:
-                    pending.popleft().result()
-                events += len(batch)
-                _maybe_fail(fail_once_dir, group)
+        for batch in _group_batches(log, parts, end, batch_events):
+            blocks, last_offset = sn.event_rows(state, batch, last_offset)
+            pending.extend(pool.submit(files.write, b, state, dicts) for b in blocks)
+            while len(pending) > _IN_FLIGHT:
+                pending.popleft().result()
+            events += len(batch)
+            _maybe_fail(fail_once_dir, group)
         for job in pending:
             job.result()
     names = files.commit([])
@@ -192,20 +192,40 @@ def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end
         "rows": files.rows, "tail_files": tail_names, "tail_rows": tail.rows, "users": n,
         "watermark_us": int(state.ints[:n, I_LAST_TS].max()) if n else cat.NO_TS,
         "pid": os.getpid(),
+        # the worker process's peak so far (workers are pooled: over every task it ran)
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     store.atomic_write(out / "done.json", json.dumps(result).encode())
     return result
 
 
-def _partition_batches(log: EventLog, part: int, end: int, batch_events: int):
-    """Batches of one partition below ``end``; the next read runs while one is applied."""
+def _group_batches(log: EventLog, parts: list[int], end: int, batch_events: int):
+    """Batches of ~``batch_events`` of the group's events below ``end``, partition after
+    partition (each in offset order; users never span partitions, so no global order is
+    needed).  Full batches, not one per partition: rows are encoded per block and per day,
+    and many small blocks cost more than the kernels.  The next read runs meanwhile."""
+
+    def fill(start: tuple[int, int]) -> tuple[EventBatch | None, tuple[int, int]]:
+        k, pos = start
+        got: list[EventBatch] = []
+        n = 0
+        while k < len(parts) and n < batch_events:
+            batch, nxt = log.read_partitions(parts[k], pos, batch_events - n, to_offset=end)
+            if len(batch):
+                got.append(batch)
+                n += len(batch)
+                pos = nxt
+            else:
+                k, pos = k + 1, 0
+        return (EventBatch.concat(got) if got else None), (k, pos)
+
     with ThreadPoolExecutor(1, thread_name_prefix="replay-read") as pool:
-        pending = pool.submit(log.read_partitions, part, 0, batch_events, to_offset=end)
+        pending = pool.submit(fill, (0, 0))
         while True:
             batch, nxt = pending.result()
-            if not len(batch):
+            if batch is None:
                 return
-            pending = pool.submit(log.read_partitions, part, nxt, batch_events, to_offset=end)
+            pending = pool.submit(fill, nxt)
             yield batch
 
 
@@ -253,6 +273,11 @@ def _commit(man: store.Manifest, root: Path, staging: Path, results: dict[int, d
     man.save()
     shutil.rmtree(staging, ignore_errors=True)
     summary.chunks = len(order)
+    peaks: dict[str, float] = {}
+    for g in order:
+        pid = str(results[g].get("pid"))
+        peaks[pid] = max(peaks.get(pid, 0.0), results[g].get("peak_rss_mb", 0.0))
+    summary.worker_peak_rss_mb = peaks
     summary.end_offset = man.end
 
 
