@@ -117,6 +117,7 @@ def erase_user(settings: Settings, user_id: str, *, log: EventLog | None = None,
             stored = pseudonymizer(user_id) if pseudonymizer else user_id
         steps = [
             ("event_log", lambda: _erase_log(log, stored)),
+            ("log_segments", lambda: _erase_segments(settings, stored)),
             ("projector_state", lambda: _erase_projector(settings, projector, stored,
                                                          contributors, receipt)),
             ("replay_checkpoints", lambda: _erase_replay_checkpoints(settings, stored)),
@@ -260,6 +261,12 @@ def _rewrite_checkpoint(state_dir: Path, stored: str, contributors: list) -> tup
         shutil.rmtree(target, ignore_errors=True)
         raise
     return rows, target.name
+
+
+def _erase_segments(settings: Settings, stored: str) -> dict[str, Any]:
+    from offline.segments import erase_user as erase_from_segments
+
+    return erase_from_segments(settings, stored)
 
 
 def _erase_replay_checkpoints(settings: Settings, stored: str) -> dict[str, Any]:

@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from online.eventlog import EventLog
-
 from offline.datasets import Record
+from online.eventlog import EventLog
 
 #: Rejections and skips listed in a summary; the counts stay exact beyond it.
 MAX_LISTED = 1_000

@@ -39,6 +39,7 @@ import numpy as np
 from offline import snapshot as sn
 from offline import snapshot_store as store
 from offline.replay import BATCH_EVENTS, ReplaySummary, _progress, _settings, snapshot_dir
+from offline.segments import SegmentStore, segment_store
 from online import catalogue as cat
 from online import partitions as pt
 from online.eventlog import EventBatch, EventLog
@@ -90,6 +91,8 @@ def replay_ray(settings_or_paths: Settings | str | os.PathLike, to_offset: int |
             end = log.next_offset if to_offset is None else min(int(to_offset), log.next_offset)
             n_parts = log.partitions
         plan = pt.groups(n_parts, tasks or workers)
+        sealed = segment_store(s)
+        segments_url = sealed.url if sealed is not None and sealed.end else None
         summary = ReplaySummary(from_offset=0, to_offset=end, output_dir=str(root))
         staging = s.offline_dir / "replay" / "ray"
         key = {"engine": "ray", "request": None, "end": end, "partitions": n_parts,
@@ -111,7 +114,7 @@ def replay_ray(settings_or_paths: Settings | str | os.PathLike, to_offset: int |
                 while todo and len(pending) < workers:
                     g = todo.pop(0)
                     ref = remote.remote(log_path, str(staging), g, plan[g], end, batch_events,
-                                        fail_once_dir)
+                                        fail_once_dir, segments_url)
                     pending[ref] = g
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 g = pending.pop(ready[0])
@@ -156,7 +159,8 @@ def _resumable(man: store.Manifest, key: dict, staging: Path, n: int) -> dict[in
 
 
 def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end: int,
-                  batch_events: int, fail_once_dir: str | None) -> dict[str, Any]:
+                  batch_events: int, fail_once_dir: str | None,
+                  segments_url: str | None = None) -> dict[str, Any]:
     """One Ray task: replay partitions ``parts`` over ``[0, end)`` into the staging dir."""
     out = Path(staging) / f"g{group:04d}"
     shutil.rmtree(out, ignore_errors=True)  # a retry starts its group afresh
@@ -169,7 +173,8 @@ def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end
     with EventLog(log_path) as log, \
             ThreadPoolExecutor(1, thread_name_prefix="replay-write") as pool:
         pending: deque = deque()
-        for batch in _group_batches(log, parts, end, batch_events):
+        segments = SegmentStore(segments_url) if segments_url else None
+        for batch in _group_batches(log, parts, end, batch_events, segments):
             blocks, last_offset = sn.event_rows(state, batch, last_offset)
             pending.extend(pool.submit(files.write, b, state, dicts) for b in blocks)
             while len(pending) > _IN_FLIGHT:
@@ -199,33 +204,44 @@ def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end
     return result
 
 
-def _group_batches(log: EventLog, parts: list[int], end: int, batch_events: int):
+def _group_batches(log: EventLog, parts: list[int], end: int, batch_events: int,
+                   segments: SegmentStore | None = None):
     """Batches of ~``batch_events`` of the group's events below ``end``, partition after
     partition (each in offset order; users never span partitions, so no global order is
-    needed).  Full batches, not one per partition: rows are encoded per block and per day,
-    and many small blocks cost more than the kernels.  The next read runs meanwhile."""
+    needed): sealed segments first, then the live tail from SQLite.  Full batches, not one
+    per partition: rows are encoded per block and per day, and many small blocks cost more
+    than the kernels.  The next batch is read while one is applied."""
 
-    def fill(start: tuple[int, int]) -> tuple[EventBatch | None, tuple[int, int]]:
-        k, pos = start
-        got: list[EventBatch] = []
-        n = 0
-        while k < len(parts) and n < batch_events:
-            batch, nxt = log.read_partitions(parts[k], pos, batch_events - n, to_offset=end)
-            if len(batch):
-                got.append(batch)
-                n += len(batch)
-                pos = nxt
-            else:
-                k, pos = k + 1, 0
-        return (EventBatch.concat(got) if got else None), (k, pos)
+    def events():
+        for part in parts:
+            pos = 0
+            if segments is not None:
+                yield from segments.read_partition(part, end, batch_events)
+                pos = segments.end
+            while pos < end:
+                batch, pos = log.read_partitions(part, pos, batch_events, to_offset=end)
+                if not len(batch):
+                    break
+                yield batch
+
+    source = events()
+
+    def fill() -> EventBatch | None:
+        got, n = [], 0
+        for batch in source:
+            got.append(batch)
+            n += len(batch)
+            if n >= batch_events:
+                break
+        return EventBatch.concat(got) if got else None
 
     with ThreadPoolExecutor(1, thread_name_prefix="replay-read") as pool:
-        pending = pool.submit(fill, (0, 0))
+        pending = pool.submit(fill)
         while True:
-            batch, nxt = pending.result()
+            batch = pending.result()
             if batch is None:
                 return
-            pending = pool.submit(fill, nxt)
+            pending = pool.submit(fill)
             yield batch
 
 
