@@ -69,23 +69,33 @@ def replay(ctx: Context, from_offset: int, to_offset: int | None, engine: str,
 @cli.command()
 @click.option("--force", is_flag=True,
               help="Materialize even when the replay is behind the log.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Feast's local engine, or Feast's Ray compute engine.")
+@click.option("--address", default=None, help="Ray cluster to join; default: a local Ray.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Ray: CPUs of the local Ray and online writers (Redis).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @pass_context
-def materialize(ctx: Context, force: bool, as_json: bool) -> None:
+def materialize(ctx: Context, force: bool, engine: str, address: str | None,
+                workers: int | None, as_json: bool) -> None:
     """Feast apply + materialize-incremental of the replayed snapshot into the online store.
 
     \b
     Example:
       portrait replay && portrait materialize
+      portrait materialize --engine ray --workers 2
     """
     from offline.feast_store import SnapshotBehindLog
     from offline.feast_store import materialize as run_materialize
 
+    if engine == "local" and (address or workers):
+        fail("--address and --workers need --engine ray")
     try:
         # Feast prints its own progress on stdout; keep stdout for the result alone.
         with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            body = run_materialize(ctx.settings, force=force)
+            body = run_materialize(ctx.settings, force=force, engine=engine,
+                                   ray_address=address, workers=workers)
     except SnapshotBehindLog as exc:
         fail(str(exc))
     emit(body, as_json, f"materialized {', '.join(body['feature_views'])} into the "
