@@ -507,6 +507,7 @@ class EventLog:
             "path": str(self.path), "events": events, "users": users,
             "next_offset": next_offset, "quarantined": quarantined,
             "first_ts_us": first, "last_ts_us": last, "size_bytes": size,
+            "partitions": self.partitions,
         }  # fmt: skip
 
 

@@ -48,6 +48,7 @@ def test_partitions_split_the_log_by_user(tmp_path):
             seen += offs
         assert sorted(seen) == _offsets(whole)
         assert sum(log.partition_counts()) == len(EVENTS)
+        assert log.stats()["partitions"] == pt.DEFAULT_PARTITIONS
 
 
 def test_a_set_of_partitions_reads_in_offset_order_and_resumes(tmp_path):
