@@ -263,7 +263,8 @@ def _commit(man: store.Manifest, root: Path, staging: Path, results: dict[int, d
               np.load(staging / f"g{g:04d}" / "state" / "last_offset.npy")) for g in order]
     state, last_offset = merge_states(parts)
     del parts
-    store.save_checkpoint(man, end, state, last_offset)
+    if end:  # offset 0 is the empty state, never stored
+        store.save_checkpoint(man, end, state, last_offset)
     rows_files, tail_files = [], []
     for g in order:
         r = results[g]

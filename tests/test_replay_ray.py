@@ -194,3 +194,11 @@ def test_erasure_reaches_a_ray_snapshot_and_an_unfinished_ray_run(ray_local, two
     for codes in ray.offline_dir.rglob("codes.json"):
         assert victim not in UserState.load(codes.parent).users.codes, codes
     assert all(r[0] != victim for r in rows(ray))
+
+
+def test_an_empty_log_replays_to_an_empty_snapshot(ray_local, tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    EventLog(settings.event_log_path).close()
+    summary = replay_ray(settings, **QUIET)
+    assert (summary.events, summary.rows, summary.end_offset) == (0, 0, 0)
+    assert snapshot_files(settings) == [] and replayed_end(settings) == 0
