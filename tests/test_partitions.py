@@ -95,3 +95,30 @@ def test_the_partition_count_is_fixed_when_the_log_is_created(tmp_path):
         EventLog(tmp_path / "other.db", partitions=0)
     with EventLog(path) as log, pytest.raises(ValueError, match="partitions: expected values"):
         log.read_partitions(4)
+
+
+def test_a_new_data_dir_takes_its_partition_count_from_the_settings(tmp_path, monkeypatch):
+    from online.privacy import open_event_log
+    from online.settings import Settings
+
+    monkeypatch.setenv("PORTRAIT_LOG_PARTITIONS", "4")
+    settings = Settings(data_dir=tmp_path)
+    assert settings.log_partitions == 4
+    with open_event_log(settings) as log:
+        assert log.partitions == 4
+    monkeypatch.setenv("PORTRAIT_LOG_PARTITIONS", "8")
+    with pytest.raises(ValueError, match="the log has 4 partitions, got 8"):
+        open_event_log(Settings(data_dir=tmp_path))
+
+
+def test_the_cli_names_a_partition_mismatch(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from offline.cli import cli
+
+    with EventLog(tmp_path / "events.db", partitions=4):
+        pass
+    monkeypatch.setenv("PORTRAIT_LOG_PARTITIONS", "8")
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "log", "stats"])
+    assert result.exit_code != 0 and "the log has 4 partitions, got 8" in result.output
+    assert "Traceback" not in result.output
