@@ -50,6 +50,7 @@ __all__ = ["RayReplayFailed", "merge_states", "replay_ray"]
 
 MAX_RETRIES = 3  # per task, on a worker's death
 _IN_FLIGHT = 4  # row blocks queued for a task's parquet writer thread
+_OBJECT_STORE = 512 * 1024 * 1024  # bytes of a local Ray's object store (training-set frames)
 
 
 class RayReplayFailed(RuntimeError):
@@ -141,8 +142,9 @@ def _start_ray(ray, address: str | None, workers: int | None) -> None:
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=False)
     else:
+        # tasks pass file names and counts, not data, through the object store: keep it small
         ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
-                 runtime_env=env, log_to_driver=False)
+                 runtime_env=env, log_to_driver=False, object_store_memory=_OBJECT_STORE)
 
 
 def _resumable(man: store.Manifest, key: dict, staging: Path, n: int) -> dict[int, dict]:
