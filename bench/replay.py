@@ -10,8 +10,13 @@ The bench log is bulk-loaded with plain SQLite inserts in the log's own column l
 (``online.eventlog._INSERT``): synthetic events are valid by construction, and validating
 10 million of them would take longer than everything measured here.
 
-Run: ``.venv/bin/python bench/replay.py [--events 10000000] [--users N] [--seed 7]``.
-The last line of output is one JSON object with every figure.
+With ``--engine ray`` the same run also times ``offline.replay_ray.replay_ray`` on a local
+Ray with 1 and with 2 workers (one task per worker, each a group of log partitions; Ray
+started and its workers warmed on a tiny log before the clock starts), checks that its rows
+equal the local replay's row count, and reports each worker's peak RSS and the speed-ups.
+
+Run: ``.venv/bin/python bench/replay.py [--events 10000000] [--users N] [--seed 7]
+[--engine ray]``. The last line of output is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from offline.datasets.synthetic import generate_columns
 from offline.replay import replay
 from online import eventlog, kernels
 from online.eventlog import EventLog
+from online.partitions import partitions_of
 from online.settings import Settings
 from online.state import UserState
 
@@ -51,12 +57,14 @@ def build_log(path: Path, n_users: int, n_events: int, seed: int) -> int:
     conn.execute("PRAGMA synchronous=OFF")
     offset, now = 0, time.time_ns() // 1000
     conn.execute("BEGIN")
+    (n_parts,) = conn.execute("SELECT value FROM meta WHERE key = 'partitions'").fetchone()
     for c in generate_columns(n_users, n_events, seed, chunk_size=200_000):
         n = len(c["ts"])
         price = [None if p != p else p for p in c["price"].tolist()]
+        part = partitions_of(c["user_id"], n_parts).tolist()
         rows = zip(range(offset, offset + n), c["event_id"], c["user_id"], c["type"].tolist(),
                    c["ts"].tolist(), c["item_id"], c["category"], c["session_id"], price,
-                   c["quantity"].tolist(), [now] * n, strict=True)
+                   c["quantity"].tolist(), [now] * n, part, strict=True)
         conn.executemany(eventlog._INSERT, rows)
         offset += n
     conn.execute("UPDATE meta SET value = ? WHERE key = 'next_offset'", (offset,))
@@ -99,6 +107,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--batch-events", type=int, default=100_000)
     p.add_argument("--chunk-events", type=int, default=1_000_000)
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="ray: also time the Ray replay with 1 and 2 workers")
     args = p.parse_args()
     users = args.users or max(args.events // 100, 10)
     work = OUT / f"replay-{users}-{args.events}-{args.seed}"
@@ -138,7 +148,40 @@ def main() -> None:
           f"{rows / n:.2f} rows/event, {size / n:.0f} B/event on disk)")
     print(f"read only:     {n / t_read:>12,.0f} events/s  (EventLog.read alone)")
     print(f"read + apply:  {n / t_apply:>12,.0f} events/s  (kernels.apply, no rows)")
+    if args.engine == "ray":
+        figures.update(ray_figures(work, warm, n, rows, t_replay, args.batch_events))
     print(json.dumps(figures))
+
+
+def ray_figures(work: Path, warm: Path, n: int, rows: int, t_local: float,
+                batch_events: int) -> dict:
+    """Events/s of the Ray replay with 1 and 2 workers, per-worker peak RSS, speed-ups."""
+    import ray
+
+    from offline.replay_ray import replay_ray
+
+    out: dict = {}
+    for workers in (1, 2):
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=200 * 1024 * 1024)
+        try:
+            replay_ray(Settings(data_dir=warm), progress=False)  # start and warm the workers
+            s = replay_ray(Settings(data_dir=work), progress=False, batch_events=batch_events)
+        finally:
+            ray.shutdown()
+        if s.rows + s.tail_rows != rows:
+            raise SystemExit(f"ray ({workers} workers) wrote {s.rows + s.tail_rows:,} rows, "
+                             f"the local replay {rows:,}")
+        out[f"ray{workers}_s"] = s.seconds
+        out[f"ray{workers}_events_per_s"] = round(n / s.seconds)
+        out[f"ray{workers}_peak_rss_mb"] = sorted(s.worker_peak_rss_mb.values())
+        print(f"ray, {workers} worker(s): {n / s.seconds:>9,.0f} events/s  ({s.seconds:.1f} s, "
+              f"peak RSS per worker {out[f'ray{workers}_peak_rss_mb']} MB)")
+    out["ray2_over_ray1"] = round(out["ray1_s"] / out["ray2_s"], 2)
+    out["ray1_over_local"] = round(t_local / out["ray1_s"], 2)
+    print(f"2 workers / 1 worker: {out['ray2_over_ray1']:.2f}x; 1 worker / local: "
+          f"{out['ray1_over_local']:.2f}x")
+    return out
 
 
 if __name__ == "__main__":

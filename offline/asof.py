@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from online import catalogue as cat
@@ -71,11 +72,12 @@ def micros(column: pa.ChunkedArray) -> np.ndarray:
     return ts.fill_null(cat.NO_TS).to_numpy()
 
 
-def load(files: list[Path], columns: list[str] | None = None) -> Snapshot:
+def load(files: list[Path], columns: list[str] | None = None, *,
+         users: set[str] | None = None) -> Snapshot:
     """Read the snapshot files (the key columns plus ``columns``, default all) and index them.
 
     Files are decoded in parallel (pyarrow releases the GIL); strings stay dictionary-encoded
-    with one dictionary per column, so takes stay cheap.
+    with one dictionary per column, so takes stay cheap.  ``users``: keep only their rows.
     """
     names = pq.read_schema(files[0]).names if files else list(KEYS)
     wanted = [c for c in names if c not in KEYS] if columns is None else list(columns)
@@ -83,9 +85,15 @@ def load(files: list[Path], columns: list[str] | None = None) -> Snapshot:
     lists = [f"{f.name}.list.element" for f in cat.stored_features() if f.dtype == "str_list"]
     read = [*KEYS, *(c for c in wanted if c not in KEYS)]
 
+    keep = None if users is None else pa.array(sorted(users), pa.string())
+
     def one(path: Path) -> pa.Table:
-        return pq.read_table(path, columns=read, read_dictionary=strings + lists,
-                             use_threads=False)
+        table = pq.read_table(path, columns=read, read_dictionary=strings + lists,
+                              use_threads=False)
+        if keep is None:
+            return table
+        ids = table.column("user_id").cast(pa.string())
+        return table.filter(pc.is_in(ids, value_set=keep))
 
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
         tables = list(pool.map(one, files))

@@ -120,6 +120,7 @@ def erase_user(settings: Settings, user_id: str, *, log: EventLog | None = None,
             stored = pseudonymizer(user_id) if pseudonymizer else user_id
         steps = [
             ("event_log", lambda: _erase_log(log, stored)),
+            ("log_segments", lambda: _erase_segments(settings, stored)),
             ("projector_state", lambda: _erase_projector(settings, projector, stored,
                                                          contributors, receipt)),
             ("replay_checkpoints", lambda: _erase_replay_checkpoints(settings, stored)),
@@ -271,10 +272,19 @@ def _rewrite_checkpoint(state_dir: Path, stored: str, contributors: list) -> tup
     return rows, target.name
 
 
+def _erase_segments(settings: Settings, stored: str) -> dict[str, Any]:
+    from offline.segments import erase_user as erase_from_segments
+
+    return erase_from_segments(settings, stored)
+
+
 def _erase_replay_checkpoints(settings: Settings, stored: str) -> dict[str, Any]:
-    root = Path(settings.offline_dir) / "replay" / "checkpoints"
+    replay_dir = Path(settings.offline_dir) / "replay"
     rewritten = 0
-    for directory in sorted(p for p in root.glob("*") if p.is_dir()):
+    # the replay's checkpoints, and the states of an unfinished Ray replay's groups
+    found = [*replay_dir.glob("checkpoints/*"), *replay_dir.glob("ray/*/state")]
+    for directory in sorted(p for p in found if p.is_dir()):
+        root = directory.parent
         if not (directory / "codes.json").exists():
             continue
         users = json.loads((directory / "codes.json").read_text("utf-8"))["users"]

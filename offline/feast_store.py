@@ -64,8 +64,15 @@ def _data_dir_env(settings: Settings) -> Iterator[Path]:
                 os.environ[_ENV] = before
 
 
-def repo_config(settings: Settings) -> RepoConfig:
-    """Feast's RepoConfig for the data dir: feature_store.yaml, online store per settings."""
+def repo_config(settings: Settings, engine: str = "local", *, ray_address: str | None = None,
+                workers: int | None = None) -> RepoConfig:
+    """Feast's RepoConfig for the data dir: feature_store.yaml, online store per settings.
+
+    ``engine="ray"`` sets Feast's Ray compute engine as the batch engine (``batch_engine:
+    {type: ray.engine}``) for materialize: it reads the FileSource through the duckdb offline
+    store on the driver, then deduplicates and writes to the online store in Ray tasks
+    (one writer for sqlite, which takes one writer at a time; ``workers`` for Redis).
+    """
     import yaml
     from feast.repo_config import RepoConfig
 
@@ -74,6 +81,14 @@ def repo_config(settings: Settings) -> RepoConfig:
     if settings.online_store == "redis":
         raw["online_store"] = {"type": "redis", "connection_string": settings.redis_url,
                                "skip_dedup": True}
+    if engine == "ray":
+        raw["batch_engine"] = {
+            "type": "ray.engine", "ray_address": ray_address, "max_workers": workers,
+            "write_concurrency": 1 if settings.online_store == "sqlite" else (workers or 2),
+            "ray_conf": {"num_cpus": workers, "include_dashboard": False} if workers else None,
+        }
+    elif engine != "local":
+        raise ValueError(f"engine: expected 'local' or 'ray', got {engine!r}")
     config = RepoConfig(**raw)
     config.repo_path = FEATURE_REPO
     return config
@@ -90,21 +105,23 @@ def definitions(settings: Settings) -> dict[str, Any]:
     return vars(module)
 
 
-def feature_store(settings: Settings) -> FeatureStore:
+def feature_store(settings: Settings, engine: str = "local", **engine_options: Any,
+                  ) -> FeatureStore:
     """A FeatureStore for the data dir (the registry must exist: see `apply`)."""
     from feast import FeatureStore
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(FEATURE_REPO), config=repo_config(settings))
+    return FeatureStore(repo_path=str(FEATURE_REPO),
+                        config=repo_config(settings, engine, **engine_options))
 
 
-def apply(settings: Settings) -> FeatureStore:
+def apply(settings: Settings, engine: str = "local", **engine_options: Any) -> FeatureStore:
     """``feast apply`` for the data dir: registers entity, sources, views and the service."""
     from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView
     from feast.data_source import DataSource
 
     objs = definitions(settings)
-    store = feature_store(settings)
+    store = feature_store(settings, engine, **engine_options)
     kinds = (Entity, DataSource, FeatureView, OnDemandFeatureView, FeatureService)
     store.apply([o for o in objs.values() if isinstance(o, kinds)])
     return store
@@ -122,7 +139,8 @@ class SnapshotBehindLog(RuntimeError):
 
 
 def materialize(settings: Settings, end: datetime | None = None, *, force: bool = False,
-                full: bool = False) -> dict[str, Any]:
+                full: bool = False, engine: str = "local", ray_address: str | None = None,
+                workers: int | None = None) -> dict[str, Any]:
     """``feast apply`` + ``feast materialize-incremental`` up to ``end`` (default now, UTC).
 
     Refuses (`SnapshotBehindLog`) when the replay has not caught up with the log, unless
@@ -132,6 +150,8 @@ def materialize(settings: Settings, end: datetime | None = None, *, force: bool 
     registry, not per online store, so a run into a store other than the last one
     materialized (``PORTRAIT_ONLINE_STORE`` switched, another Redis, a deleted online.db) is
     full as well: `online_target` is recorded after each run and compared.
+    ``engine="ray"``: Feast's Ray compute engine does the work (see ``repo_config``); the
+    online rows are the same.
     """
     from offline.replay import replayed_end
     from online.eventlog import EventLog
@@ -144,7 +164,8 @@ def materialize(settings: Settings, end: datetime | None = None, *, force: bool 
     if replayed < log_end and not force:
         raise SnapshotBehindLog(replayed, log_end)
     end = end or datetime.now(UTC)
-    store = apply(settings)
+    options = {"ray_address": ray_address, "workers": workers} if engine == "ray" else {}
+    store = apply(settings, engine, **options)
     target, last = online_target(settings, store.project), _last_target(settings)
     reason = "asked" if full else None
     if reason is None and last != target:
@@ -159,6 +180,7 @@ def materialize(settings: Settings, end: datetime | None = None, *, force: bool 
     return {"project": store.project, "end": end.isoformat(), "replayed_end": replayed,
             "log_end": log_end, "online_store": settings.online_store,
             "full": replayed > 0 and reason is not None, "full_reason": reason,
+            "engine": engine,
             "feature_views": sorted(v.name for v in store.list_feature_views())}
 
 

@@ -76,6 +76,9 @@ class ReplaySummary:
     end_offset: int = 0  # end of the committed prefix after the run
     output_dir: str = ""
     notes: list[str] = field(default_factory=list)
+    engine: str = "local"  # or "ray" (offline.replay_ray)
+    workers: int = 1  # processes that ran kernels at once
+    worker_peak_rss_mb: dict[str, float] = field(default_factory=dict)  # Ray: per worker pid
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -46,33 +46,42 @@ _cache: dict[str, object] = {}
 
 
 def training_set(settings: Settings, entities_df: pd.DataFrame, label_horizon_us: int,
-                 features: Sequence[str] | None = None, path: Path_ = "fast") -> pd.DataFrame:
-    """The entity rows with one column per served feature (as of each row) and per label."""
-    feats = features_at(settings, entities_df, features, path=path)
-    labs = labels(settings, entities_df, label_horizon_us, path=path)
+                 features: Sequence[str] | None = None, path: Path_ = "fast", *,
+                 snapshot_part: Sequence[Path] | None = None) -> pd.DataFrame:
+    """The entity rows with one column per served feature (as of each row) and per label.
+
+    ``snapshot_part``: read only these snapshot files, and in them only the entity rows'
+    users (a Ray task's share, ``offline.retrieval_ray``); default: the whole snapshot.
+    """
+    feats = features_at(settings, entities_df, features, path=path, snapshot_part=snapshot_part)
+    labs = labels(settings, entities_df, label_horizon_us, path=path,
+                  snapshot_part=snapshot_part)
     return pd.concat([entities_df.reset_index(drop=True), feats, labs], axis=1)
 
 
 def features_at(settings: Settings, entities_df: pd.DataFrame,
-                features: Sequence[str] | None = None, path: Path_ = "fast") -> pd.DataFrame:
+                features: Sequence[str] | None = None, path: Path_ = "fast", *,
+                snapshot_part: Sequence[Path] | None = None) -> pd.DataFrame:
     """Served feature values as of each entity row (one row per entity row, same order)."""
     names = cat.served_names() if features is None else [cat.feature(n).name for n in features]
     users, t_us = entity_times(entities_df)
     wanted = [f for f in cat.FEATURES if f.name in set(names) and f.kind != "since"]
     columns = sorted({*_EVAL_INPUTS, *(f.name for f in wanted)})
-    stored = _stored_as_of(settings, users, t_us, columns, path)
+    stored = _stored_as_of(settings, users, t_us, columns, path, snapshot_part)
     return served_frame(stored, t_us, names)
 
 
 def labels(settings: Settings, entities_df: pd.DataFrame, horizon_us: int,
-           path: Path_ = "fast") -> pd.DataFrame:
+           path: Path_ = "fast", *, snapshot_part: Sequence[Path] | None = None,
+           ) -> pd.DataFrame:
     """Purchases in (T, T+H] per entity row: count and whether any (null past the watermark)."""
     if horizon_us <= 0:
         raise ValueError(f"label horizon must be positive, got {horizon_us} µs")
     users, t_us = entity_times(entities_df)
     counts = []
     for t in (t_us, t_us + horizon_us):
-        col = _stored_as_of(settings, users, t, ["purchase_count"], path).column(0)
+        col = _stored_as_of(settings, users, t, ["purchase_count"], path,
+                            snapshot_part).column(0)
         counts.append(col.fill_null(0).to_numpy().astype(np.int64))
     known = t_us + horizon_us <= watermark(settings)
     n = counts[1] - counts[0]
@@ -144,7 +153,13 @@ def _pandas(column: pa.ChunkedArray, dtype: str):
 
 
 def _stored_as_of(settings: Settings, users: np.ndarray, t_us: np.ndarray, columns: list[str],
-                  path: Path_) -> pa.Table:
+                  path: Path_, snapshot_part: Sequence[Path] | None = None) -> pa.Table:
+    if path == "fast" and snapshot_part is not None:
+        snap = asof.load(list(snapshot_part), columns, users=set(users.tolist()))
+        return snap.take(snap.rows_as_of(users, t_us), columns)
+    if snapshot_part is not None:
+        raise ValueError(f"path: a part of the snapshot is read by the 'fast' path only, "
+                         f"got {path!r}")
     if path == "fast":
         snap = _snapshot(settings, columns)
         return snap.take(snap.rows_as_of(users, t_us), columns)
@@ -176,7 +191,11 @@ def entity_times(entities_df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     if missing:
         raise ValueError(f"entity rows need columns user_id and event_timestamp; missing "
                          f"{sorted(missing)}")
-    ts = pd.to_datetime(entities_df["event_timestamp"], utc=True)
+    column = entities_df["event_timestamp"]
+    # text (a CSV) is parsed as ISO 8601 row by row: pandas would otherwise take the format
+    # of the first row and reject a later one with (or without) fractional seconds
+    text = column.dtype == object or pd.api.types.is_string_dtype(column.dtype)
+    ts = pd.to_datetime(column, utc=True, format="ISO8601" if text else None)
     if ts.isna().any():
         raise ValueError("event_timestamp: every entity row needs a time")
     us = ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]").view(np.int64)

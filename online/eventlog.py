@@ -34,6 +34,7 @@ from typing import Any, Literal, NamedTuple
 
 import sqlite_utils
 
+from online import partitions as pt
 from online.events import (
     BATCH_COLUMNS,
     TYPE_CODES,
@@ -50,7 +51,7 @@ _LOOKUP_CHUNK = 500  # ids per IN (...) query: well under SQLite's bound-paramet
 _MAX_RAW_CHARS = 64 * 1024  # a quarantined payload larger than this is kept truncated
 _INSERT = (
     'INSERT INTO events ("offset", event_id, user_id, type, ts, item_id, category, session_id,'
-    " price, quantity, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " price, quantity, ingested_at, part) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT = "SELECT " + ", ".join(f'"{c}"' for c in BATCH_COLUMNS) + " FROM events"
 _QUARANTINE = (
@@ -112,6 +113,7 @@ class EventLog:
         pseudonymizer: Callable[[str], str] | None = None,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         busy_timeout_s: float = 30.0,
+        partitions: int | None = None,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous: expected 'NORMAL' or 'FULL', got {synchronous!r}")
@@ -126,7 +128,11 @@ class EventLog:
         self._readers_lock = threading.Lock()
         self._closed = False
         self._writer = self._connect()
-        self._create_schema()
+        try:
+            self._create_schema(None if partitions is None else pt.check_partitions(partitions))
+        except BaseException:
+            self._writer.close()
+            raise
 
     # -- connections -------------------------------------------------------------------------
 
@@ -149,7 +155,7 @@ class EventLog:
         conn.execute("PRAGMA temp_store=MEMORY")
         return conn
 
-    def _create_schema(self) -> None:
+    def _create_schema(self, partitions: int | None) -> None:
         db = sqlite_utils.Database(self._writer, execute_plugins=False)
         with self._write_lock:
             self._writer.execute("BEGIN IMMEDIATE")  # two processes opening a new log at once
@@ -185,6 +191,7 @@ class EventLog:
                 self._writer.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', 1)"
                 )
+                self.partitions = _ensure_partitions(self._writer, partitions)
                 self._writer.execute("COMMIT")
             except BaseException:
                 self._writer.execute("ROLLBACK")
@@ -302,9 +309,10 @@ class EventLog:
                 known = {u: self._pseudonymize(u) for u in {e.user_id for e in events}}
                 users = [known[e.user_id] for e in events]
             code = TYPE_CODES
+            part = {u: pt.partition_of(u, self.partitions) for u in set(users)}
             rows = [
                 (o, e.event_id, u, code[e.type], e.ts_us, e.item_id, e.category, e.session_id,
-                 e.price, e.quantity, received_at)
+                 e.price, e.quantity, received_at, part[u])
                 for o, e, u in zip(offsets, events, users, strict=True)
             ]  # fmt: skip
             if rows:
@@ -414,6 +422,51 @@ class EventLog:
             return EventBatch.empty(), from_offset
         return EventBatch.from_rows(rows), rows[-1][0] + 1
 
+    def read_partitions(
+        self,
+        partitions: int | Iterable[int],
+        from_offset: int = 0,
+        limit: int = 100_000,
+        *,
+        to_offset: int | None = None,
+    ) -> tuple[EventBatch, int]:
+        """Like ``read``, restricted to one partition or a set (through the partition index).
+
+        The resume offset is one past the last event returned (``from_offset`` when none).
+        A set is read partition by partition and merged by offset, so each call costs at most
+        ``limit`` rows per partition; work that needs no global order (a replay: users never
+        span partitions) is cheaper reading one partition at a time.
+        """
+        parts = sorted({int(partitions)} if isinstance(partitions, int) else set(partitions))
+        bad = [p for p in parts if not 0 <= p < self.partitions]
+        if bad:
+            raise ValueError(f"partitions: expected values in [0, {self.partitions}), got {bad}")
+        if limit <= 0 or not parts:
+            return EventBatch.empty(), from_offset
+        upper = _MAX_INT64 if to_offset is None else to_offset
+        rows: list[tuple] = []
+        with self._reading() as conn:
+            for part in parts:
+                rows += conn.execute(
+                    f'{_SELECT} WHERE part = ? AND "offset" >= ? AND "offset" < ?'
+                    ' ORDER BY "offset" LIMIT ?',
+                    (part, from_offset, upper, limit),
+                ).fetchall()
+        if not rows:
+            return EventBatch.empty(), from_offset
+        if len(parts) > 1:
+            rows.sort(key=lambda r: r[0])  # column 0 is the offset
+            del rows[limit:]
+        return EventBatch.from_rows(rows), rows[-1][0] + 1
+
+    def partition_counts(self) -> list[int]:
+        """Events held per partition (index ``p`` = partition ``p``)."""
+        counts = [0] * self.partitions
+        with self._reading() as conn:
+            for part, n in conn.execute("SELECT part, COUNT(*) FROM events GROUP BY part"):
+                counts[part] = n
+        return counts
+
     def read_user(
         self,
         user_id: str,
@@ -492,10 +545,37 @@ class EventLog:
             "path": str(self.path), "events": events, "users": users,
             "next_offset": next_offset, "quarantined": quarantined,
             "first_ts_us": first, "last_ts_us": last, "size_bytes": size,
+            "partitions": self.partitions,
         }  # fmt: skip
 
 
 _MAX_INT64 = 2**63 - 1
+
+
+def _ensure_partitions(conn: sqlite3.Connection, partitions: int | None) -> int:
+    """The log's partition count, recorded once; adds the partition column to older logs.
+
+    Runs inside the schema transaction, so an older log gets its column, filled for every
+    event, and the index in one step (or not at all). A log that records a count refuses a
+    different one: moving users between partitions would need a rewrite, not a reopen.
+    """
+    row = conn.execute("SELECT value FROM meta WHERE key = 'partitions'").fetchone()
+    if row is not None and partitions is not None and partitions != row[0]:
+        raise ValueError(f"partitions: the log has {row[0]} partitions, got {partitions}")
+    count = row[0] if row is not None else (partitions or pt.DEFAULT_PARTITIONS)
+    columns = {c[1] for c in conn.execute("PRAGMA table_info(events)")}
+    if "part" not in columns:
+        conn.execute("ALTER TABLE events ADD COLUMN part INTEGER")
+    conn.execute('CREATE INDEX IF NOT EXISTS events_part_offset ON events (part, "offset")')
+    # every event of an older log; later, rows a writer of an older version appended (cheap:
+    # NULLs sort first in the index)
+    users = [u for (u,) in conn.execute("SELECT DISTINCT user_id FROM events WHERE part IS NULL")]
+    conn.executemany(
+        "UPDATE events SET part = ? WHERE user_id = ? AND part IS NULL",
+        ((pt.partition_of(u, count), u) for u in users),
+    )
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('partitions', ?)", (count,))
+    return count
 _DUP_IN_LOG = "event_id already in the log"
 _DUP_IN_BATCH = "event_id repeated within the batch"
 

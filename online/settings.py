@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Total epsilon the data dir may spend on private aggregates."
     )
     batch_size: int = Field(50_000, ge=1, description="Events per projector batch.")
+    log_partitions: int | None = Field(
+        None, ge=1, le=65_536,
+        description="Partitions of a new event log (default 16); a log keeps the count it has.",
+    )
 
     @property
     def event_log_path(self) -> Path:

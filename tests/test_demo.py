@@ -43,3 +43,14 @@ def test_demo_runs_every_step_and_erases_the_live_user(tmp_path) -> None:
     assert serve["before"]["features"]["purchase_count"] == 0
     assert serve["erasure"]["erased"]["complete"] is True
     assert serve["status_after_erasure"] == 404
+
+
+@pytest.mark.slow
+def test_demo_runs_the_replay_on_ray(tmp_path, ray_local) -> None:
+    args = ["--data-dir", str(tmp_path), "demo", "--synthetic", "--users", "100",
+            "--events", "3000", "--no-serve", "--engine", "ray", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (report["replay"]["engine"], report["replay"]["events"]) == ("ray", 3000)
+    assert report["training_rows"]["rows"] == 5

@@ -247,9 +247,8 @@ def test_histogram_auc_equals_the_exact_auc() -> None:
 
 
 @pytest.mark.slow
-def test_ray_engine_equals_local_and_survives_a_killed_shop(specs) -> None:
-    ray = pytest.importorskip("ray")  # noqa: F841  (an extra of the Ray engine)
-    shops = RayTenants(specs, max_restarts=0)
+def test_ray_engine_equals_local_and_survives_a_killed_shop(specs, ray_local) -> None:
+    shops = RayTenants(specs, max_restarts=0)  # a killed shop stays dead
     try:
         local_result = federate(LocalTenants(specs), rounds=3)
         ray_result = federate(shops, rounds=3)

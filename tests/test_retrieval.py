@@ -162,3 +162,11 @@ def test_training_sets_round_trip_through_files(data, tmp_path, suffix):
     rt.write_frame(table, out)
     read = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
     assert list(read.columns) == list(table.columns) and len(read) == len(table)
+
+
+def test_entity_times_in_a_csv_may_mix_whole_and_fractional_seconds(tmp_path):
+    path = tmp_path / "entities.csv"
+    path.write_text("user_id,event_timestamp\nu1,2011-03-23 04:24:52+00:00\n"
+                    "u2,2011-03-23 04:24:52.205300+00:00\nu3,2011-03-24T00:00:00Z\n")
+    _, us = rt.entity_times(rt.read_entities(path))
+    assert (us - us[0]).tolist() == [0, 205_300, 70_508_000_000]

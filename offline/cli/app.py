@@ -82,7 +82,7 @@ def open_log(ctx: Context):
 
     try:
         return open_event_log(ctx.settings)
-    except PseudonymKeyError as exc:
+    except (PseudonymKeyError, ValueError) as exc:  # ValueError: e.g. a partition mismatch
         fail(str(exc))
         raise
 

@@ -22,10 +22,12 @@ from offline.cli.app import Context, cli, emit, fail, pass_context
 @click.option("--events", type=click.IntRange(min=100), default=200_000, show_default=True,
               help="Synthetic events.")
 @click.option("--no-serve", is_flag=True, help="Skip the live REST server step.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Run the replay step on a local Ray.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @pass_context
 def demo(ctx: Context, data: str | None, synthetic: bool, users: int, events: int,
-         no_serve: bool, as_json: bool) -> None:
+         no_serve: bool, engine: str, as_json: bool) -> None:
     """Run portrait end to end: ingest, profiles, replay, Feast, training rows, live API.
 
     Safe to re-run: ingestion is idempotent and every later step resumes or replaces.
@@ -34,6 +36,7 @@ def demo(ctx: Context, data: str | None, synthetic: bool, users: int, events: in
     Example:
       portrait demo
       portrait --data-dir /tmp/shop demo --data online_retail.csv.gz --json
+      portrait demo --engine ray
     """
     from offline.demo import run_demo
 
@@ -48,7 +51,8 @@ def demo(ctx: Context, data: str | None, synthetic: bool, users: int, events: in
 
     try:
         shop = {"n_users": users, "n_events": events, "seed": 7} if synthetic else None
-        report = run_demo(ctx.settings, data, say, show, serve=not no_serve, synthetic=shop)
+        report = run_demo(ctx.settings, data, say, show, serve=not no_serve, synthetic=shop,
+                          engine=engine)
     except FileNotFoundError as exc:
         fail(str(exc))
     if as_json:

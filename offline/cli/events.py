@@ -148,3 +148,35 @@ def _project(ctx: Context, log) -> int:
     projector.run(batch_size=ctx.settings.batch_size, progress=True)
     projector.checkpoint()
     return projector.offset
+
+
+@log.command("archive")
+@click.option("--to", "url", default=None,
+              help="Where segments go: a path or fsspec URL (default: <data-dir>/log/segments; "
+                   "fixed after the first archive).")
+@click.option("--to-offset", type=click.IntRange(min=0), default=None,
+              help="Seal offsets below this (default: the log's next offset).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@pass_context
+def log_archive(ctx: Context, url: str | None, to_offset: int | None, as_json: bool) -> None:
+    """Seal the log's settled prefix as immutable parquet segments per partition.
+
+    Each segment is checksummed and listed in the store's manifest; replays on Ray read
+    them (from any machine that reaches the URL) and only the live tail from SQLite.
+
+    \b
+    Examples:
+      portrait log archive
+      portrait log archive --to file:///mnt/shared/portrait-segments --json
+    """
+    from offline.segments import archive
+
+    if not Path(ctx.settings.event_log_path).exists():
+        fail(f"no event log in {ctx.data_dir}: run `portrait ingest` first")
+    try:
+        body = archive(ctx.settings, url, to_offset=to_offset)
+    except ValueError as exc:
+        fail(str(exc))
+    emit(body, as_json, f"sealed offsets [{body['from_offset']}, {body['to_offset']}): "
+         f"{body['events']:,} events in {body['segments']} segments ({body['bytes']:,} bytes) "
+         f"at {body['url']}")

@@ -192,6 +192,7 @@ def open_event_log(settings: Settings, **kwargs: Any):
     from online.eventlog import EventLog
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    kwargs.setdefault("partitions", settings.log_partitions)
     return EventLog(settings.event_log_path, pseudonymizer=pseudonymizer_from_settings(settings),
                     **kwargs)
 

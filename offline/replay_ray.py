@@ -1,0 +1,347 @@
+"""Replay on Ray: the snapshot rebuilt by one Ray task per group of log partitions.
+
+A user's events all live in one log partition (``online.partitions``), and every row of the
+snapshot is a function of one user's events, so a group of partitions replays on its own:
+each task reads its partitions through the log's partition index (one at a time, in offset
+order), runs the very kernels of the local replay (``offline.snapshot.event_rows`` and
+``tail_rows``) on a state of its own users, and writes its parquet files and its state into
+a staging directory.  The snapshot (files in ``user_features/``, the manifest, a checkpoint of
+the merged state at the end) is committed by the driver only when every task has finished,
+so readers never see a half-run.  The rows are exactly those of ``offline.replay.replay``
+over the same offsets (tests compare them); only their grouping into files differs.
+
+Failures: a task whose worker dies (killed, OOM, a machine lost) is retried alone by Ray
+(``max_retries``); it starts its group afresh.  A driver that dies leaves the finished groups
+in the staging directory (each with a ``done.json``), and the same call resumes: only the
+missing groups run again.  A Ray replay rebuilds ``[0, end)``, the whole backfill; the local
+engine then extends the snapshot incrementally from the merged checkpoint.
+
+Layout: ``offline/replay/ray/g<k>/{rows/date=D/*.parquet, state/, done.json}`` while a run
+is in progress; the committed files are ``part-0-<end>-g<k>.parquet`` and
+``tail-<end>-g<k>.parquet`` under each date.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offline import snapshot as sn
+from offline import snapshot_store as store
+from offline.replay import BATCH_EVENTS, ReplaySummary, _progress, _settings, snapshot_dir
+from offline.segments import SegmentStore, segment_store
+from online import catalogue as cat
+from online import partitions as pt
+from online.eventlog import EventBatch, EventLog
+from online.settings import Settings
+from online.state import I_LAST_TS, CodeMap, UserState
+
+__all__ = ["RayReplayFailed", "merge_states", "replay_ray"]
+
+MAX_RETRIES = 3  # per task, on a worker's death
+_IN_FLIGHT = 4  # row blocks queued for a task's parquet writer thread
+_OBJECT_STORE = 512 * 1024 * 1024  # bytes of a local Ray's object store (training-set frames)
+
+
+class RayReplayFailed(RuntimeError):
+    """A partition group failed on every attempt; finished groups are kept for a resume."""
+
+    def __init__(self, group: int, partitions: list[int], cause: BaseException) -> None:
+        super().__init__(f"replay of partition group {group} (partitions {partitions}) failed "
+                         f"after {MAX_RETRIES} retries: {cause}; re-run to resume")
+        self.group, self.partitions = group, partitions
+
+
+def replay_ray(settings_or_paths: Settings | str | os.PathLike, to_offset: int | None = None,
+               *, address: str | None = None, workers: int | None = None,
+               tasks: int | None = None, progress: bool | Callable[[int], None] = True,
+               batch_events: int = BATCH_EVENTS, fail_once_dir: str | None = None,
+               ) -> ReplaySummary:
+    """Rebuild the snapshot of log offsets ``[0, to_offset)`` with Ray tasks.
+
+    ``address``: a Ray cluster to join (None: the running Ray of this process, else a local
+    one started with ``workers`` CPUs).  ``workers``: tasks running at once (default: the
+    local CPUs, or the cluster's).  ``tasks``: partition groups (default: ``workers``, capped
+    at the log's partition count).  ``progress``: a bar over tasks, or ``advance(n)``.
+    ``fail_once_dir``: a testing aid; each task kills its own worker once, mid-way, the
+    first time it runs (a marker file per group there), which Ray must retry.
+    """
+    import ray
+
+    s = _settings(settings_or_paths)
+    started = time.perf_counter()
+    own_ray = not ray.is_initialized()
+    if own_ray:
+        _start_ray(ray, address, workers)
+    try:
+        workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        root = snapshot_dir(s)
+        man = store.Manifest.load(s.offline_dir / "replay")
+        log_path = str(Path(s.event_log_path).resolve())
+        with EventLog(log_path) as log:
+            end = log.next_offset if to_offset is None else min(int(to_offset), log.next_offset)
+            n_parts = log.partitions
+        plan = pt.groups(n_parts, tasks or workers)
+        sealed = segment_store(s)
+        segments_url = sealed.url if sealed is not None and sealed.end else None
+        summary = ReplaySummary(from_offset=0, to_offset=end, output_dir=str(root))
+        staging = s.offline_dir / "replay" / "ray"
+        key = {"engine": "ray", "request": None, "end": end, "partitions": n_parts,
+               "groups": len(plan)}
+        done = _resumable(man, key, staging, len(plan))
+        if done:
+            summary.resumed_at = 0
+            summary.notes.append(f"resumed an interrupted Ray replay: {len(done)} of "
+                                 f"{len(plan)} partition groups were done")
+        man.run = key
+        man.save()
+        remote = ray.remote(_replay_group).options(num_cpus=1, max_retries=MAX_RETRIES)
+        results = dict(done)
+        todo = [g for g in range(len(plan)) if g not in results]
+        with _progress(progress, len(plan)) as advance:
+            advance(len(done))
+            pending: dict[Any, int] = {}
+            while todo or pending:
+                while todo and len(pending) < workers:
+                    g = todo.pop(0)
+                    ref = remote.remote(log_path, str(staging), g, plan[g], end, batch_events,
+                                        fail_once_dir, segments_url)
+                    pending[ref] = g
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                g = pending.pop(ready[0])
+                try:
+                    results[g] = ray.get(ready[0])
+                except Exception as exc:  # Ray wraps the task's error or the worker's death
+                    raise RayReplayFailed(g, plan[g], exc) from exc
+                advance(1)
+        _commit(man, root, staging, results, end, n_parts, summary)
+        summary.workers = workers
+    finally:
+        if own_ray:
+            ray.shutdown()
+    summary.engine = "ray"
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def _start_ray(ray, address: str | None, workers: int | None) -> None:
+    # Workers import our code from where the driver does (a checkout run with PYTHONPATH,
+    # or an installed package); a cluster needs the package installed on its nodes.
+    env = {"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}} \
+        if os.environ.get("PYTHONPATH") else None
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=False)
+    else:
+        # tasks pass file names and counts, not data, through the object store: keep it small
+        ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
+                 runtime_env=env, log_to_driver=False, object_store_memory=_OBJECT_STORE)
+
+
+def _resumable(man: store.Manifest, key: dict, staging: Path, n: int) -> dict[int, dict]:
+    """The finished groups of an interrupted run of the same plan (else a clean staging)."""
+    if man.run == key:
+        found = {}
+        for g in range(n):
+            marker = staging / f"g{g:04d}" / "done.json"
+            if marker.exists():
+                found[g] = json.loads(marker.read_text("utf-8"))
+        return found
+    shutil.rmtree(staging, ignore_errors=True)
+    return {}
+
+
+def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end: int,
+                  batch_events: int, fail_once_dir: str | None,
+                  segments_url: str | None = None) -> dict[str, Any]:
+    """One Ray task: replay partitions ``parts`` over ``[0, end)`` into the staging dir."""
+    out = Path(staging) / f"g{group:04d}"
+    shutil.rmtree(out, ignore_errors=True)  # a retry starts its group afresh
+    out.mkdir(parents=True)
+    state, last_offset = UserState(), np.zeros(0, np.int64)
+    dicts = sn.Dictionaries()
+    rows_dir = out / "rows"
+    files = store.DayFiles(rows_dir, f"part-{0:012d}-{end:012d}-g{group:04d}")
+    events = 0
+    with EventLog(log_path) as log, \
+            ThreadPoolExecutor(1, thread_name_prefix="replay-write") as pool:
+        pending: deque = deque()
+        segments = SegmentStore(segments_url) if segments_url else None
+        for batch in _group_batches(log, parts, end, batch_events, segments):
+            blocks, last_offset = sn.event_rows(state, batch, last_offset)
+            pending.extend(pool.submit(files.write, b, state, dicts) for b in blocks)
+            while len(pending) > _IN_FLIGHT:
+                pending.popleft().result()
+            events += len(batch)
+            _maybe_fail(fail_once_dir, group)
+        for job in pending:
+            job.result()
+    names = files.commit([])
+    tail = store.DayFiles(rows_dir, f"tail-{end:012d}-g{group:04d}")
+    for block in sn.tail_rows(state, last_offset):
+        tail.write(block, state, dicts)
+    tail_names = tail.commit([])
+    (out / "state").mkdir()
+    state.write_into(out / "state")
+    np.save(out / "state" / "last_offset.npy", last_offset[: state.n_users])
+    n = state.n_users
+    result = {
+        "group": group, "partitions": parts, "events": events, "files": names,
+        "rows": files.rows, "tail_files": tail_names, "tail_rows": tail.rows, "users": n,
+        "watermark_us": int(state.ints[:n, I_LAST_TS].max()) if n else cat.NO_TS,
+        "pid": os.getpid(),
+        # the worker process's peak so far (workers are pooled: over every task it ran)
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    store.atomic_write(out / "done.json", json.dumps(result).encode())
+    return result
+
+
+def _group_batches(log: EventLog, parts: list[int], end: int, batch_events: int,
+                   segments: SegmentStore | None = None):
+    """Batches of ~``batch_events`` of the group's events below ``end``, partition after
+    partition (each in offset order; users never span partitions, so no global order is
+    needed): sealed segments first, then the live tail from SQLite.  Full batches, not one
+    per partition: rows are encoded per block and per day, and many small blocks cost more
+    than the kernels.  The next batch is read while one is applied."""
+
+    def events():
+        for part in parts:
+            pos = 0
+            if segments is not None:
+                yield from segments.read_partition(part, end, batch_events)
+                pos = segments.end
+            while pos < end:
+                batch, pos = log.read_partitions(part, pos, batch_events, to_offset=end)
+                if not len(batch):
+                    break
+                yield batch
+
+    source = events()
+
+    def fill() -> EventBatch | None:
+        got, n = [], 0
+        for batch in source:
+            got.append(batch)
+            n += len(batch)
+            if n >= batch_events:
+                break
+        return EventBatch.concat(got) if got else None
+
+    with ThreadPoolExecutor(1, thread_name_prefix="replay-read") as pool:
+        pending = pool.submit(fill)
+        while True:
+            batch = pending.result()
+            if batch is None:
+                return
+            pending = pool.submit(fill)
+            yield batch
+
+
+def _maybe_fail(fail_once_dir: str | None, group: int) -> None:
+    if fail_once_dir is None:
+        return
+    marker = Path(fail_once_dir) / f"g{group:04d}"
+    if not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(os.getpid()))
+        os._exit(1)  # the worker dies as if killed: no exception, no cleanup
+
+
+def _commit(man: store.Manifest, root: Path, staging: Path, results: dict[int, dict],
+            end: int, n_parts: int, summary: ReplaySummary) -> None:
+    """Merge the groups' states into the end checkpoint, move their files in, save."""
+    order = sorted(results)
+    parts = [(UserState.load(staging / f"g{g:04d}" / "state"),
+              np.load(staging / f"g{g:04d}" / "state" / "last_offset.npy")) for g in order]
+    state, last_offset = merge_states(parts)
+    del parts
+    if end:  # offset 0 is the empty state, never stored
+        store.save_checkpoint(man, end, state, last_offset)
+    rows_files, tail_files = [], []
+    for g in order:
+        r = results[g]
+        for name in r["files"] + r["tail_files"]:
+            _move(staging / f"g{g:04d}" / "rows" / name, root / name)
+        rows_files += r["files"]
+        tail_files += r["tail_files"]
+        summary.events += r["events"]
+        summary.rows += r["rows"]
+        summary.tail_rows += r["tail_rows"]
+    keep = set(rows_files) | set(tail_files)
+    old = [f for c in man.chunks for f in c["files"]] + man.tail.get("files", [])
+    for name in set(old) - keep:
+        (root / name).unlink(missing_ok=True)
+    man.chunks = [{"start": 0, "end": end, "files": sorted(rows_files),
+                   "rows": summary.rows, "events": summary.events, "engine": "ray",
+                   "partitions": n_parts, "groups": len(order)}] if end else []
+    man.tail = {"end": end, "files": sorted(tail_files), "rows": summary.tail_rows} \
+        if end else {}
+    man.watermark_us = max((results[g]["watermark_us"] for g in order), default=cat.NO_TS)
+    man.run = None
+    store.prune_checkpoints(man, keep_also=-1)
+    man.save()
+    shutil.rmtree(staging, ignore_errors=True)
+    summary.chunks = len(order)
+    peaks: dict[str, float] = {}
+    for g in order:
+        pid = str(results[g].get("pid"))
+        peaks[pid] = max(peaks.get(pid, 0.0), results[g].get("peak_rss_mb", 0.0))
+    summary.worker_peak_rss_mb = peaks
+    summary.end_offset = man.end
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Rename ``src`` over ``dst``; a re-run after a crash mid-commit finds it moved."""
+    if src.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+    elif not dst.exists():
+        raise FileNotFoundError(f"staged snapshot file {src} is missing")
+
+
+def merge_states(parts: list[tuple[UserState, np.ndarray]]) -> tuple[UserState, np.ndarray]:
+    """One state holding the disjoint users of ``parts`` (each with its per-user offsets).
+
+    Users are concatenated in order; item and category codes are re-coded into the merged
+    maps (``recent`` and ``cat_code`` hold codes; HyperLogLog registers use the items'
+    stable hashes and need nothing).
+    """
+    total = sum(s.n_users for s, _ in parts)
+    merged = UserState(capacity=max(total, 1))
+    users: list[str | None] = []
+    offsets = []
+    at = 0
+    for state, last in parts:
+        n = state.n_users
+        if not n:
+            continue
+        for name, arr in state.arrays().items():
+            getattr(merged, name)[at: at + n] = arr
+        items = _recode(merged.encode_items, state.items.values)
+        cats = _recode(merged.encode_categories, state.categories.values)
+        recent, codes = merged.recent[at: at + n], merged.cat_code[at: at + n]
+        recent[...] = np.where(recent >= 0, items[np.maximum(recent, 0)], -1)
+        codes[...] = np.where(codes >= 0, cats[np.maximum(codes, 0)], -1)
+        users += state.users.values
+        offsets.append(np.asarray(last[:n], np.int64))
+        at += n
+    merged.users = CodeMap(users)
+    merged.n_users = total
+    return merged, np.concatenate(offsets) if offsets else np.zeros(0, np.int64)
+
+
+def _recode(encode: Callable[[np.ndarray], np.ndarray], values: list) -> np.ndarray:
+    """Merged codes of a part's code map values (index: the part's code)."""
+    if not values:
+        return np.zeros(1, np.int32)
+    return np.asarray(encode(np.array(values, dtype=object)), np.int32)
