@@ -39,6 +39,7 @@ import pandas as pd
 from online import catalogue as cat
 from online import kernels
 from online.eventlog import EventLog
+from online.extras import require
 from online.models import DAY_US, format_duration
 from online.models.contributor import DEFAULT_FEATURES, ModelContributor, Predictions
 from online.projector import Projector
@@ -123,6 +124,8 @@ def evaluate(settings: Settings, horizon_us: int = 7 * DAY_US, out_dir: Path | N
     """Evaluate the online models of the data dir's log; write the report into ``out_dir``."""
     from offline import replay as rp
 
+    for module in ("sklearn", "matplotlib"):  # fail before the long online run, not after
+        require(module, extra="evaluate", purpose="model evaluation and its plots")
     started = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else settings.data_dir / "reports" / "evaluation"
     run = online_run(settings, horizon_us, progress=progress)

@@ -206,6 +206,12 @@ def test_lookup_shows_the_apis_profile_grouped_by_theme(page, server, api, busy_
     assert hosts == {f"127.0.0.1:{server.port}"}, hosts
     # the key lives in this tab's sessionStorage only
     assert page.evaluate("sessionStorage.getItem('portrait.apiKey')") == READ_KEY
+    if shot := os.environ.get("PORTRAIT_CONSOLE_SCREENSHOT"):  # the README's picture
+        page.select_option("#page-size", "10")
+        page.wait_for_function("() => document.querySelectorAll('#events-table tr[data-offset]')"
+                               ".length === 10")  # fmt: skip
+        page.set_viewport_size({"width": 1280, "height": 1000})
+        page.screenshot(path=shot, type="png")
 
 
 def test_as_of_picker_and_slider_show_the_profile_as_of_that_time(

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from online import catalogue as cat
+from online.extras import require
 
 from .budget import PrivacyBudget
 
@@ -191,6 +192,7 @@ class _Mechanisms:
 
 
 def _space():
+    require("opendp", extra="dp", purpose="differentially private aggregates")
     from opendp import domains, metrics, mod
 
     mod.enable_features("contrib")
