@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from offline.cli.app import Context, cli, emit, fail, open_log, pass_context
@@ -52,4 +50,9 @@ def profile(ctx: Context, user_id: str, as_of: str | None, as_json: bool) -> Non
             fail(str(exc), code=3)
     finally:
         log.close()
-    emit(body, as_json, json.dumps(body, indent=2, default=str))
+    if as_json:
+        emit(body, as_json)
+    else:
+        from offline.cli.render import profile_view, show
+
+        show(profile_view(body))
