@@ -81,8 +81,8 @@ def log_stats_view(stats: dict[str, Any]) -> RenderableType:
 def ingest_view(result: dict[str, Any], source: str) -> RenderableType:
     """`portrait ingest`: the counts, then the first problems by line."""
     rows = [("source", source), ("lines read", f"{result['lines']:,}"),
-            ("accepted", f"{result['accepted']:,}"), ("duplicates", f"{result['duplicates']:,}"), ("rejected", f"{result['rejected']:,}"),
-            ("skipped", f"{result['skipped']:,}")]  # fmt: skip
+            ("accepted", f"{result['accepted']:,}"), ("duplicates", f"{result['duplicates']:,}"),
+            ("rejected", f"{result['rejected']:,}"), ("skipped", f"{result['skipped']:,}")]
     for reason, n in (result.get("skipped_by_reason") or {}).items():
         rows.append((f"  skipped: {reason}", f"{n:,}"))
     if result.get("last_offset") is not None:
