@@ -22,13 +22,11 @@ def main() -> None:
     """Entry point of the `portrait` console script: bad settings and missing extras are one
     line on stderr and exit code 2, never a traceback."""
     import sys
-    import warnings
 
     from online.extras import MissingExtra
     from online.settings import SettingsInvalid
 
-    # Feast's duckdb path (through ibis) warns about its own use of a deprecated call.
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ibis\..*")
+    quiet_third_party_warnings()
     try:
         cli(standalone_mode=True)
     except (SettingsInvalid, MissingExtra) as exc:
@@ -36,4 +34,32 @@ def main() -> None:
         sys.exit(2)
 
 
-__all__ = ["cli", "main"]
+def quiet_third_party_warnings() -> None:
+    """Keep libraries' deprecation notices (Feast, ibis, duckdb...) out of the user's terminal.
+
+    A filter is not enough: importing Feast runs ``warnings.simplefilter("once",
+    DeprecationWarning)``, which goes in front of any filter set before it. So the display hook
+    drops deprecation and future warnings raised from installed packages (they are for those
+    packages' maintainers) and shows everything else, ours included.
+    """
+    import logging
+    import warnings
+    from pathlib import Path
+
+    ours = Path(__file__).resolve().parents[2]
+    show = warnings.showwarning
+    quiet = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+    log = logging.getLogger("portrait.warnings")
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        path = Path(filename).resolve()
+        if issubclass(category, quiet) and (ours not in path.parents or "site-packages" in
+                                            path.parts):
+            log.debug("%s:%s: %s: %s", filename, lineno, category.__name__, message)
+            return
+        show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning
+
+
+__all__ = ["cli", "main", "quiet_third_party_warnings"]
