@@ -162,3 +162,39 @@ def test_every_portrait_variable_the_code_reads_is_in_the_table() -> None:
 def test_version() -> None:
     result = _run(["--version"], {})
     assert result.exit_code == 0 and re.fullmatch(r"portrait \S+\n", result.output)
+
+
+def test_serve_starts_with_settings_from_the_config_file(tmp_path) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "portrait.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\nmax_batch_events = 3\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT), CONFIG_ENV: str(config)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from offline.cli import main; main()", "serve", "--port",
+         str(port), "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        events = [{"event_id": f"e{k}", "user_id": "u", "type": "view",
+                   "ts": "2024-01-01T00:00:00+00:00"} for k in range(4)]  # fmt: skip
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/events", json={"events": events}, timeout=30)
+        assert r.status_code == 413  # the file's limit, not the default 10,000
+        assert (tmp_path / "data" / "events.db").exists()  # the file's data dir
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

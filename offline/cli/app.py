@@ -27,6 +27,10 @@ class Context:
         self.settings = load_settings(Settings, **overrides)
         check_all_settings(overrides)
 
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
 
 def check_all_settings(overrides: dict[str, Any]) -> None:
     """Validate every PORTRAIT_* setting (the API's too) up front: a typo fails every command."""
@@ -39,10 +43,6 @@ def check_all_settings(overrides: dict[str, Any]) -> None:
             f"{', '.join(unknown)} in {os.environ[CONFIG_ENV]}: unknown setting"
             f"{'s' if len(unknown) > 1 else ''} (see the README's settings table)"
         )
-
-    @property
-    def data_dir(self) -> Path:
-        return self.settings.data_dir
 
 
 pass_context = click.make_pass_decorator(Context)

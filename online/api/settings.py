@@ -127,8 +127,13 @@ def settings_table() -> str:
 
 @lru_cache
 def get_api_settings() -> ApiSettings:
-    """The process-wide API settings; tests override it (``app.dependency_overrides``)."""
-    return ApiSettings()
+    """The process-wide API settings; tests override it (``app.dependency_overrides``).
+
+    A bad value raises `SettingsInvalid` with one line naming the variable and the rule.
+    """
+    from online.settings import load_settings
+
+    return load_settings(ApiSettings)
 
 
 if __name__ == "__main__":  # python -m online.api.settings: the README's settings table
