@@ -29,6 +29,10 @@ def _clean_env(monkeypatch):
     for name in list(os.environ):
         if name.startswith("PORTRAIT_"):
             monkeypatch.delenv(name)
+    # `--config` exports the file's name into this process: setenv records "unset" as the
+    # value to restore after the test (delenv of an unset name records nothing)
+    monkeypatch.setenv(CONFIG_ENV, "")
+    monkeypatch.delenv(CONFIG_ENV)
 
 
 def _run(args: list[str], env: dict[str, str]):
