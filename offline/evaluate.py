@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ import pandas as pd
 from online import catalogue as cat
 from online import kernels
 from online.eventlog import EventLog
+from online.extras import require
 from online.models import DAY_US, format_duration
 from online.models.contributor import DEFAULT_FEATURES, ModelContributor, Predictions
 from online.projector import Projector
@@ -123,16 +125,22 @@ def evaluate(settings: Settings, horizon_us: int = 7 * DAY_US, out_dir: Path | N
     """Evaluate the online models of the data dir's log; write the report into ``out_dir``."""
     from offline import replay as rp
 
+    for module in ("sklearn", "matplotlib"):  # fail before the long online run, not after
+        require(module, extra="evaluate", purpose="model evaluation and its plots")
     started = time.perf_counter()
+    phase = _Phases(progress)
     out = Path(out_dir) if out_dir is not None else settings.data_dir / "reports" / "evaluation"
+    phase("1/5 online run: the projector with the models over the whole log")
     run = online_run(settings, horizon_us, progress=progress)
     pred = run.predictions
     if len(pred["score"]) == 0:
         raise ValueError(f"the event log in {settings.data_dir} is empty: nothing to evaluate")
     with EventLog(settings.event_log_path) as log:
         if rp.replayed_end(settings) < log.next_offset:  # retrieval reads the snapshot
+            phase("2/5 replay: the snapshot the batch baselines train on")
             rp.replay(settings, progress=progress)
     watermark = int(rp.watermark(settings))
+    phase("3/5 propensity: prequential scores of the online model")
     y, known = resolve_labels(pred, horizon_us, watermark)
     curves: dict[str, Any] = {}
     report: dict[str, Any] = {
@@ -142,16 +150,42 @@ def evaluate(settings: Settings, horizon_us: int = 7 * DAY_US, out_dir: Path | N
         "propensity": {"horizon": format_duration(horizon_us), "features": len(DEFAULT_FEATURES),
                        **_prequential(pred, y, known, curves)},
     }
+    phase("4/5 propensity: batch baselines (training sets, scikit-learn fits)")
     report["propensity"].update(_batch(settings, pred, y, known, horizon_us, curves,
                                        max_per_user=max_per_user, max_rows=max_rows,
                                        test_fraction=test_fraction, seed=seed))
+    phase("5/5 segments against k-means; writing the report")
     report["segments"] = _segments(run, segment_users, seed, curves)
     report["model_version"] = run.contributor.model_version
     report["river_silhouette"] = ("not reported: River's metrics.Silhouette is not the "
                                   "classic silhouette")
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["report"] = str(write_report(report, curves, out))
+    phase.done()
     return report
+
+
+class _Phases:
+    """Say on stderr which phase of the evaluation runs and how long the last one took."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled, self._name, self._t = enabled, None, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        self._finish()
+        self._name, self._t = name, time.perf_counter()
+        if self._enabled:
+            print(f"evaluate: {name} ...", file=sys.stderr, flush=True)
+
+    def _finish(self) -> None:
+        if self._enabled and self._name is not None:
+            took = time.perf_counter() - self._t
+            print(f"evaluate: {self._name.split(':')[0]} done in {took:.1f}s", file=sys.stderr,
+                  flush=True)
+
+    def done(self) -> None:
+        self._finish()
+        self._name = None
 
 
 # -- propensity ------------------------------------------------------------------------------

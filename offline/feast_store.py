@@ -32,6 +32,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from offline.snapshot import schema as snapshot_schema
 from online import catalogue as cat
+from online.extras import require
 from online.projector import ProfileContributor
 from online.settings import Settings
 
@@ -79,6 +80,7 @@ def repo_config(settings: Settings, engine: str = "local", *, ray_address: str |
     with _data_dir_env(settings):
         raw = yaml.safe_load(os.path.expandvars((FEATURE_REPO / "feature_store.yaml").read_text()))
     if settings.online_store == "redis":
+        require("redis", extra="redis", purpose="the Redis online store (PORTRAIT_ONLINE_STORE)")
         raw["online_store"] = {"type": "redis", "connection_string": settings.redis_url,
                                "skip_dedup": True}
     if engine == "ray":

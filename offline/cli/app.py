@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from online.settings import Settings
+from online.settings import (
+    CONFIG_ENV,
+    Settings,
+    SettingsInvalid,
+    load_settings,
+    unknown_config_keys,
+)
 
 
 class Context:
@@ -18,11 +25,25 @@ class Context:
 
     def __init__(self, data_dir: Path | None) -> None:
         overrides = {"data_dir": data_dir} if data_dir is not None else {}
-        self.settings = Settings(**overrides)
+        self.settings = load_settings(Settings, **overrides)
+        check_all_settings(overrides)
 
     @property
     def data_dir(self) -> Path:
         return self.settings.data_dir
+
+
+def check_all_settings(overrides: dict[str, Any]) -> None:
+    """Validate every PORTRAIT_* setting (the API's too) up front: a typo fails every command."""
+    from online.api.settings import ApiSettings
+
+    load_settings(ApiSettings, **overrides)
+    unknown = unknown_config_keys(ApiSettings)
+    if unknown:
+        raise SettingsInvalid(
+            f"{', '.join(unknown)} in {os.environ[CONFIG_ENV]}: unknown setting"
+            f"{'s' if len(unknown) > 1 else ''} (see the README's settings table)"
+        )
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -55,13 +76,40 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("portrait")
+    except PackageNotFoundError:  # run from a source tree without installing
+        return "unknown (not installed)"
+
+
+def _export_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    # the settings classes (and Feast's subprocesses) read the file's name from the environment
+    if value is not None:
+        os.environ[CONFIG_ENV] = str(value.resolve())
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", "-V", prog_name="portrait",
+                      message="%(prog)s %(version)s")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    is_eager=True,
+    expose_value=False,
+    callback=_export_config,
+    help=f"TOML file of settings (env {CONFIG_ENV}); environment variables override it.",
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="PORTRAIT_DATA_DIR",
     default=None,
-    help="Where portrait keeps its stores (env PORTRAIT_DATA_DIR, default ./data).",
+    help="Where portrait keeps its stores (env PORTRAIT_DATA_DIR; default data/ at the "
+    "project root, whatever the current directory).",
 )
 @click.pass_context
 def cli(ctx: click.Context, data_dir: Path | None) -> None:
@@ -73,7 +121,10 @@ def cli(ctx: click.Context, data_dir: Path | None) -> None:
       portrait ingest ev.jsonl
       portrait profile u42
     """
-    ctx.obj = Context(data_dir)
+    try:
+        ctx.obj = Context(data_dir)
+    except SettingsInvalid as exc:
+        fail(str(exc))
 
 
 def open_log(ctx: Context):

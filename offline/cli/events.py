@@ -93,19 +93,12 @@ def ingest(ctx: Context, source: str, fmt: str | None, batch_size: int, no_proje
         log.close()
         if lock is not None:
             lock.release()
-    human = (
-        f"lines {summary.lines:,}: accepted {summary.accepted:,}, duplicates "
-        f"{summary.duplicates:,}, rejected {summary.rejected:,}, skipped {summary.skipped:,}"
-        f" {summary.skipped_by_reason or ''}; last offset {summary.last_offset}"
-    )
-    if summary.problems and not as_json:
-        shown = summary.problems[:20]
-        human += "\n" + "\n".join(
-            f"  line {p['line']}: {p['kind']}: {p['reason']}" for p in shown
-        )
-        if len(summary.problems) > len(shown):
-            human += f"\n  ... {len(summary.problems) - len(shown)} more (use --json)"
-    emit(result, as_json, human)
+    if as_json:
+        emit(result, as_json)
+    else:
+        from offline.cli.render import ingest_view, show
+
+        show(ingest_view(result, source))
 
 
 @cli.group()
@@ -128,7 +121,12 @@ def log_stats(ctx: Context, as_json: bool) -> None:
         stats = log_.stats()
     finally:
         log_.close()
-    emit(stats, as_json, "\n".join(f"{k}: {v}" for k, v in stats.items()))
+    if as_json:
+        emit(stats, as_json)
+    else:
+        from offline.cli.render import log_stats_view, show
+
+        show(log_stats_view(stats))
 
 
 def _guess_format(source: str) -> str:

@@ -70,4 +70,9 @@ def segments(ctx: Context, epsilon: float | None, as_json: bool) -> None:
         report = segments_report(ctx.settings, epsilon)
     except BudgetExhausted as exc:
         fail(str(exc))
-    emit(report, as_json)
+    if as_json:
+        emit(report, as_json)
+    else:
+        from offline.cli.render import segments_view, show
+
+        show(segments_view(report))

@@ -56,4 +56,9 @@ def profile(ctx: Context, user_id: str, as_of: str | None, as_json: bool) -> Non
     finally:
         log.close()
         lock.release()
-    emit(body, as_json)
+    if as_json:
+        emit(body, as_json)
+    else:
+        from offline.cli.render import profile_view, show
+
+        show(profile_view(body))

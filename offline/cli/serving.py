@@ -32,8 +32,9 @@ def serve(ctx: Context, host: str, port: int, log_level: str) -> None:
     from offline.wiring import create_app
     from online.api.auth import InsecureBind, check_bind
     from online.api.settings import ApiSettings
+    from online.settings import load_settings
 
-    settings = ApiSettings(data_dir=ctx.data_dir)
+    settings = load_settings(ApiSettings, data_dir=ctx.data_dir)  # checked by the group
     try:
         check_bind(host, settings)
     except InsecureBind as exc:
@@ -62,8 +63,9 @@ def consistency(ctx: Context, sample: Path | None, as_json: bool) -> None:
     """
     from online.api.consistency import check_consistency
     from online.api.settings import ApiSettings
+    from online.settings import load_settings
 
-    settings = ApiSettings(data_dir=ctx.data_dir)
+    settings = load_settings(ApiSettings, data_dir=ctx.data_dir)
     path = sample or settings.profile_sample_path
     if path is None or not Path(path).exists():
         fail(f"no profile sample log at {path}: run the server with sampling enabled")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from .auth import InsecureBind, check_bind
-from .consistency import check_consistency
-from .main import create_app
-from .settings import ApiSettings, get_api_settings
+import importlib
+from typing import Any
 
 __all__ = [
     "ApiSettings",
@@ -15,3 +13,24 @@ __all__ = [
     "create_app",
     "get_api_settings",
 ]
+
+# Names resolve on first use (PEP 562), so `import online.api.settings` (the CLI validates
+# settings at start) does not pull in the app, its projector and numba.
+_HOME = {
+    "ApiSettings": "settings",
+    "get_api_settings": "settings",
+    "InsecureBind": "auth",
+    "check_bind": "auth",
+    "check_consistency": "consistency",
+    "create_app": "main",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from online.extras import MissingExtra
+
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "ApiError",
@@ -182,6 +184,11 @@ def install_error_handlers(app: FastAPI) -> None:
         title, slug = _HTTP_TITLES.get(exc.status_code, ("HTTP error", f"http-{exc.status_code}"))
         return problem_response(exc.status_code, title, str(exc.detail), slug=slug,
                                 headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(MissingExtra)
+    async def _missing_extra(request: Request, exc: MissingExtra) -> JSONResponse:
+        # this server's install lacks an optional part: the operator's fix, named in the body
+        return problem_response(501, "Not installed", str(exc), slug="not-installed")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

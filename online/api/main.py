@@ -23,7 +23,7 @@ from .accesslog import ACCESS_LOGGER, RouteTemplateFilter
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
 from .metrics import ApiMetrics, RequestTimer
-from .routes import events, features, health, profiles, segments, users
+from .routes import events, features, health, pages, profiles, segments, users
 from .schemas import problem_responses
 from .service import Eraser, ProfileService, ProjectorFactory
 from .settings import ApiSettings, get_api_settings
@@ -79,6 +79,8 @@ def create_app(
         summary="Real-time e-commerce user profiles on an event-sourced feature store.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # served from packaged assets by routes/pages.py, not a CDN
+        redoc_url=None,
         responses=problem_responses("default"),
     )
     app.state.settings = api_settings
@@ -86,6 +88,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=api_settings.max_body_bytes)
     app.add_middleware(RequestTimer, metrics=metrics)
-    for module in (events, profiles, users, features, segments, health):
+    for module in (events, profiles, users, features, segments, health, pages):
         app.include_router(module.router)
+    pages.mount_assets(app)
     return app

@@ -18,7 +18,6 @@ run in a thread pool):
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -131,6 +130,7 @@ class ProfileService:
             self.sampler = ProfileSampler(s.profile_sample_path, s.profile_sample_rate,
                                           data_dir=s.data_dir)
         self.metrics.add_gauges(self._gauges)
+        self.metrics.add_stats(self._stats)
         self._follower = threading.Thread(target=self._follow, name="portrait-follower",
                                           daemon=True)
         self._follower.start()
@@ -354,11 +354,21 @@ class ProfileService:
             "Seconds since the projector was last caught up with the log (0 when it is).",
             time.monotonic() - self._caught_up_at if lag else 0.0,
         )
-        out["portrait_projector_watermark_seconds"] = (
+        out["portrait_projector_watermark_timestamp_seconds"] = (
             "Newest effective event time projected (Unix seconds).",
             self.projector.watermark_us / 1e6 if self.projector.watermark_us != NO_TS else 0.0,
         )
-        out.update(_model_gauges(self.projector))
+        return out
+
+    def _stats(self) -> dict[str, dict[str, Any]]:
+        """The projector's contributors' ``stats()`` (models: labels, drift, segment sizes)."""
+        if self.log is None:
+            return {}
+        out = {}
+        for contributor in getattr(self.projector, "contributors", ()):
+            stats = getattr(contributor, "stats", None)
+            if callable(stats):
+                out[f"portrait_{contributor.name}"] = stats()
         return out
 
 
@@ -380,22 +390,3 @@ def _served(body: dict[str, Any], features: list[str] | None, as_of_us: int | No
     if features is not None:
         out["features"] = {n: values[n] for n in features}
     return out
-
-
-def _model_gauges(projector) -> dict[str, tuple[str, float]]:
-    """Numeric ``stats()`` of the projector's contributors (models: pending labels, drift...)."""
-    out: dict[str, tuple[str, float]] = {}
-    for contributor in getattr(projector, "contributors", ()):
-        stats = getattr(contributor, "stats", None)
-        if callable(stats):
-            _flatten(f"portrait_{contributor.name}", stats(), out)
-    return out
-
-
-def _flatten(prefix: str, value: Any, out: dict[str, tuple[str, float]]) -> None:
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            _flatten(f"{prefix}_{key}", sub, out)
-    elif isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-        name = re.sub(r"[^a-zA-Z0-9_]", "_", prefix)
-        out[name] = (f"{prefix.removeprefix('portrait_')} (contributor stats).", value)

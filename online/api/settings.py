@@ -22,7 +22,7 @@ from pydantic_settings import SettingsConfigDict
 
 from online.settings import Settings
 
-__all__ = ["ApiSettings", "get_api_settings"]
+__all__ = ["ApiSettings", "OTHER_VARIABLES", "get_api_settings", "settings_table"]
 
 
 class ApiSettings(Settings):
@@ -100,7 +100,66 @@ class ApiSettings(Settings):
         return frozenset(scopes)
 
 
+# Read outside the settings classes (by the demo, the CLI's data loaders and the test suite).
+OTHER_VARIABLES = {
+    "PORTRAIT_ONLINE_RETAIL": ("unset", "path of the UCI Online Retail file for `portrait demo` "
+                               "and `ingest --format online-retail`"),
+    "PORTRAIT_FEDERATED_BUDGET_EPSILON": ("`20.0`", "total epsilon each shop's data dir may spend "
+                                          "on `portrait federate --epsilon` runs"),
+    "PORTRAIT_REQUIRE_REDIS": ("unset", "tests: `1` turns a missing Redis into a failure (CI)"),
+    "PORTRAIT_REQUIRE_BROWSER": ("unset", "tests: `1` turns a missing Chromium or Playwright "
+                                 "into a failure (CI)"),
+    "PORTRAIT_CHROMIUM": ("`/usr/bin/chromium`", "tests: the Chromium the console tests drive"),
+    "PORTRAIT_CONSOLE_SCREENSHOT": ("unset", "tests: save the console test's screenshot here "
+                                    "(the README's picture)"),
+}  # fmt: skip
+
+
+def _default_text(field) -> str:
+    from online.settings import DEFAULT_DATA_DIR
+
+    if field.default_factory is not None:
+        value = field.default_factory()
+    else:
+        value = field.default
+    if value is None:
+        return "unset"
+    if value == DEFAULT_DATA_DIR:
+        return "`data/` at the project root"
+    if isinstance(value, list):
+        return "none" if not value else f"`{value}`"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000:
+        return f"`{value:_}`"
+    return f"`{value}`"
+
+
+def settings_table() -> str:
+    """The README's table of every ``PORTRAIT_*`` setting, built from the settings classes.
+
+    >>> print(settings_table().splitlines()[2])
+    | `PORTRAIT_CONFIG` | unset | TOML file of settings (keys without the prefix); env vars win. |
+    """
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in ApiSettings.model_fields.items():
+        rows.append(f"| `PORTRAIT_{name.upper()}` | {_default_text(field)} | "
+                    f"{field.description} |")  # fmt: skip
+    for name, (default, meaning) in OTHER_VARIABLES.items():
+        rows.append(f"| `{name}` | {default} | {meaning} |")
+    return "\n".join(rows)
+
+
 @lru_cache
 def get_api_settings() -> ApiSettings:
-    """The process-wide API settings; tests override it (``app.dependency_overrides``)."""
-    return ApiSettings()
+    """The process-wide API settings; tests override it (``app.dependency_overrides``).
+
+    A bad value raises `SettingsInvalid` with one line naming the variable and the rule.
+    """
+    from online.settings import load_settings
+
+    return load_settings(ApiSettings)
+
+
+if __name__ == "__main__":  # python -m online.api.settings: the README's settings table
+    print(settings_table())

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from online import catalogue as cat
+from online.extras import require
 
 from .budget import PrivacyBudget
 
@@ -190,7 +191,12 @@ class _Mechanisms:
         }
 
 
+def _need_opendp() -> None:
+    require("opendp", extra="dp", purpose="differentially private aggregates")
+
+
 def _space():
+    _need_opendp()
     from opendp import domains, metrics, mod
 
     mod.enable_features("contrib")
@@ -201,6 +207,7 @@ def _space():
 @lru_cache(maxsize=256)
 def _size_measurement(scale: float):
     """Count the users, add geometric (discrete Laplace) noise of ``scale``."""
+    _need_opendp()
     from opendp import measurements as dpm
     from opendp import transformations as dpt
 
@@ -210,6 +217,7 @@ def _size_measurement(scale: float):
 @lru_cache(maxsize=256)  # measurements are immutable and hold no data: safe to share
 def _sum_chain(upper: float, scale: float):
     """Clamp each user's value to [0, upper], sum, add Laplace(scale) noise."""
+    _need_opendp()
     from opendp import measurements as dpm
     from opendp import transformations as dpt
 
@@ -220,6 +228,7 @@ def _sum_chain(upper: float, scale: float):
 @lru_cache(maxsize=256)
 def _sum_scale(upper: float, epsilon: float) -> float:
     """The smallest Laplace scale whose clamped sum is ``epsilon``-DP (OpenDP's search)."""
+    _need_opendp()
     from opendp import mod
 
     return mod.binary_search_param(lambda s: _sum_chain(upper, s), d_in=1, d_out=epsilon)
