@@ -174,8 +174,7 @@ def retrain_models(settings: Settings, *, contributors: Iterable[Any] = (),
     scratch = Path(tempfile.mkdtemp(prefix=".retrain-", dir=state_dir))
     try:
         for c in contributors:
-            if callable(getattr(c, "reset", None)):
-                c.reset()
+            c.reset()
         with EventLog(settings.event_log_path) as log:
             projector = Projector(log, scratch, contributors=contributors)
             events = projector.run(batch_size=batch_size or settings.batch_size)
@@ -187,8 +186,7 @@ def retrain_models(settings: Settings, *, contributors: Iterable[Any] = (),
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     removed = _remove_other_checkpoints(state_dir, final.name)
-    versions = {getattr(c, "name", type(c).__name__): c.model_version
-                for c in contributors if hasattr(c, "model_version")}
+    versions = {c.name: c.model_version for c in contributors if c.model_version is not None}
     return {"events": events, "offset": projector.offset, "checkpoint": final.name,
             "old_checkpoints_removed": removed, "model_versions": versions}
 
@@ -211,9 +209,7 @@ def _erase_projector(settings: Settings, projector, stored: str, contributors,
         rows = int(projector.state.erase(stored))
         dropped = 0
         for c in projector.contributors:
-            if callable(getattr(c, "erase_user", None)):
-                out = c.erase_user(stored)
-                dropped += sum(v for v in (out or {}).values() if isinstance(v, int))
+            dropped += sum(v for v in c.erase_user(stored).values() if isinstance(v, int))
         if rows:
             projector.watermark_us = _watermark(projector.state)
         current = current_checkpoint(state_dir)
@@ -246,7 +242,7 @@ def _rewrite_checkpoint(state_dir: Path, stored: str, contributors: list) -> tup
     try:
         state.write_into(target)
         written = set(os.listdir(target))
-        by_name = {getattr(c, "name", None): c for c in contributors}
+        by_name = {c.name: c for c in contributors}
         for entry in source.iterdir():
             if entry.name in written or entry.name == "meta.json":
                 continue
@@ -254,8 +250,7 @@ def _rewrite_checkpoint(state_dir: Path, stored: str, contributors: list) -> tup
             c = by_name.get(entry.name)
             if entry.is_dir() and c is not None:  # a contributor that can scrub itself
                 c.load(entry)
-                if callable(getattr(c, "erase_user", None)):
-                    c.erase_user(stored)
+                c.erase_user(stored)
                 dest.mkdir()
                 c.save(dest)
             elif entry.is_dir():

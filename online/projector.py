@@ -86,6 +86,19 @@ class ProfileContributor(ABC):
     def reset(self) -> None:  # noqa: B027
         """Forget learnt state (before a reload from the checkpoint, or from offset 0)."""
 
+    def erase_user(self, stored_id: str) -> dict[str, int]:
+        """Forget what this contributor keeps of one user (its stored id): counts dropped."""
+        return {}
+
+    def stats(self) -> dict[str, Any] | None:
+        """Figures for ``/metrics`` (None: nothing to report)."""
+        return None
+
+    @property
+    def model_version(self) -> str | None:
+        """The version of the models this contributor serves (None: it serves no models)."""
+        return None
+
     wants_event_rows: bool = False
     # the stored columns wanted in ``projector.event_rows`` (default: all but the strings)
     event_row_names: tuple[str, ...] = NUMERIC_STORED

@@ -46,8 +46,7 @@ class Remember(ProfileContributor):
     def __init__(self, forgets: bool = True) -> None:
         self.users: set[str] = set()
         self.version = 0
-        if not forgets:
-            self.erase_user = None
+        self.forgets = forgets  # False: one that cannot scrub itself (erasure must notice)
 
     def on_batch(self, projector, batch, user_idx, eff_ts) -> None:
         self.users.update(batch.user_id.tolist())
@@ -61,8 +60,12 @@ class Remember(ProfileContributor):
     def load(self, directory: Path) -> None:
         self.users = set(pickle.loads((directory / "users.pkl").read_bytes()))
 
-    def erase_user(self, stored_id: str) -> None:  # noqa: F811 - instances may switch it off
+    def erase_user(self, stored_id: str) -> dict[str, int]:
+        if not self.forgets:
+            return {}
+        known = stored_id in self.users
         self.users.discard(stored_id)
+        return {"users": int(known)}
 
     def reset(self) -> None:
         self.users, self.version = set(), self.version + 1

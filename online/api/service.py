@@ -35,6 +35,7 @@ from .errors import AsOfWorkLimit, UnknownFeature, UnknownUserError
 from .metrics import ApiMetrics
 from .rwlock import ReadWriteLock
 from .settings import ApiSettings
+from .writes import DeferredWrites
 
 __all__ = ["Eraser", "ProfileService", "ProjectorFactory", "default_eraser", "default_projector"]
 
@@ -191,7 +192,7 @@ class ProfileService:
         The rows are copied with projection held still (a shared section: profile reads go
         on), then pushed with no lock held, so neither reads nor ingestion wait for the store.
         """
-        writers = [c for c in self.projector.contributors if callable(getattr(c, "collect", None))]
+        writers = [c for c in self.projector.contributors if isinstance(c, DeferredWrites)]
         if not writers:
             return 0
         with self._flush_lock:  # one flush at a time; erasure waits for a push in flight
@@ -365,10 +366,10 @@ class ProfileService:
         if self.log is None:
             return {}
         out = {}
-        for contributor in getattr(self.projector, "contributors", ()):
-            stats = getattr(contributor, "stats", None)
-            if callable(stats):
-                out[f"portrait_{contributor.name}"] = stats()
+        for contributor in self.projector.contributors:
+            stats = contributor.stats()
+            if stats is not None:
+                out[f"portrait_{contributor.name}"] = stats
         return out
 
 

@@ -117,5 +117,11 @@ class DeferredWrites(ProfileContributor):
                 self._dirty = {int(u): int(o) for u, o in json.loads(path.read_text("utf-8"))}
                 self._inflight = {}
 
+    def reset(self) -> None:
+        """Forget pending users: a reload from the checkpoint brings back its own pending set,
+        and re-projecting the events after it marks their users again."""
+        with self._lock:
+            self._dirty, self._inflight = {}, {}
+
     def stats(self) -> dict[str, int]:
         return {"pending_users": self.pending, "pushed_rows": self.pushed_rows}

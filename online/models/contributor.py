@@ -229,15 +229,4 @@ class ModelContributor(ProfileContributor):
 
         The learnt weights and centroids are aggregates and stay (see `offline.erasure`).
         """
-        erase = getattr(self.models, "erase_user", None)
-        if callable(erase):
-            return erase(stored_id)
-        # The model set has no erase of its own yet: scrub its keyed structures directly.
-        p, s = self.models.propensity, self.models.segments
-        queue = p._open.pop(stored_id, None)
-        dropped = len(queue) if queue is not None else 0
-        p._n_open -= dropped
-        p._compact()  # rebuilds the expiry heap from the open questions: no stale user keys
-        seen = stored_id in s._seen
-        s._seen.discard(stored_id)
-        return {"pending_dropped": dropped, "period_seen": int(seen)}
+        return self.models.erase_user(stored_id)
