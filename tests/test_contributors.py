@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-import shoplogs
+from helpers import shoplogs
 
 from online.api.writes import DeferredWrites
 from online.eventlog import EventLog

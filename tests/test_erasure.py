@@ -12,7 +12,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
-from test_privacy import KEY, leaks, raw_id, shop_events
+from helpers.privacy import KEY, leaks, raw_id, shop_events
+from helpers.services import require_redis
 
 from offline.erasure import erase_user, retrain_models, verify_receipt
 from offline.replay import replay, snapshot_files
@@ -292,21 +293,9 @@ def test_erasure_deletes_the_feast_sqlite_rows(settings) -> None:
     assert leaks(settings.data_dir, [victim, PSEUDO(victim)]) == {}
 
 
-def _redis_up() -> bool:
-    try:
-        import redis
-
-        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping())
-    except Exception:
-        return False
-
-
 @pytest.mark.slow
 def test_erasure_deletes_the_redis_key(tmp_path) -> None:
-    if not _redis_up():
-        if os.environ.get("PORTRAIT_REQUIRE_REDIS"):
-            pytest.fail("Redis is required (PORTRAIT_REQUIRE_REDIS) but not answering")
-        pytest.skip("no Redis on 127.0.0.1:6379")
+    require_redis()
     # a key of its own: the test's entities cannot collide with anyone else's on a shared Redis
     key = f"redis-test-key-{os.getpid()}-{tmp_path.name}"
     settings = Settings(data_dir=tmp_path / "data", pseudonym_key=key, online_store="redis")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import shoplogs
 from fastapi.testclient import TestClient
+from helpers import shoplogs
 
 from offline.replay import replay
 from offline.wiring import create_app

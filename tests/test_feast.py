@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import shoplogs
+from helpers import shoplogs
+from helpers.services import require_redis
 
 from offline import feast_store as fs
 from offline import retrieval as rt
@@ -161,21 +162,9 @@ def test_online_writes_never_overwrite_newer_rows_sqlite(data):
     check_writes_never_go_back(fs.OnlineWriter(data))
 
 
-def redis_reachable(url: str) -> bool:
-    host, port = url.split(",")[0].split(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def test_online_writes_never_overwrite_newer_rows_redis(tmp_path):
     settings = Settings(data_dir=tmp_path, online_store="redis")
-    if not redis_reachable(settings.redis_url):
-        if os.environ.get("PORTRAIT_REQUIRE_REDIS") == "1":
-            pytest.fail(f"Redis is not reachable at {settings.redis_url}")
-        pytest.skip(f"Redis is not reachable at {settings.redis_url}")
+    require_redis(settings.redis_url)
     fs.apply(settings)
     writer = fs.OnlineWriter(settings)
     user = check_writes_never_go_back(writer)

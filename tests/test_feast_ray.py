@@ -6,8 +6,8 @@ import sqlite3
 import warnings
 
 import pytest
-import shoplogs
-from test_replay_ray import EVENTS, QUIET
+from helpers import shoplogs
+from helpers.snapshots import EVENTS, QUIET
 
 from offline.feast_store import materialize, repo_config
 from offline.replay_ray import replay_ray

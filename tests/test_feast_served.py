@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-import shoplogs
+from helpers import shoplogs
 
 from offline import feast_store as fs
 from offline.replay import replay

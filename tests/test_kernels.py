@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-import naive
 import numpy as np
 import pytest
+from helpers import naive
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

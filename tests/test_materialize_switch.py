@@ -11,10 +11,9 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-import pytest
-import shoplogs
 from click.testing import CliRunner
-from test_feast import redis_reachable
+from helpers import shoplogs
+from helpers.services import require_redis
 
 from offline import feast_store as fs
 from offline.cli import cli
@@ -33,8 +32,7 @@ def _online(settings: Settings, users: list[str]) -> list:
 
 def test_switching_to_redis_materializes_everything_into_it(tmp_path, monkeypatch) -> None:
     sqlite = Settings(data_dir=tmp_path / "d")
-    if not redis_reachable(sqlite.redis_url):
-        pytest.skip(f"Redis is not reachable at {sqlite.redis_url}")
+    require_redis(sqlite.redis_url)
     tag = uuid.uuid4().hex[:12]  # the shared Redis: entities of this test's own
     events = [{**e, "user_id": f"switch-{tag}-{e['user_id']}"}
               for e in shoplogs.make_events(200, seed=3, users=5)]

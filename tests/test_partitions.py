@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-import shoplogs
+from helpers import shoplogs
 
 from online import partitions as pt
 from online.eventlog import EventLog

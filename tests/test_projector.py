@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import naive
 import numpy as np
 import pytest
-import shoplogs
+from helpers import naive, shoplogs
 
 from online import catalogue as cat
 from online import kernels

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-import naive
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import shoplogs
+from helpers import naive, shoplogs
 
 from offline import asof
 from offline.replay import (

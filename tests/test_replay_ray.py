@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import shoplogs
+from helpers import shoplogs
+from helpers.snapshots import EVENTS, QUIET, rows
 
-from offline import asof
 from offline import retrieval as rt
 from offline.replay import replay, replay_state, replayed_end, snapshot_files, watermark
 from offline.replay_ray import replay_ray
@@ -19,29 +19,6 @@ from offline.retrieval_ray import training_set_ray
 from online import catalogue as cat
 from online.eventlog import EventLog
 from online.settings import Settings
-
-
-def _packed(events: list[dict], factor: int = 25) -> list[dict]:
-    """The events with times squeezed toward T0 (order, ties and late events kept): fewer
-    event dates, so fewer files per task, which is what a small test's time goes into."""
-    return [{**e, "ts": shoplogs.T0 + (e["ts"] - shoplogs.T0) // factor} for e in events]
-
-
-EVENTS = _packed(shoplogs.make_events(900, seed=5, users=30))
-QUIET = {"progress": False, "batch_events": 70}
-
-
-def rows(settings: Settings) -> list[tuple]:
-    """Every snapshot row as a tuple of plain values, sorted (file layout does not matter)."""
-    table = pa.concat_tables([pq.read_table(f) for f in snapshot_files(settings)],
-                             promote_options="permissive")
-    cols = []
-    for name in table.column_names:
-        col = table.column(name)
-        cols.append(asof.micros(col).tolist() if pa.types.is_timestamp(col.type)
-                    else [json.dumps(v) if isinstance(v, list) else v
-                          for v in col.to_pylist()])
-    return sorted(zip(*cols, strict=True), key=repr)
 
 
 @pytest.fixture()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
-import naive
 import numpy as np
 import pandas as pd
 import pytest
-import shoplogs
+from helpers import naive, shoplogs
 
 from offline import retrieval as rt
 from offline.replay import replay, watermark

@@ -7,9 +7,9 @@ import math
 
 import pyarrow.parquet as pq
 import pytest
-import shoplogs
 from click.testing import CliRunner
-from test_replay_ray import EVENTS, QUIET, rows
+from helpers import shoplogs
+from helpers.snapshots import EVENTS, QUIET, rows
 
 from offline import segments as sg
 from offline.cli import cli

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import naive
 import numpy as np
 
+from helpers import naive
 from online import catalogue as cat
 from online.eventlog import EventLog
 
