@@ -46,15 +46,12 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from online.clock import DAY_US, HOUR_US, MINUTE_US, SECOND_US, iso
+
 NO_TS = int(np.iinfo(np.int64).min)  # null timestamp sentinel (numpy's NaT has the same bits)
-SECOND_US = 1_000_000
-MINUTE_US = 60 * SECOND_US
-HOUR_US = 60 * MINUTE_US
-DAY_US = 24 * HOUR_US
 
 DTYPES = ("int64", "float64", "timestamp", "str", "str_list")
 KINDS = ("stored", "decay", "since", "window")
@@ -264,9 +261,7 @@ def iso_utc(ts_us: int) -> str | None:
     >>> iso_utc(1_306_886_400_000_000)
     '2011-06-01T00:00:00+00:00'
     """
-    if ts_us == NO_TS:
-        return None
-    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(ts_us))).isoformat()
+    return None if ts_us == NO_TS else iso(ts_us)
 
 
 def json_value(name: str, value):

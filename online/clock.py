@@ -11,7 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
-US_PER_SECOND = 1_000_000
+#: Durations in µs: the one place they are defined (the catalogue re-exports them).
+SECOND_US = 1_000_000
+MINUTE_US = 60 * SECOND_US
+HOUR_US = 60 * MINUTE_US
+DAY_US = 24 * HOUR_US
+US_PER_SECOND = SECOND_US
 #: The representable range (UTC): a time outside it has no ISO text, so it is refused at the edge.
 MIN_US = (datetime.min.replace(tzinfo=UTC) - EPOCH) // ONE_US
 MAX_US = (datetime.max.replace(tzinfo=UTC) - EPOCH) // ONE_US
@@ -88,8 +93,7 @@ got '0001-01-01T00:00:00+14:00'
     return us
 
 
-_UNITS_US = {"d": 86_400 * US_PER_SECOND, "h": 3_600 * US_PER_SECOND, "m": 60 * US_PER_SECOND,
-             "s": US_PER_SECOND}
+_UNITS_US = {"d": DAY_US, "h": HOUR_US, "m": MINUTE_US, "s": SECOND_US}
 
 
 def parse_duration(text: str) -> int:

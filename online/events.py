@@ -32,7 +32,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import IntEnum
 from functools import cached_property
 from operator import itemgetter
@@ -51,7 +51,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from online.clock import ISO_DATETIME, MAX_TIME_CHARS, RANGE_TEXT
+from online.clock import ISO_DATETIME, MAX_TIME_CHARS, MINUTE_US, RANGE_TEXT, to_us
 
 __all__ = [
     "BATCH_COLUMNS",
@@ -70,14 +70,12 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-MAX_FUTURE_US = 5 * 60 * 1_000_000  # events stamped more than 5 minutes ahead are rejected
+MAX_FUTURE_US = 5 * MINUTE_US  # events stamped more than 5 minutes ahead are rejected
 #: The most one event may move a money total: price x quantity above it is rejected. With it a
 #: sum over n events stays below n x 1e12, finite for any log that can exist (float64 overflows
 #: past 1.8e308), so no spend or refund total can become inf. A trillion in the shop's currency
 #: is far above any real order line (Online Retail's largest is 168,469.60).
 MAX_LINE_AMOUNT = 1e12
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
 
 
 class EventType(IntEnum):
@@ -186,7 +184,7 @@ class Event(BaseModel):
     @model_validator(mode="after")
     def _rules_across_fields(self, info: ValidationInfo) -> Event:
         state = self.__dict__
-        ts_us = (state["ts"] - _EPOCH) // _ONE_US
+        ts_us = to_us(state["ts"])
         ctx = info.context
         now_us = ctx.get("now_us") if ctx else None
         if now_us is None:
@@ -217,7 +215,7 @@ class Event(BaseModel):
 
         Filled in by validation; computed here only for ``model_construct``-ed events.
         """
-        return (self.ts - _EPOCH) // _ONE_US
+        return to_us(self.ts)
 
     def to_record(self) -> tuple:
         """The log row, in ``EVENT_FIELDS`` order (type as its int code, ts in µs)."""

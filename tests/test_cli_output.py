@@ -54,7 +54,7 @@ def test_log_stats_shows_iso_times_and_json_keeps_microseconds(shop) -> None:
     assert "first_ts_us" not in human.stdout and "1,500" in human.stdout
     machine = json.loads(runner.invoke(cli, ["--data-dir", str(shop), "log", "stats",
                                              "--json"]).stdout)  # fmt: skip
-    assert set(machine) == {"path", "events", "users", "next_offset", "quarantined",
+    assert set(machine) == {"path", "events", "users", "next_offset", "quarantined", "partitions",
                             "first_ts_us", "last_ts_us", "size_bytes"}  # fmt: skip
     assert machine["first_ts_us"] == 1704067200000000
 

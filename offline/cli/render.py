@@ -7,13 +7,14 @@ stdout. Nothing here changes the ``--json`` output.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+from online.clock import iso
 
 __all__ = [
     "duration",
@@ -44,7 +45,7 @@ def iso_us(us: int | None) -> str:
     """
     if us is None or us == _NO_TS:
         return "—"
-    return datetime.fromtimestamp(us / 1e6, UTC).isoformat()
+    return iso(us)
 
 
 def _bytes(n: int) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from online.clock import DAY_US
 from online.events import EVENT_FIELDS, EventType
 
 __all__ = ["TYPE_NAMES", "format_ts", "jsonl_from_columns", "payloads_from_columns"]
@@ -22,7 +23,7 @@ __all__ = ["TYPE_NAMES", "format_ts", "jsonl_from_columns", "payloads_from_colum
 TYPE_NAMES = tuple(t.wire_name for t in sorted(EventType))
 """Wire names by type code: ``TYPE_NAMES[EventType.PURCHASE] == "purchase"``."""
 
-_US_PER_DAY = 86_400_000_000
+_US_PER_DAY = DAY_US
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 
 

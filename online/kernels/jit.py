@@ -15,14 +15,15 @@ def guard_cache(dispatchers) -> None:
     """Drop the kernels' numba cache when any source they depend on has changed.
 
     numba keys a cached function on its own file only; kernels here call kernels of sibling
-    modules and freeze constants of ``online.state``, ``online.catalogue`` and
-    ``online.events`` into their code, so a change there would otherwise run a stale copy.
+    modules and freeze constants of ``online.state``, ``online.catalogue``, ``online.clock``
+    and ``online.events`` into their code, so a change there would otherwise run a stale copy.
     The digest of all those sources is stamped beside the cache; a different digest flushes
     every dispatcher's cache.
     """
-    from online import catalogue, events, state
+    from online import catalogue, clock, events, state
 
-    files = sorted(_HERE.glob("*.py")) + [Path(m.__file__) for m in (state, catalogue, events)]
+    files = sorted(_HERE.glob("*.py")) + [Path(m.__file__)
+                                         for m in (state, catalogue, clock, events)]
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
     stamp = Path(dispatchers[0]._cache.cache_path) / "online-kernels.depends"
     try:

@@ -18,13 +18,13 @@ from collections import deque
 
 from river import base, linear_model, preprocessing
 
+from online.clock import DAY_US, HOUR_US
+
 from . import explain
 from .drift import ErrorDrift
 
 __all__ = ["PurchasePropensity", "DAY_US", "HOUR_US"]
 
-HOUR_US = 3_600_000_000
-DAY_US = 24 * HOUR_US
 _NEVER = -(2**63)
 
 
