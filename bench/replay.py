@@ -77,11 +77,7 @@ def read_only(path: Path, batch: int) -> tuple[float, int]:
     """Seconds to read the whole log as numpy batches."""
     t0, n = time.perf_counter(), 0
     with EventLog(path) as log:
-        pos = 0
-        while True:
-            b, pos = log.read(pos, batch)
-            if not len(b):
-                break
+        for b, _ in log.batches(size=batch):
             n += len(b)
     return time.perf_counter() - t0, n
 
@@ -91,11 +87,7 @@ def apply_only(path: Path, batch: int) -> float:
     state = UserState()
     t0 = time.perf_counter()
     with EventLog(path) as log:
-        pos = 0
-        while True:
-            b, pos = log.read(pos, batch)
-            if not len(b):
-                break
+        for b, _ in log.batches(size=batch):
             kernels.apply(state, b)
     return time.perf_counter() - t0
 

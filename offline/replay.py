@@ -215,19 +215,7 @@ def _note_offsets(uidx: np.ndarray, offsets: np.ndarray, last_offset: np.ndarray
 
 def _batches(log: EventLog, lo: int, hi: int, batch_events: int):
     """Batches of offsets [lo, hi) with their resume offsets; the next read runs meanwhile."""
-    if lo >= hi:
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="replay-read") as pool:
-        pending = pool.submit(log.read, lo, batch_events, to_offset=hi)
-        while True:
-            batch, nxt = pending.result()
-            if not len(batch):
-                return
-            if nxt < hi:
-                pending = pool.submit(log.read, nxt, batch_events, to_offset=hi)
-            yield batch, nxt
-            if nxt >= hi:
-                return
+    return log.batches(lo, hi, batch_events, prefetch=True)
 
 
 def _replay_chunk(man: store.Manifest, log: EventLog, root: Path, lo: int, hi: int,

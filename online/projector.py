@@ -125,10 +125,7 @@ class Projector:
         """Apply the log from the resume offset (to ``until_offset``); returns events applied."""
         applied = 0
         bar = _progress(progress, self.log, until_offset, self.offset)
-        while until_offset is None or self.offset < until_offset:
-            batch, resume = self.log.read(self.offset, limit=batch_size, to_offset=until_offset)
-            if len(batch) == 0:
-                break
+        for batch, resume in self.log.batches(self.offset, until_offset, batch_size):
             try:
                 self.apply_batch(batch)
             except BaseException:

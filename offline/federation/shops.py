@@ -79,14 +79,9 @@ def split_log(settings: Settings, root: str | Path, shares: dict[str, float]) ->
 
     payloads: dict[str, list[dict]] = {name: [] for name in shares}
     with EventLog(settings.event_log_path) as log:
-        offset = 0
-        while True:
-            batch, offset_next = log.read(offset)
-            if not len(batch.offset):
-                break
+        for batch, _ in log.batches():
             for row in _payloads(batch):
                 payloads[shop(row["user_id"])].append(row)
-            offset = offset_next
     dirs = {}
     for name, rows in payloads.items():
         d = root / name

@@ -220,14 +220,10 @@ def _budget_total() -> float:
 
 
 def _event_times(log) -> tuple[np.ndarray, np.ndarray]:
-    users, times, offset = [], [], 0
-    while True:
-        batch, offset_next = log.read(offset)
-        if not len(batch.offset):
-            break
+    users, times = [], []
+    for batch, _ in log.batches():
         users.append(np.asarray(batch.user_id, dtype=object))
         times.append(np.asarray(batch.ts, np.int64))
-        offset = offset_next
     if not users:
         return np.zeros(0, object), np.zeros(0, np.int64)
     return np.concatenate(users), np.concatenate(times)
