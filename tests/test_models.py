@@ -382,12 +382,48 @@ def test_heavy_user_holds_one_question_per_spacing():
     assert m.stats()["n_registered"] == 2 and m.pending_size == 2
 
 
-def test_event_whose_horizon_already_passed_is_scored_not_held():
-    m = PurchasePropensity(("f",), horizon_us=DAY_US)
+def test_event_behind_the_watermark_is_held_and_answered_when_the_log_moves_on():
+    spy = SpyClassifier()
+    m = PurchasePropensity(("f",), model=spy, horizon_us=DAY_US)
     m.observe("ann", 10 * DAY_US, {"f": 1.0})
-    score = m.observe("bob", 2 * DAY_US, {"f": 1.0})
-    assert score == m.predict_proba_one({"f": 1.0})
-    assert m.stats()["n_late"] == 1 and m.pending_size == 1
+    score = m.observe("bob", 2 * DAY_US, {"f": 2.0})
+    assert score == m.predict_proba_one({"f": 2.0})
+    assert m.stats()["n_late"] == 1 and m.pending_size == 2 and spy.calls == []
+    m.observe("cat", 10 * DAY_US, {"f": 3.0})  # another user: bob's window is over
+    assert [(x["f"], y) for _, x, y in spy.calls] == [(2.0, False)]
+
+
+def _truth(events, horizon):
+    """Per event, whether its user buys in (t, t + horizon] anywhere in the log."""
+    buys: dict[str, list[int]] = {}
+    for u, t, _, p in events:
+        if p:
+            buys.setdefault(u, []).append(t)
+    return [any(t < b <= t + horizon for b in buys.get(u, ())) for u, t, _, _ in events]
+
+
+def test_log_in_customer_order_learns_every_label_right():
+    """An export listed customer by customer: each user's history spans the whole range, so
+    the watermark is at the end after the first user. Every question must still be learnt,
+    with the label a time-ordered log would give it (the cause of AUC 0.5 on such logs)."""
+    horizon = 3 * DAY_US
+    rng = random.Random(5)
+    events = []
+    for k in range(30):
+        t = 0
+        for _ in range(rng.randrange(1, 12)):
+            t += rng.choice([1, 2, 5, 9]) * DAY_US
+            events.append((f"c{k}", t, {"i": float(len(events))}, rng.random() < 0.6))
+    spy = SpyClassifier()
+    m = PurchasePropensity(("i",), model=spy, horizon_us=horizon, min_spacing_us=0)
+    for u, t, x, p in events:
+        m.observe(u, t, x, p)
+    m.advance(events[-1][1] + horizon + 1)  # the last user's open questions
+    m.advance(max(t for _, t, _, _ in events) + horizon + 1)
+    learnt = {int(x["i"]): y for _, x, y in spy.calls}
+    assert len(spy.calls) == len(events) == len(learnt)
+    assert [learnt[i] for i in range(len(events))] == _truth(events, horizon)
+    assert m.pending_size == 0
 
 
 def test_stale_heap_entries_are_compacted():

@@ -47,8 +47,14 @@ class PurchasePropensity(base.Estimator):
       when full, the one closest to expiry is dropped unlearnt (`stats()["n_dropped"]`).
       Those are the likeliest negatives, so drops bias the model upwards: size the bound
       above the questions held per horizon (`stats()["pending"]` in steady state).
-    - Late events: an event whose horizon has already passed the watermark (t + horizon <
-      watermark) is scored but not registered (`n_late`): its label window has closed.
+    - Logs not in time order across users (an export listed customer by customer, a late
+      delivery): the watermark can be far ahead of a user's own clock. A question is then
+      still held (`n_late` counts them), and it is answered by the user's own events: one
+      at t' > t + horizon without a purchase before it is a negative (effective times never
+      decrease per user, so nothing can land in the window any more), a purchase in the
+      window a positive. A question already behind the watermark is a negative once the log
+      moves on to another user's event (the user is not coming back within the window). In
+      a log in time order both rules find nothing the watermark has not already settled.
 
     Missing features and non-finite values (NaN, inf, None) read as `fill_value`; held values
     are stored as float64. Times are the projector's effective event times (µs), which never
@@ -123,6 +129,7 @@ class PurchasePropensity(base.Estimator):
         self._getter = operator.itemgetter(*self.features)
         self._single = len(self.features) == 1
         self._watermark = _NEVER
+        self._last_user: str | None = None
         # Per user, open predictions (seq, t_us, score, x) in time order; a heap of
         # (expiry, seq, user) over all of them. Resolving a positive leaves its heap entry
         # behind (stale, skipped when popped) rather than paying O(n) to remove it.
@@ -238,17 +245,26 @@ class PurchasePropensity(base.Estimator):
             heap = self._heap
             if heap and heap[0][0] < t_us:
                 self._expire()
-        if is_purchase and user in self._open:
-            self._resolve_positives(user, t_us)
+        opened = self._open
+        if user != self._last_user:
+            last = self._last_user
+            if last is not None and last in opened:
+                self._settle(last, self._watermark)
+            self._last_user = user
+        q = opened.get(user)
+        if q is not None:
+            if q[0][1] + self.horizon_us < t_us:
+                self._settle(user, t_us)
+            if is_purchase and user in opened:
+                self._resolve_positives(user, t_us)
         score = self._model.predict_proba_one(self._dict(vals)).get(True, 0.0)
 
-        # Hold the question, unless its label window has already closed (a late event) or
-        # the user has one held less than min_spacing_us ago. A negative gap (an out-of-order
-        # time) also skips, which keeps each user's queue time-sorted.
+        # Hold the question, unless the user has one held less than min_spacing_us ago. A
+        # negative gap (an out-of-order time) also skips, which keeps each user's queue
+        # time-sorted.
         if t_us + self.horizon_us < self._watermark:
             self._n_late += 1
-            return score
-        q = self._open.get(user)
+        q = opened.get(user)
         if q is not None and t_us - q[-1][1] < self.min_spacing_us:
             return score
         if self._n_open >= self.max_pending:
@@ -301,6 +317,18 @@ class PurchasePropensity(base.Estimator):
             self._learn(item[3], False)
             self._drift.update(item[2], expiry)  # |0 - p|
 
+    def _settle(self, user: str, now_us: int) -> None:
+        """Learn as negatives `user`'s questions whose window closed before `now_us`."""
+        q = self._open[user]
+        horizon = self.horizon_us
+        while q and q[0][1] + horizon < now_us:
+            item = q.popleft()
+            self._n_open -= 1
+            self._learn(item[3], False)
+            self._drift.update(item[2], item[1] + horizon)  # |0 - p|
+        if not q:
+            del self._open[user]
+
     def _resolve_positives(self, user: str, t_us: int) -> None:
         q = self._open[user]
         # Whatever is still open here has not expired (t_pred + horizon >= watermark >= t_us).
@@ -334,6 +362,8 @@ class PurchasePropensity(base.Estimator):
         The expiry heap is rebuilt so that no entry keeps the id. What the model already
         learnt is an aggregate over many users and stays.
         """
+        if self._last_user == user:
+            self._last_user = None
         q = self._open.pop(user, None)
         if q is None:
             return 0
