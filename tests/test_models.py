@@ -298,7 +298,8 @@ class SpyClassifier(base.Classifier):
 
 def test_labels_learnt_only_after_resolution_and_from_x_at_prediction_time():
     spy = SpyClassifier()
-    m = PurchasePropensity(("f",), model=spy, horizon_us=7 * DAY_US, min_spacing_us=HOUR_US)
+    m = PurchasePropensity(("f",), model=spy, horizon_us=7 * DAY_US, min_spacing_us=HOUR_US,
+                           reveal="answer")
     steps = [
         ("ann", 0, {"f": 1.0}, False),  # 0: pending
         ("ann", 30 * 60_000_000, {"f": 1.5}, False),  # 1: within spacing, not held
@@ -357,12 +358,24 @@ def test_reveal_order_matches_river_simulate_qa():
     ]
 
     spy = SpyClassifier()
-    m = PurchasePropensity(("i",), model=spy, horizon_us=horizon, min_spacing_us=0)
+    m = PurchasePropensity(("i",), model=spy, horizon_us=horizon, min_spacing_us=0,
+                           reveal="answer")
     for i, (u, t, _, p) in enumerate(events):
         m.observe(u, t, {"i": float(i)}, p)
     m.advance(events[-1][1] + horizon + 1)
     assert [(int(x["i"]), y) for _, x, y in spy.calls] == expected
     assert len(expected) == len(events)
+
+    # By default every answer is learnt at its window's end: simulate_qa with a fixed delay.
+    fixed = [(x["i"], y) for _, x, y in stream.simulate_qa(
+        dataset, moment="t", delay=lambda x, y: horizon + 1) if y is not None]
+    spy = SpyClassifier()
+    m = PurchasePropensity(("i",), model=spy, horizon_us=horizon, min_spacing_us=0)
+    for i, (u, t, _, p) in enumerate(events):
+        m.observe(u, t, {"i": float(i)}, p)
+    m.advance(events[-1][1] + horizon + 1)
+    assert [(int(x["i"]), y) for _, x, y in spy.calls] == fixed
+    assert sorted(fixed) == sorted(expected)
 
 
 def test_pending_queue_is_bounded_and_drops_the_oldest():
@@ -373,6 +386,22 @@ def test_pending_queue_is_bounded_and_drops_the_oldest():
     assert m.pending_size == 3 and m.stats()["n_dropped"] == 2
     m.advance(10 * DAY_US)
     assert [x["f"] for _, x, _ in spy.calls] == [2.0, 3.0, 4.0]
+
+
+def test_question_of_a_window_is_a_uniform_draw_of_its_events():
+    """Not the window's first event (a session start, before any cart): each event of an
+    hour is the one held about equally often, and the draw replays identically."""
+    counts = [0] * 6
+    for u in range(600):
+        spy = SpyClassifier()
+        m = PurchasePropensity(("f",), model=spy, horizon_us=DAY_US, min_spacing_us=HOUR_US)
+        for _ in range(u):  # other users first: the draws come from one counter
+            m.observe("x", 0, {"f": -1.0})
+        for k in range(6):
+            m.observe("ann", k * 60_000_000, {"f": float(k)})
+        m.advance(3 * DAY_US)
+        counts[int(next(x["f"] for _, x, _ in spy.calls if x["f"] >= 0))] += 1
+    assert min(counts) > 60 and max(counts) < 150, counts
 
 
 def test_heavy_user_holds_one_question_per_spacing():
@@ -427,7 +456,7 @@ def test_log_in_customer_order_learns_every_label_right():
 
 
 def test_stale_heap_entries_are_compacted():
-    m = PurchasePropensity(("f",), min_spacing_us=0, max_pending=10)
+    m = PurchasePropensity(("f",), min_spacing_us=0, max_pending=10, reveal="answer")
     for i in range(3000):
         m.observe("ann", 2 * i, {"f": 1.0}, is_purchase=True)
     assert m.pending_size == 1 and len(m._heap) <= 2 * 1 + 1025
