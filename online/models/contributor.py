@@ -43,6 +43,8 @@ from online.projector import ProfileContributor, ServedFeatures
 
 from .modelset import ModelSet
 from .propensity import DAY_US, PurchasePropensity
+from .segments import UserSegments
+from .snapshots import SegmentSnapshots
 
 __all__ = ["DEFAULT_FEATURES", "ModelContributor", "Predictions", "SignedLogScaler",
            "default_propensity_model"]
@@ -151,8 +153,13 @@ class ModelContributor(ProfileContributor):
     def __init__(self, models: ModelSet | None = None, *,
                  features: Sequence[str] = DEFAULT_FEATURES, horizon_us: int = 7 * DAY_US,
                  top: int = 5, recorder: Recorder | None = None) -> None:
-        self.models = models if models is not None else ModelSet(PurchasePropensity(
-            tuple(features), model=default_propensity_model(), horizon_us=horizon_us))
+        if models is None:
+            segments = UserSegments()
+            models = ModelSet(
+                PurchasePropensity(tuple(features), model=default_propensity_model(),
+                                   horizon_us=horizon_us),
+                segments, SegmentSnapshots(segments.inputs))
+        self.models = models
         self.top = top
         self.recorder = recorder
         self.loaded = False  # True once restored from a checkpoint
@@ -181,8 +188,9 @@ class ModelContributor(ProfileContributor):
             raise RuntimeError("ModelContributor needs the projector's per-event rows")
         X = self.served_rows(rows, eff_ts)
         is_purchase = np.asarray(batch.type) == _PURCHASE
-        scores = self.models.observe_many(np.asarray(batch.user_id), eff_ts, X, is_purchase,
-                                          self.columns)
+        users = np.asarray(batch.user_id)
+        self.models.observe_rows(users, eff_ts, rows)
+        scores = self.models.observe_many(users, eff_ts, X, is_purchase, self.columns)
         self.models.advance(int(projector.watermark_us))
         self.offset = int(np.asarray(batch.offset)[-1]) + 1
         if self.recorder is not None:

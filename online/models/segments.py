@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 from river import base, cluster, preprocessing
 
 from .propensity import DAY_US, _as_list
@@ -120,6 +121,8 @@ class UserSegments(base.Clusterer):
             for d in range(len(RFM)):
                 self._kmeans.centers[c][d]
         self._sizes = [0] * n_clusters
+        self._n_snapshots = 0
+        self._n_reseeded = 0
         self._bucket = -(2**63)
         self._seen: set[str] = set()
 
@@ -152,6 +155,63 @@ class UserSegments(base.Clusterer):
         self._scaler.learn_one(r)
         z = self._scaler.transform_one(r)
         self._sizes[self._kmeans.learn_predict_one(z)] += 1
+
+    def learn_snapshot(self, X, columns: Sequence[str], iterations: int = 10) -> None:
+        """Learn from many users' features taken at one time (`SegmentSnapshots`).
+
+        The rows are standardised by their own mean and deviation (the population as it is
+        at that time, the one profiles are assigned in; the centres are re-expressed in the
+        new units), then `iterations` k-means (Lloyd) steps start from the current centres:
+        batch k-means on each snapshot, warm-started from the previous one, so a segment
+        keeps its id from one snapshot to the next. (Moving the centres only part of the way,
+        or fewer steps, gave silhouettes 0.03-0.07 below a batch k-means on Online Retail.)
+        A centre that no row is nearest to is re-seeded on the row farthest from every
+        centre (`stats()["reseeded"]`). Sizes become this snapshot's.
+        """
+        position = {c: i for i, c in enumerate(columns)}
+        wanted = [(n, position[n]) for n in self.inputs]
+        rows = X.tolist() if hasattr(X, "tolist") else X
+        if not rows:
+            return
+        R = np.array([list(self.rfm({n: row[j] for n, j in wanted}).values()) for row in rows])
+        centers = self._kmeans.centers
+        C = np.array([[centers[c][k] for k in range(len(RFM))] for c in range(self.n_clusters)])
+        # Standardise by this snapshot (the population as it is now, the one profiles are
+        # assigned in), and re-express the centres in the new units.
+        sc, dims = self._scaler, range(len(RFM))
+        if self._n_snapshots:
+            old_mean = np.array([sc.means[k] for k in dims])
+            old_std = np.array([math.sqrt(sc.vars[k]) or 1.0 for k in dims])
+            C = C * old_std + old_mean
+        mean, var = R.mean(axis=0), R.var(axis=0)
+        for k in dims:
+            sc.counts[k], sc.means[k], sc.vars[k] = len(R), float(mean[k]), float(var[k])
+        std = np.sqrt(var)
+        std[std == 0] = 1.0
+        if self._n_snapshots:
+            C = (C - mean) / std
+        Z = (R - mean) / std
+        target = C.copy()
+        for _ in range(iterations):
+            d = ((Z[:, None, :] - target[None, :, :]) ** 2).sum(axis=2)
+            nearest = d.argmin(axis=1)
+            for c in range(self.n_clusters):
+                members = Z[nearest == c]
+                if len(members):
+                    target[c] = members.mean(axis=0)
+                elif len(Z) > self.n_clusters:
+                    # the row worst served by the other centres; ties: the first
+                    far = int(np.argmax(d[np.arange(len(Z)), nearest]))
+                    target[c] = Z[far]
+                    d[far] = 0.0
+                    self._n_reseeded += 1
+        C = target
+        nearest = ((Z[:, None, :] - C[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+        for c in range(self.n_clusters):
+            for k in range(len(RFM)):
+                centers[c][k] = float(C[c, k])
+        self._sizes = np.bincount(nearest, minlength=self.n_clusters).tolist()
+        self._n_snapshots += 1
 
     def observe(self, user: str, t_us: int, x: dict) -> bool:
         """Learn from `user`'s snapshot unless they already contributed in this period."""
@@ -242,26 +302,62 @@ class UserSegments(base.Clusterer):
         return {name: center[k] for k, name in enumerate(RFM)}
 
     def label(self, c: int) -> str:
-        """Segment `c` in words, from its centroid relative to the global means."""
+        """Segment `c` in words, from its centroid relative to the global means.
+
+        Labels are distinct: where two segments would read the same, each gets the word of
+        its next most distinctive axis (even below the threshold), and as a last resort its
+        id ("average #3").
+        """
+        return self._all_labels()[c]
+
+    def _formed(self, c: int) -> bool:
+        if self._n_snapshots:
+            return self._sizes[c] > 0
         # Each example moves a centre by `halflife`, so its seeded random start still weighs
         # (1 - halflife) ** size; below 5% the centre speaks for the data.
-        if (1.0 - self.halflife) ** self._sizes[c] >= 0.05:
-            return "unformed"
-        center = self._kmeans.centers[c]
-        words = []
-        for k in _LABEL_ORDER:
-            if center[k] >= self.label_threshold:
-                words.append(_HIGH[k])
-            elif center[k] <= -self.label_threshold:
-                words.append(_LOW[k])
-        return ", ".join(words) or "average"
+        return (1.0 - self.halflife) ** self._sizes[c] < 0.05
+
+    def _all_labels(self) -> list[str]:
+        centers = [self._kmeans.centers[c] for c in range(self.n_clusters)]
+        # axes by distance from the mean, strongest first (ties: the marketer's order)
+        ranked = [sorted(_LABEL_ORDER, key=lambda k, z=z: (-abs(z[k]), _LABEL_ORDER.index(k)))
+                  for z in centers]
+        used = [sorted((k for k in _LABEL_ORDER if abs(z[k]) >= self.label_threshold),
+                       key=_LABEL_ORDER.index) for z in centers]
+
+        def text(c: int) -> str:
+            if not self._formed(c):
+                return "unformed"
+            z = centers[c]
+            return ", ".join(_HIGH[k] if z[k] > 0 else _LOW[k] for k in used[c]) or "average"
+
+        for _ in range(len(RFM)):
+            texts = [text(c) for c in range(self.n_clusters)]
+            clashing = [c for c in range(self.n_clusters)
+                        if texts.count(texts[c]) > 1 and self._formed(c)]
+            if not clashing:
+                break
+            for c in clashing:
+                extra = next((k for k in ranked[c] if k not in used[c]), None)
+                if extra is not None:
+                    used[c] = sorted([*used[c], extra], key=_LABEL_ORDER.index)
+        texts = [text(c) for c in range(self.n_clusters)]
+        return [f"{t} #{c}" if texts.count(t) > 1 and self._formed(c) else t
+                for c, t in enumerate(texts)]
 
     def describe(self) -> list[dict]:
         """Every segment: id, label, size (examples learnt) and centroid."""
+        labels = self._all_labels()
         return [
-            {"id": c, "label": self.label(c), "size": self._sizes[c], "centroid": self.centroid(c)}
+            {"id": c, "label": labels[c], "size": self._sizes[c], "centroid": self.centroid(c),
+             "empty": self._n_snapshots > 0 and self._sizes[c] == 0}
             for c in range(self.n_clusters)
         ]
+
+    def stats(self) -> dict:
+        """Snapshots learnt, centres re-seeded (a segment that had no users) and empty ones."""
+        return {"snapshots": self._n_snapshots, "reseeded": self._n_reseeded,
+                "empty": sum(1 for s in self._sizes if s == 0) if self._n_snapshots else 0}
 
 
 def _finite(v) -> float | None:
