@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,24 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Total epsilon the data dir may spend on private aggregates."
     )
     batch_size: int = Field(50_000, ge=1, description="Events per projector batch.")
+    propensity_horizon: str = Field(
+        "7d", description="Horizon H of the live propensity score: a purchase in (t, t+H] "
+        "(7d, 30d, 12h, ...). Changing it rebuilds the models from the log (a new version)."
+    )
+
+    @field_validator("propensity_horizon")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        from online.clock import parse_duration
+
+        parse_duration(value)  # ValueError names the rule; pydantic names the field
+        return value.strip().lower()
+
+    @property
+    def propensity_horizon_us(self) -> int:
+        from online.clock import parse_duration
+
+        return parse_duration(self.propensity_horizon)
 
     @property
     def event_log_path(self) -> Path:

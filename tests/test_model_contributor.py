@@ -247,3 +247,28 @@ def test_purchase_flag_and_effective_times_reach_the_models(log_path):
         mine = cols["user_id"] == user
         np.testing.assert_array_equal(cols["t_us"][mine], np.maximum.accumulate(batch.ts[mine]))
     assert c.models.propensity.watermark_us == int(cols["t_us"].max())
+
+
+def test_live_horizon_is_a_setting_and_a_change_rebuilds_the_models(tmp_path, monkeypatch):
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="propensity_horizon"):
+        Settings(data_dir=tmp_path, propensity_horizon="7 days")
+    monkeypatch.setenv("PORTRAIT_PROPENSITY_HORIZON", "30d")
+    settings = Settings(data_dir=tmp_path)
+    assert settings.propensity_horizon_us == 30 * DAY_US
+    fill(settings.event_log_path, n=600, users=15)
+    with EventLog(settings.event_log_path) as log:
+        p = build_projector(log, settings, online_writes=False)
+        p.run()
+        p.checkpoint()
+        user = str(log.read(0, 1)[0].user_id[0])
+        body = p.profile(user)
+        assert body["propensity"]["horizon"] == "30d"
+        # the same data dir with another horizon: models rebuilt from the log, new version
+        other = build_projector(log, Settings(data_dir=tmp_path, propensity_horizon="1d"),
+                                online_writes=False)
+        again = other.profile(user)
+        assert again["propensity"]["horizon"] == "1d"
+        assert again["model_version"] != body["model_version"]
+        assert again["model_offset"] == p.offset

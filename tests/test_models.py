@@ -757,3 +757,57 @@ def test_snapshots_learn_at_one_time_and_ignore_batch_boundaries():
     # the 40 users who stopped half-way are lapsed by the end: one centre sits far out on
     # recency (a centroid learnt at event times would sit near 0 on every axis)
     assert any("lapsed" in d["label"] for d in one.describe()), one.describe()
+
+
+# -- explanations ----------------------------------------------------------------------------
+
+
+def _trained_default(features, events):
+    from online.models.contributor import default_propensity_model
+
+    m = PurchasePropensity(features, model=default_propensity_model(), horizon_us=DAY_US,
+                           min_spacing_us=0)
+    for user, t, x, p in events:
+        m.observe(user, t, x, p)
+    m.advance(events[-1][1] + 2 * DAY_US)
+    return m
+
+
+def test_equal_features_are_one_reason():
+    events = [(u, t, {**x, "copy": x["carts_7d"]}, p) for u, t, x, p in make_stream(n=600)]
+    m = _trained_default((*FEATURES, "copy"), events)
+    for _, _, x, _ in events[-30:]:
+        reasons = m.explain_one(x, top=3)
+        names = [r["feature"] for r in reasons]
+        assert not {"copy", "carts_7d"} <= set(names), reasons
+        assert len(reasons) == 3
+        for r in reasons:
+            if r["feature"] in ("copy", "carts_7d") and r["contribution"] != 0.0:
+                assert r["same_as"] == ["copy" if r["feature"] == "carts_7d" else "carts_7d"]
+
+
+def test_default_propensity_reads_no_alias_of_another_feature():
+    from online.models.contributor import ALIASES, ModelContributor
+
+    features = ModelContributor().models.propensity.features
+    assert not set(ALIASES) & set(features) and set(ALIASES.values()) <= set(features)
+
+
+def test_removing_the_top_reason_moves_the_score_most():
+    """Faithfulness: set each feature in turn to its learnt mean (no contribution); the top
+    reason is the one whose removal changes the score the most."""
+    events = make_stream(n=800, seed=4)
+    m = _trained_default(FEATURES, events)
+    scaler = m._model.steps["SignedLogScaler"]
+    mean_raw = {f: math.copysign(math.expm1(abs(scaler.means[f])), scaler.means[f])
+                for f in FEATURES}
+    checked = 0
+    for _, _, x, _ in events[-40:]:
+        p = m.predict_proba_one(x)
+        moves = {f: abs(p - m.predict_proba_one({**x, f: mean_raw[f]})) for f in FEATURES}
+        top = m.explain_one(x, top=1)[0]
+        if top["contribution"] == 0.0:
+            continue
+        assert moves[top["feature"]] == pytest.approx(max(moves.values()), rel=1e-9), (top, moves)
+        checked += 1
+    assert checked >= 30

@@ -46,7 +46,7 @@ from .propensity import DAY_US, PurchasePropensity
 from .segments import UserSegments
 from .snapshots import SegmentSnapshots
 
-__all__ = ["DEFAULT_FEATURES", "ModelContributor", "Predictions", "SignedLogScaler",
+__all__ = ["ALIASES", "DEFAULT_FEATURES", "PROPENSITY_FEATURES", "ModelContributor", "Predictions", "SignedLogScaler",
            "default_propensity_model"]
 
 # Every numeric served feature of the catalogue, in its order: the propensity model's inputs.
@@ -54,6 +54,11 @@ __all__ = ["DEFAULT_FEATURES", "ModelContributor", "Predictions", "SignedLogScal
 DEFAULT_FEATURES: tuple[str, ...] = tuple(
     f.name for f in cat.FEATURES if f.dtype in ("int64", "float64")
 )
+# Catalogue features that are another one by definition (or a fixed multiple of it): the
+# model reads the original only, so a profile never gives one reason twice.
+ALIASES = {"rfm_frequency": "order_count", "rfm_monetary": "spend_total",
+           "rfm_recency_days": "seconds_since_last_purchase"}
+PROPENSITY_FEATURES: tuple[str, ...] = tuple(f for f in DEFAULT_FEATURES if f not in ALIASES)
 _MODELS_FILE = "models.pkl"
 _PURCHASE = int(EventType.PURCHASE)
 
@@ -151,7 +156,7 @@ class ModelContributor(ProfileContributor):
     wants_event_rows = True
 
     def __init__(self, models: ModelSet | None = None, *,
-                 features: Sequence[str] = DEFAULT_FEATURES, horizon_us: int = 7 * DAY_US,
+                 features: Sequence[str] = PROPENSITY_FEATURES, horizon_us: int = 7 * DAY_US,
                  top: int = 5, recorder: Recorder | None = None) -> None:
         if models is None:
             segments = UserSegments()
@@ -224,7 +229,12 @@ class ModelContributor(ProfileContributor):
         (Path(directory) / "offset").write_text(str(self.offset), "utf-8")
 
     def load(self, directory: Path) -> None:
-        self.models = ModelSet.from_bytes((Path(directory) / _MODELS_FILE).read_bytes())
+        models = ModelSet.from_bytes((Path(directory) / _MODELS_FILE).read_bytes())
+        if models.propensity.horizon_us != self.models.propensity.horizon_us:
+            # Checkpointed with another horizon: keep the configured fresh models and stay
+            # not `loaded`, so the wiring rebuilds them from the log (a new model_version).
+            return
+        self.models = models
         offset = Path(directory) / "offset"
         self.offset = int(offset.read_text("utf-8")) if offset.exists() else 0
         self._set_columns()
