@@ -46,8 +46,8 @@ from .propensity import DAY_US, PurchasePropensity
 from .segments import UserSegments
 from .snapshots import SegmentSnapshots
 
-__all__ = ["ALIASES", "DEFAULT_FEATURES", "PROPENSITY_FEATURES", "ModelContributor", "Predictions", "SignedLogScaler",
-           "default_propensity_model"]
+__all__ = ["ALIASES", "DEFAULT_FEATURES", "PROPENSITY_FEATURES", "ModelContributor",
+           "Predictions", "SignedLogScaler", "default_propensity_model"]
 
 # Every numeric served feature of the catalogue, in its order: the propensity model's inputs.
 # Absolute timestamps are left out (they only grow with time, a trend not a behaviour).
