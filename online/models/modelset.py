@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import pickle
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from .drift import ErrorDrift
 from .propensity import DAY_US, HOUR_US, PurchasePropensity
 from .segments import UserSegments
 from .snapshots import SegmentSnapshots
+from .versions import ModelVersions
 
 __all__ = ["ModelSet", "STATE_FORMAT"]
 
@@ -69,6 +71,8 @@ class ModelSet:
         self.segments = segments if segments is not None else UserSegments()
         # With snapshots, the segments learn from them (`observe_rows`), not from events.
         self.snapshots = snapshots
+        # The scoring models of past times (None: not kept; see `save_version`, `at`).
+        self.versions: ModelVersions | None = None
         self._generation = 0
         self._config = self._config_hash()
 
@@ -201,6 +205,31 @@ class ModelSet:
                 self.snapshots.stats() if self.snapshots is not None else {})},
         }
 
+    # -- versions ----------------------------------------------------------------------------
+
+    def frozen(self) -> ModelSet:
+        """The scoring part of this set as it is now: no questions, no user ids, no versions."""
+        twin = copy.copy(self)
+        twin.propensity = self.propensity.frozen()
+        twin.segments = copy.copy(self.segments)
+        twin.segments._seen = set()
+        twin.snapshots = twin.versions = None
+        return twin
+
+    def save_version(self, valid_from_us: int, offset: int) -> None:
+        """Keep the models as they are now as the version in force from `valid_from_us`."""
+        if self.versions is None:
+            self.versions = ModelVersions()
+        self.versions.save(self.frozen(), valid_from_us, offset)
+
+    def at(self, t_us: int) -> tuple[ModelSet, dict] | None:
+        """The models in force at event time `t_us` and their entry (valid_from_us, offset);
+        None when no version was kept. A fresh copy: cache it by ``valid_from_us``."""
+        entry = self.versions.at(t_us) if self.versions is not None else None
+        if entry is None:
+            return None
+        return ModelVersions.load(entry), entry
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def reset(self) -> None:
@@ -212,6 +241,7 @@ class ModelSet:
             self.snapshots = SegmentSnapshots(sn.inputs, share=sn.share, max_users=sn.max_users,
                                               period_us=sn.period_us,
                                               refresh_every=sn.refresh_every)
+        self.versions = None  # afresh: the replay that follows keeps its own
         self._bump()
 
     def replace_propensity(self, propensity: PurchasePropensity) -> None:
@@ -225,6 +255,10 @@ class ModelSet:
     def _bump(self) -> None:
         self._generation += 1
         self._config = self._config_hash()
+        if self.versions is not None:  # a replacement is a version of its own
+            watermark = self.propensity.watermark_us
+            self.versions.save(self.frozen(), watermark if watermark is not None else -(2**63),
+                               -1)
 
     def state_dict(self) -> dict:
         """Everything needed to resume, for the projector's checkpoint (values are picklable)."""
@@ -235,6 +269,7 @@ class ModelSet:
             "propensity": self.propensity,
             "segments": self.segments,
             "snapshots": self.snapshots,
+            "versions": self.versions,
         }
 
     @classmethod
@@ -246,6 +281,7 @@ class ModelSet:
                 "rebuild the models by replaying the log"
             )
         models = cls(state["propensity"], state["segments"], state.get("snapshots"))
+        models.versions = state.get("versions")
         models._generation = state["generation"]
         return models
 

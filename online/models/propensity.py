@@ -10,6 +10,7 @@ the newest event time seen, so the same event sequence always gives the same mod
 
 from __future__ import annotations
 
+import copy
 import heapq
 import math
 import operator
@@ -418,6 +419,13 @@ class PurchasePropensity(base.Estimator):
         self._n_open -= len(q)
         self._compact()
         return len(q)
+
+    def frozen(self) -> PurchasePropensity:
+        """A copy that scores and explains as this one does now and holds no questions (no
+        user ids): what `ModelVersions` keeps. Pickle it at once; it shares the learner."""
+        twin = copy.copy(self)
+        twin._open, twin._heap, twin._n_open, twin._last_user = {}, [], 0, None
+        return twin
 
     # -- reporting ---------------------------------------------------------------------------
 
