@@ -4,8 +4,9 @@ Centroids learnt from a user's features at their own events see recency near 0 (
 just bought was seen just now), while a profile assigns every user at the present, where
 most have lapsed: the learnt centroids then describe nobody (silhouette 0.12 vs 0.27 for a
 batch k-means on a shop log in customer order; every centroid at recency 0). So the segments
-learn from the same kind of snapshot they assign: a fixed sample of users (a stable hash of
-the stored id keeps `share` of them, at most `max_users`), each with their newest stored row,
+learn from the same kind of snapshot they assign: a uniform sample of users (a stable hash
+of the stored id keeps `share` of them; beyond `max_users`, the ones with the smallest hashes,
+a bottom-k sample, so early users are not favoured), each with their newest stored row,
 all evaluated at one time whenever event time enters a new period (a UTC day by default).
 Lapsed users stay in the sample with their recency growing, as they would be assigned.
 
@@ -18,6 +19,7 @@ replay learns exactly what the live projector learnt.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,19 +41,20 @@ class SegmentSnapshots:
     inputs
         The served features the segments read (catalogue names).
     share
-        Share of users sampled (by a hash of the stored id, so a user is in or out for good).
+        Share of users sampled (by a hash of the stored id).
     max_users
-        Bound of the sample: users beyond it are not added.
+        Bound of the sample: the users with the smallest hashes are kept.
     period_us
         A snapshot is learnt each time event time enters a new period of this length.
     refresh_every
-        Also learn a snapshot (at the watermark) after this many updates of sampled users'
-        rows without a new period: a log in customer order reaches the newest event time with
-        its first customers, so periods alone would stop the learning there.
+        Also learn a snapshot (at the watermark) once this many users joined the sample
+        since the last one (or a tenth of the sample, if more): a log in customer order
+        reaches the newest event time with its first customers, so periods alone would stop
+        the learning there; in a log in time order few users are new each period.
     """
 
-    def __init__(self, inputs: Sequence[str], *, share: float = 0.2, max_users: int = 5_000,
-                 period_us: int = DAY_US, refresh_every: int = 1_000) -> None:
+    def __init__(self, inputs: Sequence[str], *, share: float = 1.0, max_users: int = 3_000,
+                 period_us: int = DAY_US, refresh_every: int = 100) -> None:
         if not 0.0 < share <= 1.0 or max_users < 1 or period_us < 1:
             raise ValueError(f"need 0 < share <= 1, max_users >= 1, period_us >= 1; got "
                              f"{share}, {max_users}, {period_us}")
@@ -66,18 +69,19 @@ class SegmentSnapshots:
             needed.add(f.source if f.kind == "since" else name)
         self.stored_names = tuple(sorted(needed))
         self._rows: dict[str, tuple] = {}  # stored id -> its newest stored values
-        self._in: dict[str, bool] = {}
+        self._hash: dict[str, int] = {}  # stored id -> its 64-bit hash (seen users)
+        self._largest: list[tuple[int, str]] = []  # max-heap (-hash, id) of the sample
+        self._threshold = int(share * 2**64)
         self._watermark = cat.NO_TS
         self._n_snapshots = 0
-        self._updates = 0  # sampled rows updated since the last snapshot
+        self._updates = 0  # users added to the sample since the last snapshot
 
     def _sampled(self, user: str) -> bool:
-        known = self._in.get(user)
-        if known is None:
-            h = hashlib.blake2b(user.encode(), digest_size=8).digest()
-            known = int.from_bytes(h, "big") < self.share * 2**64
-            self._in[user] = known
-        return known
+        h = self._hash.get(user)
+        if h is None:
+            h = int.from_bytes(hashlib.blake2b(user.encode(), digest_size=8).digest(), "big")
+            self._hash[user] = h
+        return h < self._threshold
 
     def observe_many(self, segments: UserSegments, users, eff_ts: np.ndarray,
                      rows: dict[str, np.ndarray]) -> int:
@@ -102,8 +106,7 @@ class SegmentSnapshots:
                 i = picked[at]
                 self._keep(users[i], tuple(c[i] for c in columns))
                 at += 1
-                self._updates += 1
-                if self._updates >= self.refresh_every:
+                if self._updates >= max(self.refresh_every, len(self._rows) // 10):
                     self._learn(segments, int(running[i]))
                     learnt += 1
             if boundary < len(eff):
@@ -113,8 +116,14 @@ class SegmentSnapshots:
         return learnt
 
     def _keep(self, user: str, values: tuple) -> None:
-        if user in self._rows or len(self._rows) < self.max_users:
-            self._rows[user] = values
+        if user not in self._rows:
+            heapq.heappush(self._largest, (-self._hash[user], user))
+            self._updates += 1
+        self._rows[user] = values
+        if len(self._rows) > self.max_users:  # bottom-k: the largest hash leaves for good
+            h, out = heapq.heappop(self._largest)
+            del self._rows[out]
+            self._threshold = -h
 
     def _learn(self, segments: UserSegments, t_us: int) -> None:
         if not self._rows:
@@ -131,8 +140,12 @@ class SegmentSnapshots:
 
     def erase_user(self, user: str) -> bool:
         """Forget `user`'s row and sampling mark (erasure); whether they were sampled."""
-        self._in.pop(user, None)
-        return self._rows.pop(user, None) is not None
+        self._hash.pop(user, None)
+        if self._rows.pop(user, None) is None:
+            return False
+        self._largest = [(h, u) for h, u in self._largest if u != user]
+        heapq.heapify(self._largest)
+        return True
 
     def stats(self) -> dict:
         return {"sampled_users": len(self._rows), "snapshots": self._n_snapshots}
