@@ -704,6 +704,12 @@ def test_segment_labels_are_distinct():
     seg.learn_snapshot(np.array(rows), columns)
     labels = [d["label"] for d in seg.describe()]
     assert len(set(labels)) == 3, labels
+    # equal words on all four axes: told apart by their rank on spend, in words
+    same = UserSegments(n_clusters=3, seed=0)
+    same.learn_snapshot(np.array([[1.0, 40.0, 4000.0 * (1 + (i % 3)), 100.0] for i in range(90)]
+                                 + [[300.0, 1.0, 10.0, 10.0]] * 300), columns)
+    words = [d["label"] for d in same.describe()]
+    assert len(set(words)) == 3 and sum("spend rank" in w for w in words) >= 2, words
 
 
 def test_empty_segment_is_reseeded_and_reported():

@@ -17,6 +17,7 @@ __all__ = ["UserSegments", "RFM"]
 RFM = ("recency", "frequency", "monetary", "avg_order_value")
 _HIGH = ("lapsed", "frequent", "high spend", "large baskets")
 _LOW = ("recent", "occasional", "low spend", "small baskets")
+_AXIS = ("recency", "orders", "spend", "basket size")
 # The order words appear in a label: what a marketer asks first.
 _LABEL_ORDER = (1, 2, 0, 3)
 
@@ -327,8 +328,9 @@ class UserSegments(base.Clusterer):
         """Segment `c` in words, from its centroid relative to the global means.
 
         Labels are distinct: where two segments would read the same, each gets the word of
-        its next most distinctive axis (even below the threshold), and as a last resort its
-        id ("average #3").
+        its next most distinctive axis (even below the threshold), and where the words of
+        all four axes are still the same, its rank on the axis where they differ most
+        ("frequent, high spend (spend rank 1 of 2)").
         """
         return self._all_labels()[c]
 
@@ -364,8 +366,19 @@ class UserSegments(base.Clusterer):
                 if extra is not None:
                     used[c] = sorted([*used[c], extra], key=_LABEL_ORDER.index)
         texts = [text(c) for c in range(self.n_clusters)]
-        return [f"{t} #{c}" if texts.count(t) > 1 and self._formed(c) else t
-                for c, t in enumerate(texts)]
+        out = list(texts)
+        for t in set(texts):
+            group = [c for c in range(self.n_clusters) if texts[c] == t and self._formed(c)]
+            if len(group) < 2:
+                continue
+            # same words on every axis: rank them on the axis where they differ most
+            axis = max(_LABEL_ORDER, key=lambda k: (
+                max(centers[c][k] for c in group) - min(centers[c][k] for c in group),
+                -_LABEL_ORDER.index(k)))
+            ranked = sorted(group, key=lambda c: (-centers[c][axis], c))
+            for r, c in enumerate(ranked, 1):
+                out[c] = f"{t} ({_AXIS[axis]} rank {r} of {len(group)})"
+        return out
 
     def describe(self) -> list[dict]:
         """Every segment: id, label, size (examples learnt) and centroid."""
