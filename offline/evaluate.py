@@ -147,7 +147,8 @@ def evaluate(settings: Settings, horizon_us: int = 7 * DAY_US, out_dir: Path | N
         "data_dir": str(settings.data_dir),
         "events": int(len(y)),
         "users": int(len(set(pred["user_id"].tolist()))),
-        "propensity": {"horizon": format_duration(horizon_us), "features": len(DEFAULT_FEATURES),
+        "propensity": {"horizon": format_duration(horizon_us),
+                       "features": len(run.contributor.models.propensity.features),
                        **_prequential(pred, y, known, curves)},
     }
     phase("4/5 propensity: batch baselines (training sets, scikit-learn fits)")
@@ -196,12 +197,22 @@ def _scores(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
 
     if len(y) == 0:
         return {"auc": None, "log_loss": None, "brier": None, "n": 0, "positive_rate": None}
+    from sklearn.metrics import average_precision_score
+
     p = np.clip(p, 1e-7, 1 - 1e-7)
     two = len(np.unique(y)) == 2
+    rate = float(np.mean(y))
+    # the constant that knows the positive share in hindsight: the bar a model must beat
+    base = (-(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+            if 0.0 < rate < 1.0 else None)
+    top = np.argsort(-p, kind="stable")[: max(1, len(p) // 10)]
     return {"auc": float(roc_auc_score(y, p)) if two else None,
+            "average_precision": float(average_precision_score(y, p)) if two else None,
             "log_loss": float(log_loss(y, p, labels=[False, True])),
+            "base_rate_log_loss": base,
+            "lift_top_10pct": float(np.mean(y[top]) / rate) if rate > 0 else None,
             "brier": float(brier_score_loss(y, p)), "n": int(len(y)),
-            "positive_rate": float(np.mean(y))}
+            "positive_rate": rate}
 
 
 def _prequential(pred, y, known, curves) -> dict[str, Any]:

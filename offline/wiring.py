@@ -20,7 +20,7 @@ def model_contributors(settings: Settings) -> list[ProfileContributor]:
     """The online models' contributors (propensity, segments), fresh, before any checkpoint."""
     from online.models.contributor import ModelContributor
 
-    return [ModelContributor()]
+    return [ModelContributor(horizon_us=settings.propensity_horizon_us)]
 
 
 def build_projector(log, settings: Settings, *, online_writes: bool | None = None,

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -106,6 +106,24 @@ class Settings(BaseSettings):
         None, ge=1, le=65_536,
         description="Partitions of a new event log (default 16); a log keeps the count it has.",
     )
+    propensity_horizon: str = Field(
+        "7d", description="Horizon H of the live propensity score: a purchase in (t, t+H] "
+        "(7d, 30d, 12h, ...). Changing it rebuilds the models from the log (a new version)."
+    )
+
+    @field_validator("propensity_horizon")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        from online.clock import parse_duration
+
+        parse_duration(value)  # ValueError names the rule; pydantic names the field
+        return value.strip().lower()
+
+    @property
+    def propensity_horizon_us(self) -> int:
+        from online.clock import parse_duration
+
+        return parse_duration(self.propensity_horizon)
 
     @classmethod
     def settings_customise_sources(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 import pickle
 import random
@@ -18,6 +19,7 @@ from online.eventlog import EventLog
 from online.events import EventType
 from online.models import DAY_US, ModelSet, PurchasePropensity
 from online.models.contributor import DEFAULT_FEATURES, ModelContributor, Predictions
+from online.models.versions import ModelVersions
 from online.projector import Projector
 from online.settings import Settings
 
@@ -53,6 +55,9 @@ def canonical(obj, depth: int = 0):
     depend on which equal strings happen to be one object)."""
     if depth > 30:
         raise RecursionError("state too deep")
+    if isinstance(obj, ModelVersions):  # frozen models as pickles: compare what they hold
+        return [(e["valid_from_us"], e["offset"], canonical(ModelVersions.load(e), depth + 1))
+                for e in obj._entries] + [obj.watermark_us]
     if isinstance(obj, dict):
         return [(canonical(k, depth + 1), canonical(v, depth + 1)) for k, v in obj.items()]
     if isinstance(obj, list | tuple | deque):
@@ -132,11 +137,14 @@ def test_profiles_carry_the_model_fields_through_the_wiring(log_path, tmp_path):
         assert set(prop["top_features"][0]) == {"feature", "value", "contribution"}
         assert {f["feature"] for f in prop["top_features"]} <= set(DEFAULT_FEATURES)
         assert body["model_version"] and body["model_source"] == "current"
-        assert body["model_offset"] == body["offset"] == p.offset
+        # the version of the current event-time day: learnt up to that day's first event
+        assert 0 <= body["model_offset"] <= body["offset"] == p.offset
+        assert body["model_valid_from"].endswith("T00:00:00+00:00")
 
         as_of = p.profile(user, as_of=int(log.read(0, 1)[0].ts[0]))
-        assert as_of["model_source"] == "current" and as_of["model_offset"] == p.offset
-        assert as_of["offset"] < p.offset and as_of["propensity"]["score"] is not None
+        assert as_of["model_source"] == "as_of" and as_of["model_offset"] == 0
+        assert as_of["model_valid_from"] is None  # before any day started: the fresh models
+        assert as_of["offset"] < p.offset and as_of["propensity"]["score"] == 0.5
 
         # a restart through the wiring loads the models at the same offset: same profile
         again = build_projector(log, settings, online_writes=False)
@@ -163,7 +171,16 @@ def test_erase_user_drops_what_the_models_key_by_user(log_path):
     assert users
     user = sorted(users)[0]
     c.erase_user(user)
-    assert user.encode() not in c.models.to_bytes()
+    state = c.models.state_dict()
+    versions = state.pop("versions")
+    assert user.encode() not in pickle.dumps(state)
+    # Versions are pickles (binary: a two-byte id may match by chance): check what they hold.
+    assert len(versions) > 1
+    for entry in versions._entries:
+        m = ModelVersions.load(entry)
+        assert m.propensity._open == {} and m.propensity._heap == []
+        assert m.propensity._last_user is None and m.segments._seen == set()
+        assert m.snapshots is None and m.versions is None
 
 
 class SpyClassifier(linear_model.LogisticRegression):
@@ -201,7 +218,8 @@ def test_delayed_labels_never_use_information_after_the_prediction_time(log_path
     spy = SpyClassifier()
     propensity = PurchasePropensity(SPY_FEATURES, model=spy,
                                     horizon_us=HORIZON, min_spacing_us=0)
-    spy.clock = lambda: propensity.watermark_us
+    # picklable (the models' versions are pickles): a partial, not a lambda
+    spy.clock = functools.partial(getattr, propensity, "watermark_us")
     c = ServedRows(ModelSet(propensity))
     with EventLog(log_path) as log:
         Projector(log, tmp_path / "spy", contributors=[c]).run(batch_size=700)
@@ -247,3 +265,56 @@ def test_purchase_flag_and_effective_times_reach_the_models(log_path):
         mine = cols["user_id"] == user
         np.testing.assert_array_equal(cols["t_us"][mine], np.maximum.accumulate(batch.ts[mine]))
     assert c.models.propensity.watermark_us == int(cols["t_us"].max())
+
+
+def test_live_horizon_is_a_setting_and_a_change_rebuilds_the_models(tmp_path, monkeypatch):
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="propensity_horizon"):
+        Settings(data_dir=tmp_path, propensity_horizon="7 days")
+    monkeypatch.setenv("PORTRAIT_PROPENSITY_HORIZON", "30d")
+    settings = Settings(data_dir=tmp_path)
+    assert settings.propensity_horizon_us == 30 * DAY_US
+    fill(settings.event_log_path, n=600, users=15)
+    with EventLog(settings.event_log_path) as log:
+        p = build_projector(log, settings, online_writes=False)
+        p.run()
+        p.checkpoint()
+        user = str(log.read(0, 1)[0].user_id[0])
+        body = p.profile(user)
+        assert body["propensity"]["horizon"] == "30d"
+        # the same data dir with another horizon: models rebuilt from the log, new version
+        other = build_projector(log, Settings(data_dir=tmp_path, propensity_horizon="1d"),
+                                online_writes=False)
+        again = other.profile(user)
+        assert again["propensity"]["horizon"] == "1d"
+        assert again["model_version"] != body["model_version"]
+        assert 0 < again["model_offset"] <= p.offset
+
+
+def test_as_of_profile_is_scored_by_the_model_of_its_time(tmp_path):
+    """A profile as of T served now equals the one recomputed after more events (and a
+    restart), scores included: the models of T's day, not today's."""
+    settings = Settings(data_dir=tmp_path)
+    fill(settings.event_log_path, n=1500, users=20)
+    with EventLog(settings.event_log_path) as log:
+        batch, _ = log.read(0, 1500)
+        t_mid = int(np.sort(batch.ts)[900])
+        p = build_projector(log, settings, online_writes=False)
+        p.run(until_offset=1000)
+        users = sorted({str(u) for u in batch.user_id[:900]})[:6]
+        before = {u: p.profile(u, as_of=t_mid) for u in users}
+        assert all(b["model_source"] == "as_of" for b in before.values())
+        p.run()
+        p.checkpoint()
+        latest = p.profile(users[0])
+        after = {u: p.profile(u, as_of=t_mid) for u in users}
+        assert after == before
+        restarted = build_projector(log, settings, online_writes=False)
+        assert {u: restarted.profile(u, as_of=t_mid) for u in users} == before
+        # today's models have learnt more: the latest profile is another version's
+        assert latest["model_offset"] > before[users[0]]["model_offset"]
+        # nothing after T in T's models: learnt only from offsets before T's day began
+        day_start = t_mid // DAY_US * DAY_US
+        first_of_day = int(np.flatnonzero(np.maximum.accumulate(batch.ts) >= day_start)[0])
+        assert before[users[0]]["model_offset"] == first_of_day

@@ -298,7 +298,8 @@ class SpyClassifier(base.Classifier):
 
 def test_labels_learnt_only_after_resolution_and_from_x_at_prediction_time():
     spy = SpyClassifier()
-    m = PurchasePropensity(("f",), model=spy, horizon_us=7 * DAY_US, min_spacing_us=HOUR_US)
+    m = PurchasePropensity(("f",), model=spy, horizon_us=7 * DAY_US, min_spacing_us=HOUR_US,
+                           reveal="answer")
     steps = [
         ("ann", 0, {"f": 1.0}, False),  # 0: pending
         ("ann", 30 * 60_000_000, {"f": 1.5}, False),  # 1: within spacing, not held
@@ -357,12 +358,24 @@ def test_reveal_order_matches_river_simulate_qa():
     ]
 
     spy = SpyClassifier()
-    m = PurchasePropensity(("i",), model=spy, horizon_us=horizon, min_spacing_us=0)
+    m = PurchasePropensity(("i",), model=spy, horizon_us=horizon, min_spacing_us=0,
+                           reveal="answer")
     for i, (u, t, _, p) in enumerate(events):
         m.observe(u, t, {"i": float(i)}, p)
     m.advance(events[-1][1] + horizon + 1)
     assert [(int(x["i"]), y) for _, x, y in spy.calls] == expected
     assert len(expected) == len(events)
+
+    # By default every answer is learnt at its window's end: simulate_qa with a fixed delay.
+    fixed = [(x["i"], y) for _, x, y in stream.simulate_qa(
+        dataset, moment="t", delay=lambda x, y: horizon + 1) if y is not None]
+    spy = SpyClassifier()
+    m = PurchasePropensity(("i",), model=spy, horizon_us=horizon, min_spacing_us=0)
+    for i, (u, t, _, p) in enumerate(events):
+        m.observe(u, t, {"i": float(i)}, p)
+    m.advance(events[-1][1] + horizon + 1)
+    assert [(int(x["i"]), y) for _, x, y in spy.calls] == fixed
+    assert sorted(fixed) == sorted(expected)
 
 
 def test_pending_queue_is_bounded_and_drops_the_oldest():
@@ -375,6 +388,22 @@ def test_pending_queue_is_bounded_and_drops_the_oldest():
     assert [x["f"] for _, x, _ in spy.calls] == [2.0, 3.0, 4.0]
 
 
+def test_question_of_a_window_is_a_uniform_draw_of_its_events():
+    """Not the window's first event (a session start, before any cart): each event of an
+    hour is the one held about equally often, and the draw replays identically."""
+    counts = [0] * 6
+    for u in range(600):
+        spy = SpyClassifier()
+        m = PurchasePropensity(("f",), model=spy, horizon_us=DAY_US, min_spacing_us=HOUR_US)
+        for _ in range(u):  # other users first: the draws come from one counter
+            m.observe("x", 0, {"f": -1.0})
+        for k in range(6):
+            m.observe("ann", k * 60_000_000, {"f": float(k)})
+        m.advance(3 * DAY_US)
+        counts[int(next(x["f"] for _, x, _ in spy.calls if x["f"] >= 0))] += 1
+    assert min(counts) > 60 and max(counts) < 150, counts
+
+
 def test_heavy_user_holds_one_question_per_spacing():
     m = PurchasePropensity(("f",), min_spacing_us=HOUR_US)
     for minute in range(120):
@@ -382,16 +411,52 @@ def test_heavy_user_holds_one_question_per_spacing():
     assert m.stats()["n_registered"] == 2 and m.pending_size == 2
 
 
-def test_event_whose_horizon_already_passed_is_scored_not_held():
-    m = PurchasePropensity(("f",), horizon_us=DAY_US)
+def test_event_behind_the_watermark_is_held_and_answered_when_the_log_moves_on():
+    spy = SpyClassifier()
+    m = PurchasePropensity(("f",), model=spy, horizon_us=DAY_US)
     m.observe("ann", 10 * DAY_US, {"f": 1.0})
-    score = m.observe("bob", 2 * DAY_US, {"f": 1.0})
-    assert score == m.predict_proba_one({"f": 1.0})
-    assert m.stats()["n_late"] == 1 and m.pending_size == 1
+    score = m.observe("bob", 2 * DAY_US, {"f": 2.0})
+    assert score == m.predict_proba_one({"f": 2.0})
+    assert m.stats()["n_late"] == 1 and m.pending_size == 2 and spy.calls == []
+    m.observe("cat", 10 * DAY_US, {"f": 3.0})  # another user: bob's window is over
+    assert [(x["f"], y) for _, x, y in spy.calls] == [(2.0, False)]
+
+
+def _truth(events, horizon):
+    """Per event, whether its user buys in (t, t + horizon] anywhere in the log."""
+    buys: dict[str, list[int]] = {}
+    for u, t, _, p in events:
+        if p:
+            buys.setdefault(u, []).append(t)
+    return [any(t < b <= t + horizon for b in buys.get(u, ())) for u, t, _, _ in events]
+
+
+def test_log_in_customer_order_learns_every_label_right():
+    """An export listed customer by customer: each user's history spans the whole range, so
+    the watermark is at the end after the first user. Every question must still be learnt,
+    with the label a time-ordered log would give it (the cause of AUC 0.5 on such logs)."""
+    horizon = 3 * DAY_US
+    rng = random.Random(5)
+    events = []
+    for k in range(30):
+        t = 0
+        for _ in range(rng.randrange(1, 12)):
+            t += rng.choice([1, 2, 5, 9]) * DAY_US
+            events.append((f"c{k}", t, {"i": float(len(events))}, rng.random() < 0.6))
+    spy = SpyClassifier()
+    m = PurchasePropensity(("i",), model=spy, horizon_us=horizon, min_spacing_us=0)
+    for u, t, x, p in events:
+        m.observe(u, t, x, p)
+    m.advance(events[-1][1] + horizon + 1)  # the last user's open questions
+    m.advance(max(t for _, t, _, _ in events) + horizon + 1)
+    learnt = {int(x["i"]): y for _, x, y in spy.calls}
+    assert len(spy.calls) == len(events) == len(learnt)
+    assert [learnt[i] for i in range(len(events))] == _truth(events, horizon)
+    assert m.pending_size == 0
 
 
 def test_stale_heap_entries_are_compacted():
-    m = PurchasePropensity(("f",), min_spacing_us=0, max_pending=10)
+    m = PurchasePropensity(("f",), min_spacing_us=0, max_pending=10, reveal="answer")
     for i in range(3000):
         m.observe("ann", 2 * i, {"f": 1.0}, is_purchase=True)
     assert m.pending_size == 1 and len(m._heap) <= 2 * 1 + 1025
@@ -624,3 +689,131 @@ def test_erase_user_leaves_no_trace_of_the_id():
     assert m.erase_user(who) == {"pending_dropped": 0, "period_seen": 0}
     m.advance(10**18)  # the other questions still resolve
     assert m.propensity.pending_size == 0
+
+
+# -- segments learnt on snapshots ------------------------------------------------------------
+
+
+def test_segment_labels_are_distinct():
+    seg = UserSegments(n_clusters=3, seed=0)
+    rng = random.Random(0)
+    # two groups that differ only slightly in spend: the plain words would read the same
+    rows = [[rng.uniform(1, 3), 10.0 + rng.random(), 500.0 * (1 + (i % 3) * 0.2), 50.0]
+            for i in range(300)]
+    columns = ("rfm_recency_days", "rfm_frequency", "rfm_monetary", "avg_order_value")
+    seg.learn_snapshot(np.array(rows), columns)
+    labels = [d["label"] for d in seg.describe()]
+    assert len(set(labels)) == 3, labels
+    # equal words on all four axes: told apart by their rank on spend, in words
+    same = UserSegments(n_clusters=3, seed=0)
+    same.learn_snapshot(np.array([[1.0, 40.0, 4000.0 * (1 + (i % 3)), 100.0] for i in range(90)]
+                                 + [[300.0, 1.0, 10.0, 10.0]] * 300), columns)
+    words = [d["label"] for d in same.describe()]
+    assert len(set(words)) == 3 and sum("spend rank" in w for w in words) >= 2, words
+
+
+def test_empty_segment_is_reseeded_and_reported():
+    seg = UserSegments(n_clusters=4, seed=0, fresh_starts=0)  # the warm start alone
+    columns = ("rfm_recency_days", "rfm_frequency", "rfm_monetary", "avg_order_value")
+    rng = random.Random(1)
+    loyal = [[1.0, 40.0, 4000.0, 100.0]] * 50
+    lapsed = [[300.0 + rng.random(), 1.0, 20.0, 20.0] for _ in range(50)]
+    seg.learn_snapshot(np.array(loyal + lapsed), columns)
+    # far-off start: the random initial centres win no rows, so some must be re-seeded
+    assert seg.stats()["reseeded"] >= 1
+    assert seg.stats()["empty"] == 0 and not any(d["empty"] for d in seg.describe())
+    assert {seg.predict_one(dict(zip(columns, loyal[0], strict=True))),
+            seg.predict_one(dict(zip(columns, lapsed[0], strict=True)))} != {0}
+
+
+def test_snapshots_learn_at_one_time_and_ignore_batch_boundaries():
+    """Users are snapshotted together at period starts, so lapsed users keep growing recency;
+    splitting the same events into other batches learns exactly the same."""
+    from online.models.snapshots import SegmentSnapshots
+
+    rng = random.Random(3)
+    n, users = 3000, [f"u{i}" for i in range(60)]
+    t = np.cumsum([rng.randrange(0, 3 * HOUR_US) for _ in range(n)]).astype(np.int64)
+    who = np.array([rng.choice(users[:20] if k > n // 2 else users) for k in range(n)], object)
+    last_buy = {}
+    cols = {"last_event_ts": t.copy(), "last_purchase_ts": np.zeros(n, np.int64),
+            "rfm_frequency": np.zeros(n), "rfm_monetary": np.zeros(n),
+            "avg_order_value": np.zeros(n)}
+    counts = {}
+    for k in range(n):
+        u = who[k]
+        counts[u] = counts.get(u, 0) + 1
+        last_buy[u] = int(t[k])
+        cols["last_purchase_ts"][k] = last_buy[u]
+        cols["rfm_frequency"][k] = counts[u]
+        cols["rfm_monetary"][k] = 25.0 * counts[u]
+        cols["avg_order_value"][k] = 25.0
+
+    def run(cuts):
+        seg = UserSegments(n_clusters=3, seed=0)
+        snaps = SegmentSnapshots(seg.inputs, share=1.0, refresh_every=10**9)
+        for a, b in zip([0, *cuts], [*cuts, n], strict=True):
+            snaps.observe_many(seg, who[a:b], t[a:b], {k: v[a:b] for k, v in cols.items()})
+        return seg, snaps
+
+    one, snaps = run([])
+    other, _ = run(sorted(rng.sample(range(1, n), 25)))
+    assert snaps.stats()["snapshots"] == int(t[-1] // DAY_US - t[0] // DAY_US)
+    assert pickle.dumps(one.describe()) == pickle.dumps(other.describe())
+    # the 40 users who stopped half-way are lapsed by the end: one centre sits far out on
+    # recency (a centroid learnt at event times would sit near 0 on every axis)
+    assert any("lapsed" in d["label"] for d in one.describe()), one.describe()
+
+
+# -- explanations ----------------------------------------------------------------------------
+
+
+def _trained_default(features, events):
+    from online.models.contributor import default_propensity_model
+
+    m = PurchasePropensity(features, model=default_propensity_model(), horizon_us=DAY_US,
+                           min_spacing_us=0)
+    for user, t, x, p in events:
+        m.observe(user, t, x, p)
+    m.advance(events[-1][1] + 2 * DAY_US)
+    return m
+
+
+def test_equal_features_are_one_reason():
+    events = [(u, t, {**x, "copy": x["carts_7d"]}, p) for u, t, x, p in make_stream(n=600)]
+    m = _trained_default((*FEATURES, "copy"), events)
+    for _, _, x, _ in events[-30:]:
+        reasons = m.explain_one(x, top=3)
+        names = [r["feature"] for r in reasons]
+        assert not {"copy", "carts_7d"} <= set(names), reasons
+        assert len(reasons) == 3
+        for r in reasons:
+            if r["feature"] in ("copy", "carts_7d") and r["contribution"] != 0.0:
+                assert r["same_as"] == ["copy" if r["feature"] == "carts_7d" else "carts_7d"]
+
+
+def test_default_propensity_reads_no_alias_of_another_feature():
+    from online.models.contributor import ALIASES, ModelContributor
+
+    features = ModelContributor().models.propensity.features
+    assert not set(ALIASES) & set(features) and set(ALIASES.values()) <= set(features)
+
+
+def test_removing_the_top_reason_moves_the_score_most():
+    """Faithfulness: set each feature in turn to its learnt mean (no contribution); the top
+    reason is the one whose removal changes the score the most."""
+    events = make_stream(n=800, seed=4)
+    m = _trained_default(FEATURES, events)
+    scaler = m._model.steps["SignedLogScaler"]
+    mean_raw = {f: math.copysign(math.expm1(abs(scaler.means[f])), scaler.means[f])
+                for f in FEATURES}
+    checked = 0
+    for _, _, x, _ in events[-40:]:
+        p = m.predict_proba_one(x)
+        moves = {f: abs(p - m.predict_proba_one({**x, f: mean_raw[f]})) for f in FEATURES}
+        top = m.explain_one(x, top=1)[0]
+        if top["contribution"] == 0.0:
+            continue
+        assert moves[top["feature"]] == pytest.approx(max(moves.values()), rel=1e-9), (top, moves)
+        checked += 1
+    assert checked >= 30

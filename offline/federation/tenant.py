@@ -71,13 +71,13 @@ class TenantWorker:
     def __init__(self, name: str, data_dir: str | os.PathLike, *, horizon_us: int,
                  features: tuple[str, ...] | None = None, max_per_user: int = 20,
                  test_fraction: float = 0.25, seed: int = 0) -> None:
-        from online.models.contributor import DEFAULT_FEATURES
+        from online.models.contributor import PROPENSITY_FEATURES
         from online.settings import Settings
 
         self.name = name
         self.settings = Settings(data_dir=Path(data_dir))
         self.horizon_us = int(horizon_us)
-        self.features = tuple(features or DEFAULT_FEATURES)
+        self.features = tuple(features or PROPENSITY_FEATURES)
         self.max_per_user = max_per_user
         self.test_fraction = test_fraction
         self.seed = seed

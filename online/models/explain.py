@@ -11,6 +11,9 @@ Two methods, chosen by the model's shape:
   prediction per feature, so it is meant for the per-user profile, not the per-event path.
 
 Features are ranked by absolute contribution, ties by name, so the order is deterministic.
+Features equal in value and in contribution at `x` (a copy of another feature, or one
+perfectly collinear with it in the data the model learnt from) are one reason, listed once
+under the first name with the others in ``same_as``.
 """
 
 from __future__ import annotations
@@ -96,9 +99,26 @@ def top_contributions(
 
     >>> top_contributions({"a": 1.0, "b": 2.0}, {"a": -0.5, "b": 0.5}, 1, ("a", "b"))
     [{'feature': 'a', 'value': 1.0, 'contribution': -0.5}]
+    >>> top_contributions({"n": 3.0, "m": 3.0, "z": 1.0}, {"n": 0.4, "m": 0.4, "z": 0.1}, 2,
+    ...                   ("n", "m", "z"))  # doctest: +NORMALIZE_WHITESPACE
+    [{'feature': 'm', 'value': 3.0, 'contribution': 0.4, 'same_as': ['n']},
+     {'feature': 'z', 'value': 1.0, 'contribution': 0.1}]
     """
     ranked = sorted(names, key=lambda k: (-abs(contributions.get(k, 0.0)), k))
-    return [
-        {"feature": k, "value": x[k], "contribution": contributions.get(k, 0.0)}
-        for k in ranked[: max(top, 0)]
-    ]
+    out: list[dict] = []
+    by_key: dict[tuple, dict] = {}
+    for k in ranked:
+        c = contributions.get(k, 0.0)
+        key = (x[k], c)
+        if c != 0.0 and key in by_key:
+            by_key[key].setdefault("same_as", []).append(k)
+            continue
+        if len(out) >= max(top, 0):
+            # a duplicate of a listed reason may still follow (equal contribution)
+            if out and abs(c) < abs(out[-1]["contribution"]):
+                break
+            continue
+        entry = {"feature": k, "value": x[k], "contribution": c}
+        by_key[key] = entry
+        out.append(entry)
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import pickle
 from collections.abc import Sequence
@@ -9,6 +10,8 @@ from collections.abc import Sequence
 from .drift import ErrorDrift
 from .propensity import DAY_US, HOUR_US, PurchasePropensity
 from .segments import UserSegments
+from .snapshots import SegmentSnapshots
+from .versions import ModelVersions
 
 __all__ = ["ModelSet", "STATE_FORMAT"]
 
@@ -62,9 +65,14 @@ class ModelSet:
 
     """
 
-    def __init__(self, propensity: PurchasePropensity, segments: UserSegments | None = None):
+    def __init__(self, propensity: PurchasePropensity, segments: UserSegments | None = None,
+                 snapshots: SegmentSnapshots | None = None):
         self.propensity = propensity
         self.segments = segments if segments is not None else UserSegments()
+        # With snapshots, the segments learn from them (`observe_rows`), not from events.
+        self.snapshots = snapshots
+        # The scoring models of past times (None: not kept; see `save_version`, `at`).
+        self.versions: ModelVersions | None = None
         self._generation = 0
         self._config = self._config_hash()
 
@@ -89,6 +97,9 @@ class ModelSet:
 
     def _config_hash(self) -> str:
         text = f"{STATE_FORMAT}|{self.propensity!r}|{self.propensity._model!r}|{self.segments!r}"
+        if self.snapshots is not None:
+            sn = self.snapshots
+            text += f"|snapshots({sn.share},{sn.max_users},{sn.period_us},{sn.refresh_every})"
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
@@ -103,7 +114,8 @@ class ModelSet:
 
     def observe(self, user: str, t_us: int, x: dict, is_purchase: bool = False) -> float:
         """Per event, in log order: feed both models, return the propensity score at t_us."""
-        self.segments.observe(user, t_us, x)
+        if self.snapshots is None:
+            self.segments.observe(user, t_us, x)
         return self.propensity.observe(user, t_us, x, is_purchase)
 
     def observe_many(self, users, t_us, X, is_purchase, columns: Sequence[str]) -> list[float]:
@@ -119,13 +131,21 @@ class ModelSet:
         missing = [f for f in self.propensity.features if f not in position]
         if missing:
             raise ValueError(f"columns lack the propensity features {missing}")
-        self.segments.observe_many(users, t_us, X, columns)
+        if self.snapshots is None:
+            self.segments.observe_many(users, t_us, X, columns)
         wanted = [position[f] for f in self.propensity.features]
         if hasattr(X, "shape"):
             X_propensity = X[:, wanted]
         else:
             X_propensity = [[row[j] for j in wanted] for row in X]
         return self.propensity.observe_many(users, t_us, X_propensity, is_purchase)
+
+    def observe_rows(self, users, t_us, rows: dict) -> int:
+        """Per batch, with snapshots: the stored row after each event (the projector's
+        per-event rows) for the segments' user sample; returns snapshots learnt."""
+        if self.snapshots is None:
+            return 0
+        return self.snapshots.observe_many(self.segments, users, t_us, rows)
 
     def advance(self, watermark_us: int) -> None:
         """Per batch (optional): move event time on without an event; expired labels learn."""
@@ -163,10 +183,13 @@ class ModelSet:
         """Drop everything the models keep under `user`'s id (their open questions, their mark
         in the segments' current period); learnt weights and centroids are aggregates and stay.
         Returns what was dropped: ``{"pending_dropped": n, "period_seen": 0 or 1}``."""
-        return {
+        out = {
             "pending_dropped": self.propensity.erase_user(user),
             "period_seen": int(self.segments.erase_user(user)),
         }
+        if self.snapshots is not None:
+            out["snapshot_row"] = int(self.snapshots.erase_user(user))
+        return out
 
     def stats(self) -> dict:
         """Counters for /metrics and logs: pending queue, labels, drift, segment sizes."""
@@ -175,10 +198,37 @@ class ModelSet:
             "propensity": self.propensity.stats(),
             "drift": self.drift.stats(),
             "segments": [
-                {"id": s["id"], "label": s["label"], "size": s["size"]}
+                {"id": s["id"], "label": s["label"], "size": s["size"], "empty": s["empty"]}
                 for s in self.segments.describe()
             ],
+            "segment_learning": {**self.segments.stats(), **(
+                self.snapshots.stats() if self.snapshots is not None else {})},
         }
+
+    # -- versions ----------------------------------------------------------------------------
+
+    def frozen(self) -> ModelSet:
+        """The scoring part of this set as it is now: no questions, no user ids, no versions."""
+        twin = copy.copy(self)
+        twin.propensity = self.propensity.frozen()
+        twin.segments = copy.copy(self.segments)
+        twin.segments._seen = set()
+        twin.snapshots = twin.versions = None
+        return twin
+
+    def save_version(self, valid_from_us: int, offset: int) -> None:
+        """Keep the models as they are now as the version in force from `valid_from_us`."""
+        if self.versions is None:
+            self.versions = ModelVersions()
+        self.versions.save(self.frozen(), valid_from_us, offset)
+
+    def at(self, t_us: int) -> tuple[ModelSet, dict] | None:
+        """The models in force at event time `t_us` and their entry (valid_from_us, offset);
+        None when no version was kept. A fresh copy: cache it by ``valid_from_us``."""
+        entry = self.versions.at(t_us) if self.versions is not None else None
+        if entry is None:
+            return None
+        return ModelVersions.load(entry), entry
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -186,6 +236,12 @@ class ModelSet:
         """Start both models afresh with the same configuration (a new version)."""
         self.propensity = self.propensity.clone()
         self.segments = self.segments.clone()
+        if self.snapshots is not None:
+            sn = self.snapshots
+            self.snapshots = SegmentSnapshots(sn.inputs, share=sn.share, max_users=sn.max_users,
+                                              period_us=sn.period_us,
+                                              refresh_every=sn.refresh_every)
+        self.versions = None  # afresh: the replay that follows keeps its own
         self._bump()
 
     def replace_propensity(self, propensity: PurchasePropensity) -> None:
@@ -199,6 +255,10 @@ class ModelSet:
     def _bump(self) -> None:
         self._generation += 1
         self._config = self._config_hash()
+        if self.versions is not None:  # a replacement is a version of its own
+            watermark = self.propensity.watermark_us
+            self.versions.save(self.frozen(), watermark if watermark is not None else -(2**63),
+                               -1)
 
     def state_dict(self) -> dict:
         """Everything needed to resume, for the projector's checkpoint (values are picklable)."""
@@ -208,6 +268,8 @@ class ModelSet:
             "generation": self._generation,
             "propensity": self.propensity,
             "segments": self.segments,
+            "snapshots": self.snapshots,
+            "versions": self.versions,
         }
 
     @classmethod
@@ -218,7 +280,8 @@ class ModelSet:
                 f"model state format {state.get('format')!r} is not {STATE_FORMAT}: "
                 "rebuild the models by replaying the log"
             )
-        models = cls(state["propensity"], state["segments"])
+        models = cls(state["propensity"], state["segments"], state.get("snapshots"))
+        models.versions = state.get("versions")
         models._generation = state["generation"]
         return models
 
