@@ -19,7 +19,9 @@ from online.eventlog import EventLog
 from online.models.contributor import ModelContributor
 from online.projector import ProfileContributor, Projector
 
-EVENTS = shoplogs.make_events(600, seed=11, users=9)
+# long, distinctive ids: a short one ("u3") also turns up inside pickled floats
+EVENTS = [{**e, "user_id": f"contract-user-{e['user_id']}"}
+          for e in shoplogs.make_events(600, seed=11, users=9)]
 
 
 def _deferred():
@@ -94,7 +96,7 @@ def test_contributor_contract(kind, log_path, tmp_path) -> None:
         assert _unversioned(_view(projector, c)) == _unversioned(fresh_view), \
             "reset must forget learnt state"
 
-        victim = projector.log.stored_user_id("u3")
+        victim = projector.log.stored_user_id("contract-user-u3")
         c2 = make()
         c2.load(saved)
         dropped = c2.erase_user(victim)
