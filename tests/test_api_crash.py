@@ -9,29 +9,17 @@ only the unacknowledged events, and the served profiles must equal a fresh repla
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from helpers.servers import LiveServer
 
 from online.eventlog import EventLog
 from online.projector import Projector
 
 N_USERS, BATCH, N_BATCHES = 12, 25, 80
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _batches() -> list[list[dict]]:
@@ -53,47 +41,11 @@ def _batches() -> list[list[dict]]:
     return out
 
 
-class Server:
+def Server(data_dir: Path, log_file: Path) -> LiveServer:
     """`uvicorn --factory online.api.main:create_app` over a data dir, as a subprocess."""
-
-    def __init__(self, data_dir: Path, log_file: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PORTRAIT_DATA_DIR": str(data_dir),
-               "PORTRAIT_CHECKPOINT_EVERY_EVENTS": "200"}  # checkpoints happen mid-stream
-        self._out = log_file.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "online.api.main:create_app",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError("server did not become ready")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
+    return LiveServer(["-m", "uvicorn", "--factory", "online.api.main:create_app"], log_file,
+                      {"PORTRAIT_DATA_DIR": str(data_dir),
+                       "PORTRAIT_CHECKPOINT_EVERY_EVENTS": "200"})  # checkpoints mid-stream
 
 
 @pytest.mark.slow

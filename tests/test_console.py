@@ -9,10 +9,6 @@ is checked against the REST API's own answer. Without Chromium the tests skip, u
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,10 +16,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from helpers.servers import LiveServer
 
 from offline.datasets.synthetic import generate
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("PORTRAIT_CHROMIUM", "/usr/bin/chromium")
 READ_KEY, WRITE_KEY = "console-read-key", "console-write-key"
 CHROMIUM_ARGS = [
@@ -47,54 +43,16 @@ def _require_browser() -> None:
         pytest.skip(f"no {missing}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`portrait serve` over a data dir, as a subprocess on a free loopback port."""
-
-    def __init__(self, data_dir: Path, log_file: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PORTRAIT_DATA_DIR": str(data_dir),
-               "PORTRAIT_API_READ_KEYS": f'["{READ_KEY}"]',
-               "PORTRAIT_API_WRITE_KEYS": f'["{WRITE_KEY}"]'}  # fmt: skip
-        self._out = log_file.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from offline.cli import main; main()", "serve",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("server did not become ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
+def Server(data_dir: Path, log_file: Path) -> LiveServer:
+    """`portrait serve` over a data dir with read and write keys, as a subprocess."""
+    return LiveServer(["-c", "from offline.cli import main; main()", "serve"], log_file,
+                      {"PORTRAIT_DATA_DIR": str(data_dir),
+                       "PORTRAIT_API_READ_KEYS": f'["{READ_KEY}"]',
+                       "PORTRAIT_API_WRITE_KEYS": f'["{WRITE_KEY}"]'})
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
+def server(tmp_path_factory) -> Iterator[LiveServer]:
     _require_browser()
     tmp = tmp_path_factory.mktemp("console")
     srv = Server(tmp / "data", tmp / "server.log")
