@@ -120,6 +120,13 @@ def test_cli_ingest_while_a_server_writes_exits_2_and_reads_go_on(tmp_path) -> N
         only = subprocess.run([*CLI, "--data-dir", str(data), "ingest", str(src), "--no-project",
                                "--json"], env=ENV, capture_output=True, text=True, timeout=300)
         assert only.returncode == 0, only.stderr
+        # the server's follower projects what the other process appended (bounded wait: it
+        # polls the log, so on a busy machine that takes a moment)
+        service = client.app.state.service
+        deadline = time.monotonic() + 60
+        while service.projector.offset < 70 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.projector.offset == 70
     with EventLog(data / "events.db") as log:
         assert Projector(log, data / "state").offset == 70  # the server's final checkpoint
 
