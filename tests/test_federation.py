@@ -326,3 +326,21 @@ def test_cli_prints_one_json_object_with_the_contract_keys(shop_dirs) -> None:
         assert set(shop) >= {"events", "local_auc", "federated_auc", "central_auc"}
     bad = CliRunner().invoke(cli, ["federate", "--tenant", "nodir"])
     assert bad.exit_code == 2 and "NAME=DATA_DIR" in bad.output
+
+
+def test_install_refuses_while_another_process_writes_the_shop(specs, local, tmp_path) -> None:
+    import shutil
+
+    from online.writerlock import WriterBusy, WriterLock
+
+    result = federate(local, rounds=2)
+    shop = tmp_path / "tiny"
+    shutil.copytree(specs["tiny"]["data_dir"], shop)
+    worker = TenantWorker("tiny", shop, horizon_us=HORIZON)
+    before = sorted(p.name for p in (shop / "state").iterdir()) if (shop / "state").exists() \
+        else []
+    with WriterLock(shop / "state", command="a running server"):  # the shop's writer
+        with pytest.raises(WriterBusy, match="a running server"):
+            worker.install(*result.model(), note="test")
+    after = sorted(p.name for p in (shop / "state").iterdir() if p.name != "writer.lock")
+    assert after == [n for n in before if n != "writer.lock"]  # nothing was written

@@ -37,8 +37,12 @@ def install_propensity(settings, features: tuple[str, ...], horizon_us: int,
     from offline.wiring import build_projector
     from online.models.contributor import ModelContributor
     from online.privacy.pseudonym import open_event_log
+    from online.writerlock import WriterLock
 
-    with open_event_log(settings) as log:
+    # the data dir's writer lock: a running server (or ingest) would overwrite the installed
+    # model with its own at its next checkpoint; WriterBusy names it, and nothing is changed
+    with WriterLock(settings.state_dir, command="portrait federate --install"), \
+            open_event_log(settings) as log:
         projector = build_projector(log, settings, online_writes=False)
         contributor = next(c for c in projector.contributors
                            if isinstance(c, ModelContributor))
