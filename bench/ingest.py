@@ -63,7 +63,7 @@ def _contributors(settings, feast: bool) -> list:
                 pass  # needs arguments we do not know: skipped
     if feast:  # the server pushes touched users once per flush, off the request path
         from offline.feast_store import OnlineWriter, stored_frame
-        from online.api.writes import DeferredWrites
+        from online.api.deferred_writes import DeferredWrites
 
         writer = OnlineWriter(settings)
         found.append(DeferredWrites(lambda ids, stored, offsets: writer.push(

@@ -4,7 +4,7 @@ Prepares (once, cached under ``bench/out/``) a synthetic log replayed into a sna
 least ``--min-rows`` feature rows, draws ``--entities`` entity rows (user, T) without leakage
 (``sample_entities``), then, in the same run:
 
-- peer: ``offline.retrieval.features_at(..., path="feast")``: Feast's
+- peer: ``offline.backfill.training_set.features_at(..., path="feast")``: Feast's
   ``get_historical_features`` on duckdb (every stored feature of the ``user_profile`` views,
   to arrow) plus the shared serving evaluation, timed after a first Feast call (the feature
   service, to arrow: Feast's own call alone, also reported) has warmed Feast and duckdb;
@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from replay import OUT, build_log  # noqa: E402  (bench/replay.py)
 
 from offline import feast_store as fs  # noqa: E402
-from offline import retrieval as rt  # noqa: E402
-from offline.replay import replay, replayed_end  # noqa: E402
+from offline.backfill import training_set as rt  # noqa: E402
+from offline.backfill.replay import replay, replayed_end  # noqa: E402
 from online.settings import Settings  # noqa: E402
 
 GOAL_RATIO = 10.0

@@ -1,7 +1,8 @@
 """Replay throughput: event log -> feature snapshot parquet, events per second.
 
 Builds (once, cached under ``bench/out/``) a synthetic log of ``--events`` events, then times
-``offline.replay.replay`` from offset 0 into a fresh data dir, and, in the same run, the floor
+``offline.backfill.replay.replay`` from offset 0 into a fresh data dir, and, in the same run,
+the floor
 under it: reading the same log alone (``EventLog.read``, numpy columns) and applying it
 alone (``kernels.apply``, no rows).  Figures: events/s of each, snapshot rows per event,
 bytes per event on disk.  Goal: >= 1,000,000 events/s for the whole replay.
@@ -10,7 +11,7 @@ The bench log is bulk-loaded with plain SQLite inserts in the log's own column l
 (``online.eventlog._INSERT``): synthetic events are valid by construction, and validating
 10 million of them would take longer than everything measured here.
 
-With ``--engine ray`` the same run also times ``offline.replay_ray.replay_ray`` on a local
+With ``--engine ray`` the same run also times ``offline.backfill.replay_ray.replay_ray`` on a local
 Ray with 1 and with 2 workers (one task per worker, each a group of log partitions; Ray
 started and its workers warmed on a tiny log before the clock starts), checks that its rows
 equal the local replay's row count, and reports each worker's peak RSS and the speed-ups.
@@ -31,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from offline.backfill.replay import replay
 from offline.datasets.synthetic import generate_columns
-from offline.replay import replay
 from online import eventlog, kernels
 from online.eventlog import EventLog
 from online.partitions import partitions_of
@@ -150,7 +151,7 @@ def ray_figures(work: Path, warm: Path, n: int, rows: int, t_local: float,
     """Events/s of the Ray replay with 1 and 2 workers, per-worker peak RSS, speed-ups."""
     import ray
 
-    from offline.replay_ray import replay_ray
+    from offline.backfill.replay_ray import replay_ray
 
     out: dict = {}
     for workers in (1, 2):

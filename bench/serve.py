@@ -209,8 +209,8 @@ def prepare(data_dir: Path, n_users: int, n_events: int, seed: int) -> list[str]
 
 def prepare_feast(data_dir: Path) -> dict:
     """Replay to parquet and materialize into Feast's sqlite online store."""
+    from offline.backfill.replay import replay
     from offline.feast_store import materialize
-    from offline.replay import replay
     from online.settings import Settings
 
     settings = Settings(data_dir=data_dir)

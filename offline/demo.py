@@ -173,7 +173,7 @@ def _profiles(settings: Settings, say, show) -> tuple[str, dict, dict]:
 
 def _replay(settings: Settings, say, engine: str = "local") -> dict[str, Any]:
     if engine == "ray":
-        from offline.replay_ray import replay_ray
+        from offline.backfill.replay_ray import replay_ray
 
         say("Replaying the log on Ray (a local Ray, one task per group of log partitions)...")
         summary = replay_ray(settings, progress=True)
@@ -182,7 +182,7 @@ def _replay(settings: Settings, say, engine: str = "local") -> dict[str, Any]:
             f"{summary.seconds:.1f}s (Ray start included), committed at offset "
             f"{summary.end_offset:,}")
         return summary.as_dict()
-    from offline.replay import replay
+    from offline.backfill.replay import replay
 
     say("Replaying the log into the offline parquet snapshot (the backfill path)...")
     summary = replay(settings, progress=True)
@@ -211,7 +211,7 @@ def _materialize(settings: Settings, user_id: str, say, show) -> dict[str, Any]:
 
 
 def _training_rows(settings: Settings, say, show) -> dict[str, Any]:
-    from offline.retrieval import sample_entities, training_set
+    from offline.backfill.training_set import sample_entities, training_set
 
     horizon = parse_duration("7d")
     entities = sample_entities(settings, 5, seed=1, horizon_us=horizon)

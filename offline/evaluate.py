@@ -4,7 +4,8 @@ Propensity. The log is replayed through a fresh projector with the online models
 deterministic path as `portrait ingest`, so these are the scores the live projector emitted),
 recording the score of every event: a prediction made before its label could be known.
 Labels are "a purchase of the user with effective time in (t, t+H]" and known only when
-t + H <= the log's watermark (`offline.retrieval.labels`' rule, which the delayed labels of
+t + H <= the log's watermark (`offline.backfill.training_set.labels`' rule, which the delayed
+labels of
 the model follow too). Over every known prediction: prequential ROC AUC (scikit-learn's
 exact `roc_auc_score`, not River's thresholded `ROCAUC`), log loss, Brier score, calibration.
 
@@ -12,7 +13,8 @@ Batch baselines. Entity rows are the online model's own prediction points: per u
 event of each effective timestamp (so the features there are the features as of that time),
 subsampled (bounded per user and overall, seeded). A time split at a cut: train on rows with
 t + H <= cut (no label reaches into the test period), test on rows with t > cut. Features
-and labels come from `offline.retrieval` (point in time correct), the same features as the
+and labels come from `offline.backfill.training_set` (point in time correct), the same features
+as the
 online model's inputs; LogisticRegression (standardised), HistGradientBoosting and a small
 MLP are fitted on the train rows and scored on the test rows, next to the online scores at
 those very rows.
@@ -123,7 +125,7 @@ def evaluate(settings: Settings, horizon_us: int = 7 * DAY_US, out_dir: Path | N
              *, max_per_user: int = 20, max_rows: int = 40_000, test_fraction: float = 0.3,
              segment_users: int = 3_000, seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Evaluate the online models of the data dir's log; write the report into ``out_dir``."""
-    from offline import replay as rp
+    from offline.backfill import replay as rp
 
     for module in ("sklearn", "matplotlib"):  # fail before the long online run, not after
         require(module, extra="evaluate", purpose="model evaluation and its plots")
@@ -265,7 +267,7 @@ def _batch(settings, pred, y, known, horizon_us, curves, *, max_per_user, max_ro
     from sklearn.metrics import roc_curve
     from threadpoolctl import threadpool_limits
 
-    from offline.retrieval import features_at, labels
+    from offline.backfill.training_set import features_at, labels
 
     idx = entity_points(pred, known, max_per_user=max_per_user, max_rows=max_rows, seed=seed)
     t = pred["t_us"][idx]

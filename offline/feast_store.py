@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from offline.snapshot import schema as snapshot_schema
+from offline.backfill.rows import schema as snapshot_schema
 from online import catalogue as cat
 from online.extras import require
 from online.projector import ProfileContributor
@@ -161,7 +161,7 @@ def materialize(settings: Settings, end: datetime | None = None, *, force: bool 
     ``engine="ray"``: Feast's Ray compute engine does the work (see ``repo_config``); the
     online rows are the same.
     """
-    from offline.replay import replayed_end
+    from offline.backfill.replay import replayed_end
     from online.eventlog import EventLog
 
     replayed = replayed_end(settings)

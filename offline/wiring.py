@@ -31,7 +31,7 @@ def build_projector(log, settings: Settings, *, online_writes: bool | None = Non
     once the registry exists (before `portrait materialize` there is no online store to write;
     materialize then fills it from the replayed snapshot). ``deferred``: note changed users
     during projection and push them on the server's flushes, off the request path
-    (`online.api.writes.DeferredWrites`); bulk commands push inside each batch instead.
+    (`online.api.deferred_writes.DeferredWrites`); bulk commands push inside each batch instead.
     """
     contributors = model_contributors(settings)
     if online_writes is None:
@@ -41,7 +41,7 @@ def build_projector(log, settings: Settings, *, online_writes: bool | None = Non
 
         writer = OnlineWriter(settings)
         if deferred:
-            from online.api.writes import DeferredWrites
+            from online.api.deferred_writes import DeferredWrites
 
             contributors.append(DeferredWrites(
                 lambda ids, stored, offsets: writer.push(stored_frame(ids, stored, offsets))))
@@ -79,13 +79,13 @@ def _catch_up_models(projector: Projector) -> None:
 def erase_everywhere(settings: Settings, user_id: str, log=None, projector=None) -> dict:
     """The one eraser of ``portrait erase`` and ``DELETE /v1/users/{id}``: the receipt dict.
 
-    `offline.erasure.erase_user` with the server's settings (`erasure.api_settings`: the
+    `offline.privacy.erasure.erase_user` with the server's settings (`erasure.api_settings`: the
     sample log is an API setting) over the server's open log and live projector, or, from
     the CLI (no projector), over the log and checkpoint on disk with the model
     contributors that scrub their part of it. `create_app` passes it to the API, so the
     DELETE route reaches every store (online store, parquet, replay checkpoints, samples).
     """
-    from offline.erasure import api_settings, erase_user
+    from offline.privacy.erasure import api_settings, erase_user
 
     settings = api_settings(settings)
     contributors = model_contributors(settings) if projector is None else ()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from offline.aggregates import budget_status, segments_report
 from offline.datasets.synthetic import generate
+from offline.privacy.dp_report import budget_status, segments_report
 from online.api import ApiSettings, create_app
 from online.eventlog import EventLog
 from online.privacy import (

@@ -274,7 +274,7 @@ def test_an_erasure_survives_a_restart(settings) -> None:
 
 
 def test_erasure_with_the_every_store_eraser(settings) -> None:
-    from offline.erasure import erase_user
+    from offline.privacy.erasure import erase_user
 
     def eraser(s, user_id, log, projector):
         return erase_user(s, user_id, log=log, projector=projector).as_dict()

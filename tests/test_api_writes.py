@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from online.api import ApiSettings, create_app
-from online.api.writes import DeferredWrites
+from online.api.deferred_writes import DeferredWrites
 from online.projector import Projector
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import shoplogs
 
-from online.api.writes import DeferredWrites
+from online.api.deferred_writes import DeferredWrites
 from online.eventlog import EventLog
 from online.models.contributor import ModelContributor
 from online.projector import ProfileContributor, Projector

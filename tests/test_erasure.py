@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from helpers.privacy import KEY, leaks, raw_id, shop_events
 from helpers.services import require_redis
 
-from offline.erasure import erase_user, retrain_models, verify_receipt
-from offline.replay import replay, snapshot_files
+from offline.backfill.replay import replay, snapshot_files
+from offline.privacy.erasure import erase_user, retrain_models, verify_receipt
 from online.api import ApiSettings, create_app
 from online.api import service as api_service
 from online.clock import parse_time
@@ -317,7 +317,7 @@ def test_erasure_deletes_the_redis_key(tmp_path) -> None:
         assert receipt.complete and receipt.stores["online_redis"] == {"keys": 1}
         assert held() == set(pseudo.many(users[1:]))
     finally:
-        from offline.erasure import _erase_online_redis
+        from offline.privacy.erasure import _erase_online_redis
 
         for user in users:
             _erase_online_redis(settings, pseudo(user))

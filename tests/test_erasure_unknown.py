@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from helpers import shoplogs
 
-from offline.replay import replay
+from offline.backfill.replay import replay
 from offline.wiring import create_app
 from online.api.settings import ApiSettings
 

@@ -19,8 +19,8 @@ from helpers import shoplogs
 from helpers.services import require_redis
 
 from offline import feast_store as fs
-from offline import retrieval as rt
-from offline.replay import replay, replay_state, replayed_end
+from offline.backfill import training_set as rt
+from offline.backfill.replay import replay, replay_state, replayed_end
 from online import catalogue as cat
 from online import kernels
 from online.eventlog import EventLog

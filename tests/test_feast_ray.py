@@ -9,8 +9,8 @@ import pytest
 from helpers import shoplogs
 from helpers.snapshots import EVENTS, QUIET
 
+from offline.backfill.replay_ray import replay_ray
 from offline.feast_store import materialize, repo_config
-from offline.replay_ray import replay_ray
 from online.settings import Settings
 
 

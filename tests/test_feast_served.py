@@ -14,7 +14,7 @@ import pytest
 from helpers import shoplogs
 
 from offline import feast_store as fs
-from offline.replay import replay
+from offline.backfill.replay import replay
 from online import catalogue as cat
 from online.eventlog import EventLog
 from online.projector import Projector

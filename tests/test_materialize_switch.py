@@ -16,8 +16,8 @@ from helpers import shoplogs
 from helpers.services import require_redis
 
 from offline import feast_store as fs
+from offline.backfill.replay import replay
 from offline.cli import cli
-from offline.replay import replay
 from online.settings import Settings
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -61,7 +61,7 @@ def test_switching_to_redis_materializes_everything_into_it(tmp_path, monkeypatc
         body = json.loads(out.stdout.strip().splitlines()[-1])
         assert out.exit_code == 0 and body["full"] and body["full_reason"] == "asked"
     finally:
-        from offline.erasure import _erase_online_redis
+        from offline.privacy.erasure import _erase_online_redis
 
         for user in users:
             _erase_online_redis(redis, user)

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from helpers.privacy import KEY, N_USERS, leaks, raw_id, shop_events  # noqa: F401
 
-from offline.replay import replay
+from offline.backfill.replay import replay
 from online.api import ApiSettings, create_app
 from online.eventlog import EventLog
 from online.events import InvalidEvent, validate_event

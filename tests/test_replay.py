@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import naive, shoplogs
 
-from offline import asof
-from offline.replay import (
+from offline.backfill import asof_join as asof
+from offline.backfill.replay import (
     replay,
     replay_state,
     replayed_end,

@@ -12,10 +12,10 @@ import pytest
 from helpers import shoplogs
 from helpers.snapshots import EVENTS, QUIET, rows
 
-from offline import retrieval as rt
-from offline.replay import replay, replay_state, replayed_end, snapshot_files, watermark
-from offline.replay_ray import replay_ray
-from offline.retrieval_ray import training_set_ray
+from offline.backfill import training_set as rt
+from offline.backfill.replay import replay, replay_state, replayed_end, snapshot_files, watermark
+from offline.backfill.replay_ray import replay_ray
+from offline.backfill.training_set_ray import training_set_ray
 from online import catalogue as cat
 from online.eventlog import EventLog
 from online.settings import Settings
@@ -64,7 +64,7 @@ def test_the_local_engine_extends_a_ray_snapshot(ray_local, two):
 
 def test_a_driver_that_died_resumes_with_the_groups_not_done(ray_local, two, monkeypatch):
     local, ray = two
-    import offline.replay_ray as rr
+    import offline.backfill.replay_ray as rr
 
     def broken(*args, **kwargs):  # the driver dies before the commit
         raise KeyboardInterrupt
@@ -144,12 +144,12 @@ def test_the_cli_runs_replay_and_training_sets_on_ray(ray_local, two, tmp_path):
 
 
 def test_erasure_reaches_a_ray_snapshot_and_an_unfinished_ray_run(ray_local, two, monkeypatch):
-    from offline.erasure import erase_user
+    from offline.privacy.erasure import erase_user
     from online.state import UserState
 
     _, ray = two
     replay_ray(ray, tasks=2, **QUIET)
-    import offline.replay_ray as rr
+    import offline.backfill.replay_ray as rr
 
     def broken(*args, **kwargs):
         raise KeyboardInterrupt

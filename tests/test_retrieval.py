@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from helpers import naive, shoplogs
 
-from offline import retrieval as rt
-from offline.replay import replay, watermark
+from offline.backfill import training_set as rt
+from offline.backfill.replay import replay, watermark
 from online import catalogue as cat
 from online.eventlog import EventLog
 from online.projector import UnknownUser, features_as_of

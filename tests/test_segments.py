@@ -11,11 +11,11 @@ from click.testing import CliRunner
 from helpers import shoplogs
 from helpers.snapshots import EVENTS, QUIET, rows
 
-from offline import segments as sg
+from offline import log_archive as sg
+from offline.backfill.replay import replay
+from offline.backfill.replay_ray import replay_ray
 from offline.cli import cli
-from offline.erasure import erase_user
-from offline.replay import replay
-from offline.replay_ray import replay_ray
+from offline.privacy.erasure import erase_user
 from online.eventlog import EventBatch, EventLog
 from online.settings import Settings
 

@@ -45,7 +45,7 @@ def replay(ctx: Context, from_offset: int, to_offset: int | None, engine: str,
         if from_offset:
             fail("--from-offset: the Ray engine rebuilds from offset 0 (use --engine local "
                  "to extend or re-run a range)")
-        from offline.replay_ray import RayReplayFailed, replay_ray
+        from offline.backfill.replay_ray import RayReplayFailed, replay_ray
 
         try:
             summary = replay_ray(ctx.settings, to_offset=to_offset, address=address,
@@ -55,7 +55,7 @@ def replay(ctx: Context, from_offset: int, to_offset: int | None, engine: str,
     else:
         if address or workers or tasks:
             fail("--address, --workers and --tasks need --engine ray")
-        from offline.replay import replay as run_replay
+        from offline.backfill.replay import replay as run_replay
 
         summary = run_replay(ctx.settings, from_offset=from_offset, to_offset=to_offset,
                              progress=True)
@@ -143,9 +143,9 @@ def training_set(ctx: Context, entities: Path, label_horizon: str, features: str
       portrait training-set --entities entities.csv --label-horizon 7d --out train.parquet
       portrait training-set --entities entities.csv --engine ray --out train.parquet
     """
-    from offline.replay import replayed_end
-    from offline.retrieval import read_entities, write_frame
-    from offline.retrieval import training_set as build
+    from offline.backfill.replay import replayed_end
+    from offline.backfill.training_set import read_entities, write_frame
+    from offline.backfill.training_set import training_set as build
     from online.clock import parse_duration
 
     _need_log(ctx)
@@ -161,7 +161,7 @@ def training_set(ctx: Context, entities: Path, label_horizon: str, features: str
         if engine == "ray":
             if how != "fast":
                 fail("--path feast: Feast's join runs in one process; use --engine local")
-            from offline.retrieval_ray import training_set_ray
+            from offline.backfill.training_set_ray import training_set_ray
 
             table = training_set_ray(ctx.settings, frame, horizon_us, features=names,
                                      address=address, workers=workers)

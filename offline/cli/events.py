@@ -167,7 +167,7 @@ def log_archive(ctx: Context, url: str | None, to_offset: int | None, as_json: b
       portrait log archive
       portrait log archive --to file:///mnt/shared/portrait-segments --json
     """
-    from offline.segments import archive
+    from offline.log_archive import archive
 
     if not Path(ctx.settings.event_log_path).exists():
         fail(f"no event log in {ctx.data_dir}: run `portrait ingest` first")

@@ -54,7 +54,7 @@ def segments(ctx: Context, epsilon: float | None, as_json: bool) -> None:
       portrait segments --epsilon 1.0 --json
       portrait segments --json
     """
-    from offline.aggregates import segments_report
+    from offline.privacy.dp_report import segments_report
     from online.privacy.budget import BudgetExhausted
     from online.privacy.releases import last_release
 

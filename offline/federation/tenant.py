@@ -91,8 +91,8 @@ class TenantWorker:
         return self._examples
 
     def _build_examples(self) -> Examples:
-        from offline.replay import replay, replayed_end
-        from offline.retrieval import features_at, labels, watermark
+        from offline.backfill.replay import replay, replayed_end
+        from offline.backfill.training_set import features_at, labels, watermark
         from online.eventlog import EventLog
 
         with EventLog(self.settings.event_log_path) as log:

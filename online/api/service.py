@@ -31,11 +31,11 @@ from online.events import EventType
 from online.writerlock import WriterLock
 
 from .consistency import ProfileSampler
+from .deferred_writes import DeferredWrites
 from .errors import AsOfWorkLimit, UnknownFeature, UnknownUserError
 from .metrics import ApiMetrics
 from .rwlock import ReadWriteLock
 from .settings import ApiSettings
-from .writes import DeferredWrites
 
 __all__ = ["Eraser", "ProfileService", "ProjectorFactory", "default_eraser", "default_projector"]
 
@@ -43,7 +43,7 @@ __all__ = ["Eraser", "ProfileService", "ProjectorFactory", "default_eraser", "de
 # `online` (e.g. offline.feast_store.OnlineWriter for Feast online writes)
 ProjectorFactory = Callable[[EventLog, ApiSettings], Any]
 # (settings, raw user id, open log, live projector) -> receipt dict with a bool "found";
-# called with projection held still. The CLI passes offline.erasure.erase_user, which also
+# called with projection held still. The CLI passes offline.privacy.erasure.erase_user, which also
 # reaches the parquet snapshot, the Feast online store and the profile sample log.
 Eraser = Callable[[ApiSettings, str, EventLog, Any], dict[str, Any]]
 

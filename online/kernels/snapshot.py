@@ -3,7 +3,7 @@
 One numba loop applies events with the feature kernels themselves (``_apply``,
 ``_stored_row``, ``_next_window_change``), so a snapshot can never disagree with the
 projector.  ``event_rows`` and ``tail_rows`` are the checked entry points; what the rows mean
-is documented in ``offline.snapshot``.
+is documented in ``offline.backfill.rows``.
 """
 
 from __future__ import annotations

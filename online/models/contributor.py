@@ -326,6 +326,6 @@ class ModelContributor(ProfileContributor):
     def erase_user(self, stored_id: str) -> dict[str, int]:
         """Drop what the models hold keyed by a user (pending questions, the period's set).
 
-        The learnt weights and centroids are aggregates and stay (see `offline.erasure`).
+        The learnt weights and centroids are aggregates and stay (see `offline.privacy.erasure`).
         """
         return self.models.erase_user(stored_id)

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from helpers import shoplogs
-from offline import asof
-from offline.replay import snapshot_files
+from offline.backfill import asof_join as asof
+from offline.backfill.replay import snapshot_files
 from online.settings import Settings
 
 

@@ -74,7 +74,7 @@ def delete_user(user_id: UserId, service: ServiceDep) -> ErasureResponse:
 
     Served by `portrait serve`, this reaches the event log and its quarantine, the live
     projection and its checkpoints, the offline snapshot, the online store and the sampled
-    profiles (``offline.erasure``); the bare app reaches the log and the projection.
+    profiles (``offline.privacy.erasure``); the bare app reaches the log and the projection.
     """
     erased, offset = service.erase(user_id)
     return ErasureResponse(user_id=user_id, erased=erased, offset=offset)

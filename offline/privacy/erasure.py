@@ -268,7 +268,7 @@ def _rewrite_checkpoint(state_dir: Path, stored: str, contributors: list) -> tup
 
 
 def _erase_segments(settings: Settings, stored: str) -> dict[str, Any]:
-    from offline.segments import erase_user as erase_from_segments
+    from offline.log_archive import erase_user as erase_from_segments
 
     return erase_from_segments(settings, stored)
 
@@ -310,7 +310,7 @@ def _erase_parquet(settings: Settings, stored: str) -> dict[str, Any]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from offline.replay import _WRITE_OPTIONS  # rewrite files the way replay writes them
+    from offline.backfill.replay import _WRITE_OPTIONS  # rewrite files the way replay writes them
 
     root = Path(settings.offline_dir)
     files = rows = 0

@@ -4,7 +4,7 @@ Layout under ``<data_dir>/offline/``:
 
 - ``user_features/date=YYYY-MM-DD/part-<start>-<end>.parquet``: the rows a chunk of log
   offsets ``[start, end)`` emitted with that event date; ``tail-<end>.parquet``: the tail
-  rows of the state at the replayed end (``offline.snapshot``).  Names are a function of the
+  rows of the state at the replayed end (``offline.backfill.rows``).  Names are a function of the
   chunk and the date, so a re-run writes the same names and replaces instead of duplicating.
   Files are written as ``.<name>.tmp``, fsynced, then renamed (readers skip dot files).
 - ``replay/manifest.json``: committed chunks (offsets, files, rows), the tail, the kept
@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from offline import snapshot as sn
+from offline.backfill import rows as sn
 from online import catalogue as cat
 from online.state import UserState, fsync_dir
 

@@ -3,11 +3,11 @@
 A user's events all live in one log partition (``online.partitions``), and every row of the
 snapshot is a function of one user's events, so a group of partitions replays on its own:
 each task reads its partitions through the log's partition index (one at a time, in offset
-order), runs the very kernels of the local replay (``offline.snapshot.event_rows`` and
+order), runs the very kernels of the local replay (``offline.backfill.rows.event_rows`` and
 ``tail_rows``) on a state of its own users, and writes its parquet files and its state into
 a staging directory.  The snapshot (files in ``user_features/``, the manifest, a checkpoint of
 the merged state at the end) is committed by the driver only when every task has finished,
-so readers never see a half-run.  The rows are exactly those of ``offline.replay.replay``
+so readers never see a half-run.  The rows are exactly those of ``offline.backfill.replay.replay``
 over the same offsets (tests compare them); only their grouping into files differs.
 
 Failures: a task whose worker dies (killed, OOM, a machine lost) is retried alone by Ray
@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from offline import snapshot as sn
-from offline import snapshot_store as store
-from offline.replay import BATCH_EVENTS, ReplaySummary, _progress, _settings, snapshot_dir
-from offline.segments import SegmentStore, segment_store
+from offline.backfill import files as store
+from offline.backfill import rows as sn
+from offline.backfill.replay import BATCH_EVENTS, ReplaySummary, _progress, _settings, snapshot_dir
+from offline.log_archive import SegmentStore, segment_store
 from online import catalogue as cat
 from online import partitions as pt
 from online.eventlog import EventBatch, EventLog

@@ -1,11 +1,11 @@
 """Replay: rebuild the offline feature snapshot from the event log (how the store backfills).
 
 The log is read in offset order, batch by batch, and applied by the feature engine's own
-kernels (``offline.snapshot`` calls ``online.kernels``), so replaying offsets ``[0, n)`` ends
+kernels (``offline.backfill.rows`` calls ``online.kernels``), so replaying offsets ``[0, n)`` ends
 in the projector's state at ``n``, bit for bit.  Rows go to
 ``<data_dir>/offline/user_features/date=YYYY-MM-DD/`` (by ``event_timestamp``, UTC).
 
-Which rows a snapshot holds (see ``offline.snapshot``): one row per (user, effective event
+Which rows a snapshot holds (see ``offline.backfill.rows``): one row per (user, effective event
 time) with the state after the user's last event at that time, plus a row at every time a
 sliding-window value changes between two events, plus the tail (the windows emptying out
 after each user's newest event).  With those, "the newest row at or before T" is the user's
@@ -18,7 +18,7 @@ stale until the user's next event, so training rows would disagree with served p
 or the ring buckets in every row (~190 extra columns).
 
 Work is committed in chunks of ``chunk_events`` offsets (files, checkpoints and manifest:
-``offline.snapshot_store``): a chunk's files are written under temporary names, renamed over
+``offline.backfill.files``): a chunk's files are written under temporary names, renamed over
 the chunk's previous files (names are a function of the chunk's offsets and date, so a
 re-run replaces rather than duplicates), then the state is checkpointed and the manifest is
 atomically replaced.  Memory is bounded by a batch of events plus ~260k buffered rows.
@@ -44,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from offline import snapshot as sn
-from offline import snapshot_store as store
-from offline.snapshot_store import WRITE_OPTIONS as _WRITE_OPTIONS  # noqa: F401 (erasure)
+from offline.backfill import files as store
+from offline.backfill import rows as sn
+from offline.backfill.files import WRITE_OPTIONS as _WRITE_OPTIONS  # noqa: F401 (erasure)
 from online import catalogue as cat
 from online import kernels as kn
 from online.eventlog import EventLog
@@ -76,7 +76,7 @@ class ReplaySummary:
     end_offset: int = 0  # end of the committed prefix after the run
     output_dir: str = ""
     notes: list[str] = field(default_factory=list)
-    engine: str = "local"  # or "ray" (offline.replay_ray)
+    engine: str = "local"  # or "ray" (offline.backfill.replay_ray)
     workers: int = 1  # processes that ran kernels at once
     worker_peak_rss_mb: dict[str, float] = field(default_factory=dict)  # Ray: per worker pid
 

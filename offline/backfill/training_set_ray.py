@@ -2,7 +2,8 @@
 
 An entity row's features and labels depend on its own user's snapshot rows alone, and a user
 belongs to one log partition, so the entity rows split by partition group and each Ray task
-joins its share (``offline.retrieval.training_set`` with ``snapshot_part``: only the rows of
+joins its share (``offline.backfill.training_set.training_set`` with ``snapshot_part``: only
+the rows of
 its users are read).  The driver puts the rows back in the entities file's order: the result
 is the local engine's frame, value for value (a test compares them).  When the snapshot was
 written by a Ray replay with the same groups, a task reads only its group's files.
@@ -18,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from offline import snapshot_store as store
-from offline.replay import snapshot_files
-from offline.replay_ray import _start_ray
-from offline.retrieval import entity_times, training_set
+from offline.backfill import files as store
+from offline.backfill.replay import snapshot_files
+from offline.backfill.replay_ray import _start_ray
+from offline.backfill.training_set import entity_times, training_set
 from online import partitions as pt
 from online.eventlog import EventLog
 from online.settings import Settings
@@ -34,7 +35,7 @@ _GROUP = re.compile(r"-g(\d{4})\.parquet$")
 def training_set_ray(settings: Settings, entities_df: pd.DataFrame, label_horizon_us: int,
                      features: Sequence[str] | None = None, *, address: str | None = None,
                      workers: int | None = None, tasks: int | None = None) -> pd.DataFrame:
-    """``offline.retrieval.training_set`` (fast path) computed by Ray tasks, same frame."""
+    """``offline.backfill.training_set.training_set`` (fast path) by Ray tasks: the same frame."""
     import ray
 
     users, _ = entity_times(entities_df)  # fails early, naming the problem

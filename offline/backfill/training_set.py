@@ -1,7 +1,7 @@
 """Point-in-time training data: served feature values as of each entity row, plus labels.
 
 An entity row is ``(user_id, event_timestamp)``.  Its features are the user's stored values
-as of T (the newest snapshot row at or before T, see ``offline.asof``) put through the
+as of T (the newest snapshot row at or before T, see ``offline.backfill.asof_join``) put through the
 catalogue's serving evaluation at T (``kernels.evaluate_stored``, the function the projector
 and the API use), so a training row at T equals the profile served as of T.  Two paths give
 the stored values and are tested equal: ``"fast"`` (our sorted as-of join over the parquet)
@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from offline import asof
-from offline.replay import snapshot_files, watermark
+from offline.backfill import asof_join as asof
+from offline.backfill.replay import snapshot_files, watermark
 from online import catalogue as cat
 from online import kernels
 from online.settings import Settings
@@ -51,7 +51,7 @@ def training_set(settings: Settings, entities_df: pd.DataFrame, label_horizon_us
     """The entity rows with one column per served feature (as of each row) and per label.
 
     ``snapshot_part``: read only these snapshot files, and in them only the entity rows'
-    users (a Ray task's share, ``offline.retrieval_ray``); default: the whole snapshot.
+    users (a Ray task's share, ``offline.backfill.training_set_ray``); default: the whole snapshot.
     """
     feats = features_at(settings, entities_df, features, path=path, snapshot_part=snapshot_part)
     labs = labels(settings, entities_df, label_horizon_us, path=path,

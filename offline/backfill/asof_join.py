@@ -3,7 +3,7 @@
 For an entity row (user, T) the answer is the user's newest snapshot row with
 ``event_timestamp <= T`` (ties: the newest ``created``), exactly the rule of Feast's
 ``get_historical_features``; the snapshot's expiry rows make that row the user's exact stored
-state as of T (``offline.snapshot``).  Rows are indexed once per load, then every lookup is a
+state as of T (``offline.backfill.rows``).  Rows are indexed once per load, then every lookup is a
 binary search (the kernels: ``online.kernels.asof``).
 """
 

@@ -12,7 +12,7 @@ one numba loop, so the snapshot can never disagree with the projector:
   non-empty bucket leaves a sliding window), holding the state after the earlier event;
 - tail rows: each user's current state (the newest event row) and the expiry rows after it
   (the windows emptying out).  They are provisional, a later event of the user replaces
-  them, so ``offline.replay`` rewrites the tail whenever the replayed end moves.
+  them, so ``offline.backfill.replay`` rewrites the tail whenever the replayed end moves.
 
 Columns: ``user_id``, ``event_timestamp`` (µs UTC), ``created`` (the row's ``offset`` read as
 µs since the epoch: deterministic, and orders rows of equal ``event_timestamp`` by log
