@@ -37,7 +37,7 @@ def build_projector(log, settings: Settings, *, online_writes: bool | None = Non
     if online_writes is None:
         online_writes = online_store_applied(settings)
     if online_writes:
-        from offline.feast_store import OnlineWriter, stored_frame
+        from offline.feast_online import OnlineWriter, stored_frame
 
         writer = OnlineWriter(settings)
         if deferred:

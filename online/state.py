@@ -230,6 +230,15 @@ class UserState:
         self._buf[row] = _INITIAL_ROW[0]
         return 1
 
+    def newest_event_us(self) -> int:
+        """Newest effective event time over the users still held (``NO_TS`` when none).
+
+        What a replay of the remaining log gives as the watermark: after an erasure it is
+        recomputed with this (the erased user's event may have been the newest).
+        """
+        live = np.array([i for i, u in enumerate(self.users.values) if u is not None], np.int64)
+        return int(self.ints[live, I_LAST_TS].max()) if len(live) else int(cat.NO_TS)
+
     def bytes_per_user(self) -> int:
         """Bytes of numpy state per user (one buffer row; code maps not included)."""
         return ROW_BYTES
