@@ -166,6 +166,18 @@ class CodeMap:
 class UserState:
     """Feature state of all users: growable numpy arrays plus user/item/category code maps."""
 
+    # views of one buffer, set by `_alloc` (names: ARRAY_NAMES; layout: the module docstring)
+    ints: np.ndarray
+    floats: np.ndarray
+    win_head: np.ndarray
+    cat_weight: np.ndarray
+    cat_code: np.ndarray
+    recent: np.ndarray
+    hll: np.ndarray
+    win_count: np.ndarray
+    win_spend: np.ndarray
+    _buf: np.ndarray  # the rows of every user, ROW_BYTES each
+
     def __init__(self, capacity: int = 1024) -> None:
         self.users = CodeMap()
         self.items = CodeMap()
@@ -178,9 +190,9 @@ class UserState:
         raw = np.empty(capacity * ROW_BYTES + 64, dtype=np.uint8)
         start = -raw.ctypes.data % 64  # rows start on cache lines
         buf = raw[start: start + capacity * ROW_BYTES].reshape(capacity, ROW_BYTES)
-        old = getattr(self, "_buf", None)
+        old: np.ndarray | None = getattr(self, "_buf", None)  # None on the first allocation
         kept = 0 if old is None else len(old)
-        if kept:
+        if old is not None:
             buf[:kept] = old
         buf[kept:] = _INITIAL_ROW
         self._buf = buf

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = ["ProfileSampler", "check_consistency", "erase_from_samples", "erase_user",
            "read_samples", "sample_logs"]
@@ -67,7 +67,7 @@ class ProfileSampler:
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # line-buffered append: each record is one write, whole lines even if we crash
-        self._file = self.path.open("a", encoding="utf-8", buffering=1)
+        self._file: IO[str] | None = self.path.open("a", encoding="utf-8", buffering=1)
         self.written = 0
 
     def maybe_record(self, body: dict[str, Any], stored_user_id: str) -> bool:
