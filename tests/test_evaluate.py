@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from offline.cli import cli
 from offline.datasets import generate
-from offline.evaluate import entity_points, resolve_labels
+from offline.evaluation import entity_points, resolve_labels
 from online.eventlog import EventLog
 from online.models import DAY_US
 from online.settings import Settings
@@ -84,7 +84,7 @@ def test_evaluate_cli_writes_the_report_and_prints_the_figures(data_dir, tmp_pat
 
 
 def test_evaluate_is_deterministic_and_defaults_its_output(data_dir):
-    from offline.evaluate import evaluate
+    from offline.evaluation import evaluate
 
     settings = Settings(data_dir=data_dir)
     a = evaluate(settings, 2 * DAY_US, max_rows=500)

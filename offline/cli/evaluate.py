@@ -32,7 +32,7 @@ def evaluate(ctx: Context, horizon: str, out: Path | None, max_rows: int, seed: 
       portrait evaluate
       portrait evaluate --horizon 7d --out reports/eval --json
     """
-    from offline.evaluate import evaluate as run_evaluation
+    from offline.evaluation import evaluate as run_evaluation
     from online.clock import parse_duration
 
     try:
