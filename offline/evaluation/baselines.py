@@ -7,7 +7,8 @@ t + H <= cut (no label reaches into the test period), test on rows with t > cut.
 labels come from `offline.backfill.training_set` (point in time correct), the same features as
 the online model's inputs; LogisticRegression (standardised), HistGradientBoosting and a small
 MLP are fitted on the train rows and scored on the test rows, next to the online scores at
-those very rows.
+those very rows. Beside them, two references that learn nothing from the test period
+(`offline.evaluation.rules`): the training base rate and an RFM quintile rule.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 from online import catalogue as cat
 from online.models.contributor import DEFAULT_FEATURES
 
+from .rules import RFMRule, base_rate
 from .scoring import entity_points, scores
 
 __all__ = ["batch", "batch_models"]
@@ -82,6 +84,9 @@ def batch(settings, pred, y, known, horizon_us, curves, *, max_per_user, max_row
     }
     online = scores(y_te, pred["score"][test])
     out["online_auc"], out["online"] = online["auc"], online
+    # the test rows as every scorer sees them, for `offline.evaluation.compare`
+    curves["test"] = {"y": y_te, "users": pred["user_id"][test], "X": X[n_tr:],
+                      "columns": DEFAULT_FEATURES, "scores": {"online": pred["score"][test]}}
     if n_tr == 0 or len(test) == 0 or len(np.unique(y_tr)) < 2:
         out["batch_note"] = "not enough labelled rows before and after the cut to fit baselines"
         return out
@@ -95,14 +100,26 @@ def batch(settings, pred, y, known, horizon_us, curves, *, max_per_user, max_row
             p = model.predict_proba(X[n_tr:])[:, 1]
         s = scores(y_te, p)
         out["batch_auc"][name], out["batch"][name] = s["auc"], s
+        curves["test"]["scores"][name] = p
         if s["auc"] is not None:
             roc[name] = roc_curve(y_te, p)
             cal[f"{name} (test)"] = _calibration(y_te, p)
+    out["reference"] = {}
+    rule = RFMRule(DEFAULT_FEATURES).learn_many(X[:n_tr], y_tr)
+    for name, p in (("base rate", base_rate(y_tr, len(test))),
+                    ("RFM rule", rule.predict_proba_many(X[n_tr:]))):
+        s = scores(y_te, p)
+        out["reference"][name] = s
+        curves["test"]["scores"][name] = p
+        if name == "RFM rule" and s["auc"] is not None:
+            roc[name] = roc_curve(y_te, p)
     curves["roc"] = roc
     best = max((v for v in out["batch_auc"].values() if v is not None), default=None)
     if best is not None and online["auc"] is not None:
         out["gap_to_best_batch"] = best - online["auc"]
         out["within_0_03"] = bool(best - online["auc"] <= 0.03)
+        out["best_batch"] = max((k for k, v in out["batch_auc"].items() if v is not None),
+                                key=lambda k: out["batch_auc"][k])
     return out
 
 

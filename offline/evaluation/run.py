@@ -12,7 +12,7 @@ from online.extras import require
 from online.models import DAY_US, format_duration
 from online.settings import Settings
 
-from . import baselines, scoring
+from . import baselines, compare, scoring
 from . import segments as seg
 from .report import write_report
 
@@ -55,6 +55,14 @@ def evaluate(settings: Settings, horizon_us: int = 7 * DAY_US, out_dir: Path | N
     report["propensity"].update(baselines.batch(settings, pred, y, known, horizon_us, curves,
                                        max_per_user=max_per_user, max_rows=max_rows,
                                        test_fraction=test_fraction, seed=seed))
+    if "test" in curves:
+        report["propensity"]["test_period"] = compare.test_period(
+            curves["test"], run.contributor.models.propensity, curves, seed=seed)
+        best = report["propensity"].get("best_batch")
+        if best is not None:  # the headline: online against the best fitted baseline
+            report["propensity"]["online_vs_best_batch"] = {
+                "best_batch": best,
+                **report["propensity"]["test_period"]["auc_difference"]["vs"][best]}
     phase("5/5 segments against k-means; writing the report")
     report["segments"] = seg.segments(run, segment_users, seed, curves)
     report["model_version"] = run.contributor.model_version
