@@ -56,7 +56,7 @@ def evaluate(settings: Settings, horizon_us: int = 7 * DAY_US, out_dir: Path | N
                                        max_per_user=max_per_user, max_rows=max_rows,
                                        test_fraction=test_fraction, seed=seed))
     if "test" in curves:
-        report["propensity"]["test_period"] = compare.test_period(
+        report["propensity"]["test_period"] = compare.comparisons(
             curves["test"], run.contributor.models.propensity, curves, seed=seed)
         best = report["propensity"].get("best_batch")
         if best is not None:  # the headline: online against the best fitted baseline
