@@ -88,11 +88,16 @@ def train(settings: Settings, *, epochs: int = 3, holdout: float = 0.2,
     from offline.wiring import build_projector
     from online.models.contributor import ModelContributor
     from online.privacy.pseudonym import open_event_log
+    from online.writerlock import WriterLock
 
     require("sklearn", extra="evaluate", purpose="the held-out figures of `portrait train`")
     if epochs < 1 or not 0.0 < holdout < 1.0:
         raise ValueError(f"need epochs >= 1 and 0 < holdout < 1, got {epochs} and {holdout}")
     started = time.perf_counter()
+    if install:
+        # fail before the work when another writer holds the data dir; the install takes
+        # the lock again for itself
+        WriterLock(settings.state_dir, command="portrait train").acquire().release()
 
     def say(text: str) -> None:
         if progress:
