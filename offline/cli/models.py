@@ -100,9 +100,12 @@ def models(ctx: Context, as_json: bool) -> None:
         if e["serving"]:
             e["learnt_to_offset"] = learnt
     out = {"registry": str(registry.path), "serving": serving, "models": entries}
-    emit(out, as_json, "\n".join(
-        [f"{'*' if e['serving'] else ' '} {e['model_version']:<18} {e['source']:<9} "
-         f"from offset {e.get('offset', 0):>9,}  {e.get('kind', '')}  {e['recorded_at']}"
-         + (f"  held-out AUC {e['evaluation']['trained']['auc']:.3f}"
-            if (e.get("evaluation") or {}).get("trained", {}).get("auc") is not None else "")
-         for e in entries] or ["no model has served yet"]))
+    emit(out, as_json, "\n".join(_line(e) for e in entries) or "no model has served yet")
+
+
+def _line(e: dict) -> str:
+    auc = ((e.get("evaluation") or {}).get("trained") or {}).get("auc")
+    return (f"{'*' if e['serving'] else ' '} {e['model_version']:<18} {e['source']:<9} "
+            f"from offset {e.get('offset', 0):>9,}  {e.get('kind', '')}  "
+            f"{e.get('first_recorded_at') or e['recorded_at']}"
+            + (f"  held-out AUC {auc:.3f}" if auc is not None else ""))
