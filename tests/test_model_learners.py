@@ -32,7 +32,7 @@ def test_a_refit_is_the_batch_logistic_regression_on_the_window():
     from sklearn.linear_model import LogisticRegression
 
     data = _examples(600, seed=1)
-    model = WindowedLogistic(window=400, first_fit=600, iterations=30, l2=1.0)
+    model = WindowedLogistic(window=400, first_fit=600, iterations=30, l2_grid=(1.0,))
     for x, y in data:
         model.learn_one(x, y)  # one fit, at the 600th example, on the last 400
     names = list(data[0][0])
@@ -42,7 +42,10 @@ def test_a_refit_is_the_batch_logistic_regression_on_the_window():
     batch = LogisticRegression(C=1.0, tol=1e-10, max_iter=1000).fit(X, y)
     got = [model.weights[k] for k in names]
     np.testing.assert_allclose(got, batch.coef_[0], rtol=1e-5, atol=1e-6)
-    assert model.intercept == pytest.approx(batch.intercept_[0], rel=1e-5, abs=1e-6)
+    # the intercept is then set so that the newest fifth's mean score is its positive share
+    newest = data[-80:]
+    mean_score = np.mean([model.predict_proba_one(x)[True] for x, _ in newest])
+    assert mean_score == pytest.approx(np.mean([y for _, y in newest]), abs=1e-9)
 
 
 def test_the_window_follows_a_drift():
@@ -144,3 +147,18 @@ def test_replays_give_the_same_model_bytes():
 def test_bad_parameters_name_the_rule():
     with pytest.raises(ValueError, match="window >= 2"):
         WindowedLogistic(window=1)
+
+
+def test_a_rare_class_with_few_examples_gives_no_weights_yet():
+    model = WindowedLogistic(first_fit=20, refit_every=20, min_class=10)
+    data = [({"a": float(i % 7)}, i % 50 == 0) for i in range(400)]  # 8 positives in 400
+    for x, y in data:
+        model.learn_one(x, y)
+    assert model.weights == {"a": 0.0}
+    assert model.predict_proba_one({"a": 0.0})[True] == pytest.approx(
+        model.predict_proba_one({"a": 6.0})[True])
+    for x, y in [({"a": 6.0}, True)] * 2:
+        model.learn_one(x, y)
+    for x, _ in data[:20]:
+        model.learn_one(x, False)  # a refit with 10 positives in the window
+    assert model.weights["a"] != 0.0
