@@ -82,12 +82,12 @@ class WindowedLogistic(base.Classifier):
     is 0 and the intercept is the smoothed share of positives.
     Features never seen in learning contribute 0; a feature missing from an example reads 0.
 
-    >>> model = WindowedLogistic(first_fit=4)
-    >>> for i in range(40):
+    >>> model = WindowedLogistic()
+    >>> for i in range(400):
     ...     model.learn_one({"carts": float(i % 4)}, i % 4 >= 2)
-    >>> model.predict_proba_one({"carts": 3.0})[True] > 0.9 > 0.1 > model.predict_proba_one(
-    ...     {"carts": 0.0})[True]
-    True
+    >>> p_three, p_none = (model.predict_proba_one({"carts": c})[True] for c in (3.0, 0.0))
+    >>> p_three > 0.9 > 0.1 > p_none, model.l2_
+    (True, 1.0)
     """
 
     def __init__(self, window: int = 10_000, refit_every: int = 1_000, first_fit: int = 50,
