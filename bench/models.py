@@ -3,12 +3,13 @@
 Both sides run in the same process on the same synthetic events, alternating (the machine is
 shared and noisy: a ratio per round, its median over rounds, is what counts).
 
-- peer: River's `StandardScaler() | LogisticRegression()`, `predict_proba_one(x)` then
-  `learn_one(x, y)` on every event's feature dict (labels given up front: no delay machinery).
-- ours, dicts, every event learnt: `ModelSet.observe(user, t, x, is_purchase)` per event with
-  every event held as a question (min spacing 0), `advance(batch watermark)` per batch and a
-  final flush: each event predicted once and learnt once, as by the peer, plus segments and
-  drift. Alternates with the peer event by event, each call timed.
+- peer: the served propensity learner (`online.models.contributor.propensity_model()`, a
+  River classifier) used the obvious way: `predict_proba_one(x)` then `learn_one(x, y)` on
+  every event's feature dict (labels given up front: no delay machinery).
+- ours, dicts, every event learnt (the same learner inside): `ModelSet.observe(user, t, x,
+  is_purchase)` per event with every event held as a question (min spacing 0), `advance(batch
+  watermark)` per batch and a final flush: each event predicted once and learnt once, as by
+  the peer, plus segments and drift. Alternates with the peer event by event, each call timed.
 - ours, columns, every event learnt: the same through `ModelSet.observe_many(users, ts, X,
   is_purchase, columns)` on 2-D float arrays, the form the projector's kernels produce (the
   arrays are built outside the timing, like the peer's dicts). Alternates per chunk.
@@ -32,9 +33,9 @@ import statistics
 import time
 
 import numpy as np
-from river import linear_model, preprocessing
 
 from online.models import DAY_US, HOUR_US, ModelSet
+from online.models.contributor import propensity_model
 
 GOAL_RATIO = 1.25
 RFM = ("rfm_recency_days", "rfm_frequency", "rfm_monetary", "avg_order_value")
@@ -123,8 +124,9 @@ def labels(events, horizon_us: int) -> list[bool]:
 
 def run_per_event(events, ys, batch: int, horizon_us: int) -> tuple[float, float]:
     """Peer and ours (dict per event, every event held) alternating event by event: µs/event."""
-    peer = preprocessing.StandardScaler() | linear_model.LogisticRegression()
-    ours = ModelSet.for_features(FEATURES, horizon_us=horizon_us, min_spacing_us=0)
+    peer = propensity_model()
+    ours = ModelSet.for_features(FEATURES, horizon_us=horizon_us, min_spacing_us=0,
+                                 model=propensity_model())
     peer_predict, peer_learn = peer.predict_proba_one, peer.learn_one
     observe, advance = ours.observe, ours.advance
     clock = time.perf_counter_ns
@@ -152,8 +154,9 @@ def run_per_event(events, ys, batch: int, horizon_us: int) -> tuple[float, float
 
 def run_columns(events, ys, columns, batch: int, horizon_us: int, min_spacing_us: int):
     """Peer per event vs ours per batch of columns, alternating batch by batch: µs/event."""
-    peer = preprocessing.StandardScaler() | linear_model.LogisticRegression()
-    ours = ModelSet.for_features(FEATURES, horizon_us=horizon_us, min_spacing_us=min_spacing_us)
+    peer = propensity_model()
+    ours = ModelSet.for_features(FEATURES, horizon_us=horizon_us, min_spacing_us=min_spacing_us,
+                                 model=propensity_model())
     peer_predict, peer_learn = peer.predict_proba_one, peer.learn_one
     clock = time.perf_counter_ns
     peer_ns = ours_ns = 0
@@ -192,7 +195,7 @@ def as_columns(events, batch: int) -> list[tuple]:
 
 
 def run_profiles(events, batch: int, horizon_us: int) -> float:
-    models = ModelSet.for_features(FEATURES, horizon_us=horizon_us)
+    models = ModelSet.for_features(FEATURES, horizon_us=horizon_us, model=propensity_model())
     for user, t, x, is_purchase in events:
         models.observe(user, t, x, is_purchase)
     latest = {}

@@ -173,7 +173,11 @@ def test_erase_user_drops_what_the_models_key_by_user(log_path):
     c.erase_user(user)
     state = c.models.state_dict()
     versions = state.pop("versions")
-    assert user.encode() not in pickle.dumps(state)
+    # The propensity's window of examples is raw float bytes, where a short id may match by
+    # chance: check the id as pickle writes a string, and every str the state holds.
+    blob = pickle.dumps(state)
+    assert b"\x8c" + bytes([len(user)]) + user.encode() not in blob
+    assert user not in _strings(pickle.loads(blob))
     # Versions are pickles (binary: a two-byte id may match by chance): check what they hold.
     assert len(versions) > 1
     for entry in versions._entries:
@@ -181,6 +185,28 @@ def test_erase_user_drops_what_the_models_key_by_user(log_path):
         assert m.propensity._open == {} and m.propensity._heap == []
         assert m.propensity._last_user is None and m.segments._seen == set()
         assert m.snapshots is None and m.versions is None
+
+
+def _strings(obj, seen=None) -> set[str]:
+    """Every str reachable from `obj` (containers and instance attributes)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return set()
+    seen.add(id(obj))
+    if isinstance(obj, str):
+        return {obj}
+    if isinstance(obj, dict):
+        items = [*obj.keys(), *obj.values()]
+    elif isinstance(obj, list | tuple | set | frozenset | deque):
+        items = list(obj)
+    elif hasattr(obj, "__dict__"):
+        items = list(vars(obj).values())
+    else:
+        return set()
+    out: set[str] = set()
+    for item in items:
+        out |= _strings(item, seen)
+    return out
 
 
 class SpyClassifier(linear_model.LogisticRegression):

@@ -228,9 +228,15 @@ def test_same_outputs_under_another_hash_seed():
 
 
 def _river_checks():
+    from online.models.contributor import propensity_model
+    from online.models.learners import WindowedLogistic
+
     for model in (
         preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+        WindowedLogistic(first_fit=5, refit_every=20, window=60),
+        propensity_model(),
         PurchasePropensity(("a", "b")),
+        PurchasePropensity(("a", "b"), model=propensity_model()),
         UserSegments(),
     ):
         for check in checks.yield_checks(model):
@@ -263,6 +269,12 @@ RIVER_STREAM_CHECKS = (
 def _river_stream_cases():
     phishing = list(datasets.Phishing().take(200))
     yield "propensity", PurchasePropensity(tuple(phishing[0][0])), phishing
+    # the served learner, refitting often enough that the checks see several fits
+    from online.models.learners import WindowedLogistic
+
+    served = WindowedLogistic(first_fit=10, refit_every=25, window=80)
+    yield "propensity-windowed", PurchasePropensity(tuple(phishing[0][0]), model=served), phishing
+    yield "windowed", WindowedLogistic(first_fit=10, refit_every=25, window=80), phishing
     rfm = [(x, None) for _, _, x, _ in make_stream(n=200)]
     yield "segments", UserSegments(**SEGMENT_NAMES), rfm
 
@@ -768,10 +780,20 @@ def test_snapshots_learn_at_one_time_and_ignore_batch_boundaries():
 # -- explanations ----------------------------------------------------------------------------
 
 
-def _trained_default(features, events):
-    from online.models.contributor import default_propensity_model
+def _learner(name: str):
+    from online.models.contributor import default_propensity_model, propensity_model
 
-    m = PurchasePropensity(features, model=default_propensity_model(), horizon_us=DAY_US,
+    return {"served": propensity_model, "federated": default_propensity_model}[name]()
+
+
+@pytest.fixture(params=["served", "federated"])
+def learner(request):
+    """The served propensity learner and the SGD pipeline federated models install into."""
+    return request.param
+
+
+def _trained_default(features, events, learner="served"):
+    m = PurchasePropensity(features, model=_learner(learner), horizon_us=DAY_US,
                            min_spacing_us=0)
     for user, t, x, p in events:
         m.observe(user, t, x, p)
@@ -779,9 +801,9 @@ def _trained_default(features, events):
     return m
 
 
-def test_equal_features_are_one_reason():
+def test_equal_features_are_one_reason(learner):
     events = [(u, t, {**x, "copy": x["carts_7d"]}, p) for u, t, x, p in make_stream(n=600)]
-    m = _trained_default((*FEATURES, "copy"), events)
+    m = _trained_default((*FEATURES, "copy"), events, learner)
     for _, _, x, _ in events[-30:]:
         reasons = m.explain_one(x, top=3)
         names = [r["feature"] for r in reasons]
@@ -799,14 +821,14 @@ def test_default_propensity_reads_no_alias_of_another_feature():
     assert not set(ALIASES) & set(features) and set(ALIASES.values()) <= set(features)
 
 
-def test_removing_the_top_reason_moves_the_score_most():
+def test_removing_the_top_reason_moves_the_score_most(learner):
     """Faithfulness: set each feature in turn to its learnt mean (no contribution); the top
     reason is the one whose removal changes the score the most."""
     events = make_stream(n=800, seed=4)
-    m = _trained_default(FEATURES, events)
-    scaler = m._model.steps["SignedLogScaler"]
-    mean_raw = {f: math.copysign(math.expm1(abs(scaler.means[f])), scaler.means[f])
-                for f in FEATURES}
+    m = _trained_default(FEATURES, events, learner)
+    model = m._model
+    scaler = model.steps["SignedLogScaler"] if learner == "federated" else model
+    mean_raw = scaler.reference_one(FEATURES)
     checked = 0
     for _, _, x, _ in events[-40:]:
         p = m.predict_proba_one(x)

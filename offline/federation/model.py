@@ -1,12 +1,14 @@
 """The federated propensity model: logistic regression on standardised signed-log inputs.
 
-It is the online model's shape (``SignedLogScaler | LogisticRegression`` in
-``online.models.contributor``): inputs ``z = sign(x) log1p(|x|)``, standardised by a mean and
-a scale, then ``p = sigmoid(w . z_std + b)``.  Everything a tenant sends is one of two flat
-float64 vectors: ``moments`` (per-user averaged ``z / B`` and ``(z / B)^2`` plus a user count,
-round 0) and an update of ``theta = [w, b]`` (every later round).  Inputs are clipped to
-``|z| <= B`` (``Z_BOUND``) so that one user's share of either vector is bounded, which is what
-the privacy accounting needs.
+It is the online model's shape (the served ``WindowedLogistic`` of ``online.models.learners``,
+and ``SignedLogScaler | LogisticRegression``, ``online.models.contributor``'s
+``default_propensity_model``, which a federated model is installed into): inputs
+``z = sign(x) log1p(|x|)``, standardised by a mean and a scale, then
+``p = sigmoid(w . z_std + b)``; ``WindowedLogistic.warm_start`` takes the same four parts.
+Everything a tenant sends is one of two flat float64 vectors: ``moments`` (per-user averaged
+``z / B`` and ``(z / B)^2`` plus a user count, round 0) and an update of ``theta = [w, b]``
+(every later round).  Inputs are clipped to ``|z| <= B`` (``Z_BOUND``) so that one user's
+share of either vector is bounded, which is what the privacy accounting needs.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ Two methods, chosen by the model's shape:
 - linear (a River `GLM` such as `LogisticRegression`, alone or at the end of a `Pipeline` of
   name-preserving transformers such as `StandardScaler`): contribution = weight x transformed
   value, in logit units. They sum, with the intercept, to the logit of the score; with a
-  `StandardScaler` in front a feature at its running mean contributes exactly 0.
+  `StandardScaler` in front a feature at its running mean contributes exactly 0. A model
+  with its own `contributions_one(x)` (logit units that sum with its intercept to the
+  logit, such as `learners.WindowedLogistic`) is explained by it.
 - occlusion (any other classifier): contribution = p(x) - p(x with the feature replaced by its
   running mean over the examples the model learnt from), in probability units. One extra
   prediction per feature, so it is meant for the per-user profile, not the per-event path.
@@ -23,7 +25,14 @@ from collections.abc import Callable, Mapping, Sequence
 from river import base, compose
 from river.linear_model.base import GLM
 
-__all__ = ["linear_step", "linear_contributions", "occlusion_contributions", "top_contributions"]
+__all__ = ["is_additive", "linear_step", "linear_contributions", "occlusion_contributions",
+           "top_contributions"]
+
+
+def is_additive(model: base.Estimator) -> bool:
+    """Whether `model`'s logit is a sum of per-feature contributions `linear_contributions`
+    can give: a linear step (`linear_step`) or a model with `contributions_one`."""
+    return callable(getattr(model, "contributions_one", None)) or linear_step(model) is not None
 
 
 def linear_step(model: base.Estimator) -> GLM | None:
@@ -64,6 +73,9 @@ def linear_contributions(model: base.Estimator, x: dict[str, float]) -> dict[str
     >>> linear_contributions(lr, {"a": 2.0, "b": 1.0})
     {'a': 0.01, 'b': -0.005}
     """
+    own = getattr(model, "contributions_one", None)
+    if callable(own):
+        return own(x)
     glm = linear_step(model)
     if glm is None:
         raise ValueError(f"no linear step to explain {type(model).__name__}: use occlusion")

@@ -85,10 +85,13 @@ class ModelSet:
         min_spacing_us: int = HOUR_US,
         max_pending: int = 100_000,
         segments: UserSegments | None = None,
+        model=None,
     ) -> ModelSet:
-        """The default models over `features` (a tuple of catalogue names)."""
+        """The default models over `features` (a tuple of catalogue names); `model` is the
+        propensity's River classifier (None: `PurchasePropensity`'s default)."""
         propensity = PurchasePropensity(
             features,
+            model=model,
             horizon_us=horizon_us,
             min_spacing_us=min_spacing_us,
             max_pending=max_pending,

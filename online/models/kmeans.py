@@ -1,0 +1,63 @@
+"""Batch k-means steps on a snapshot of standardised rows: Lloyd, k-means++ starts, matching.
+
+`UserSegments.learn_snapshot` runs them on each snapshot of sampled users: Lloyd steps from
+the current centres (a warm start) and from fresh k-means++ starts, the lowest inertia wins,
+its centres matched to the current ones so that a segment keeps its id.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["inertia", "kmeans_pp", "lloyd", "matching"]
+
+
+def lloyd(Z: np.ndarray, C: np.ndarray, iterations: int) -> tuple[np.ndarray, int]:
+    """Lloyd steps from centres C; an empty centre jumps to the worst-served row."""
+    reseeded, before = 0, None
+    for _ in range(iterations):
+        d = ((Z[:, None, :] - C[None, :, :]) ** 2).sum(axis=2)
+        nearest = d.argmin(axis=1)
+        if before is not None and np.array_equal(nearest, before):
+            break  # converged: no row changes centre
+        before = nearest
+        for c in range(len(C)):
+            members = Z[nearest == c]
+            if len(members):
+                C[c] = members.mean(axis=0)
+            elif len(Z) > len(C):
+                # the row worst served by the other centres; ties: the first
+                far = int(np.argmax(d[np.arange(len(Z)), nearest]))
+                C[c] = Z[far]
+                d[far] = 0.0
+                reseeded += 1
+    return C, reseeded
+
+
+def inertia(Z: np.ndarray, C: np.ndarray) -> float:
+    return float(((Z[:, None, :] - C[None, :, :]) ** 2).sum(axis=2).min(axis=1).sum())
+
+
+def kmeans_pp(Z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ starting centres drawn from the rows of Z."""
+    centres = [Z[int(rng.integers(len(Z)))]]
+    for _ in range(1, k):
+        d = ((Z[:, None, :] - np.array(centres)[None, :, :]) ** 2).sum(axis=2).min(axis=1)
+        total = d.sum()
+        i = int(rng.choice(len(Z), p=d / total)) if total > 0 else int(rng.integers(len(Z)))
+        centres.append(Z[i])
+    return np.array(centres, dtype=np.float64)
+
+
+def matching(old: np.ndarray, new: np.ndarray) -> list[int]:
+    """order such that new[order[c]] is the new centre matched to old centre c (greedy on
+    distance, closest pairs first), so a segment keeps its id across a restart."""
+    d = ((old[:, None, :] - new[None, :, :]) ** 2).sum(axis=2)
+    order = [-1] * len(old)
+    taken: set[int] = set()
+    for flat in np.argsort(d, axis=None, kind="stable"):
+        i, j = divmod(int(flat), len(new))
+        if order[i] < 0 and j not in taken:
+            order[i] = j
+            taken.add(j)
+    return order

@@ -1,0 +1,371 @@
+"""The propensity model's learners: a signed-log scaler, and logistic regression refitted on a
+window of the latest labels (`WindowedLogistic`, the served one; see its docstring for why).
+
+Both read ``sign(x) log1p(|x|)`` of each feature: counts, spends and durations span orders of
+magnitude, and on raw values one large user moves every weight.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+
+import numpy as np
+from river import base, preprocessing
+
+__all__ = ["SignedLogScaler", "WindowedLogistic", "signed_log1p"]
+
+
+def signed_log1p(v: float) -> float:
+    return math.copysign(math.log1p(abs(v)), v)
+
+
+class SignedLogScaler(preprocessing.StandardScaler):
+    """River's running standardisation of sign(x) * log1p(|x|): counts and spends tamed.
+
+    Counts, spends and durations have heavy tails; on raw values one large user moves the
+    running mean and variance and every weight with it. It keeps feature names, so a
+    `LogisticRegression` after it is still explained exactly (weight x transformed value,
+    see `online.models.explain`).
+
+    >>> scaler = SignedLogScaler()
+    >>> for v in (0.0, 9.0, 99.0):
+    ...     scaler.learn_one({"spend": v})
+    >>> round(scaler.transform_one({"spend": 99.0})["spend"], 3)
+    1.225
+    """
+
+    def learn_one(self, x):
+        super().learn_one({k: signed_log1p(v) for k, v in x.items()})
+
+    def transform_one(self, x):
+        return super().transform_one({k: signed_log1p(v) for k, v in x.items()})
+
+    def reference_one(self, names) -> dict[str, float]:
+        """The raw value of each feature at its learnt mean (where its input reads 0)."""
+        means = self.means
+        return {k: math.copysign(math.expm1(abs(means[k])), means[k]) for k in names}
+
+
+class WindowedLogistic(base.Classifier):
+    """Logistic regression refitted by Newton's method on a window of the latest examples.
+
+    One pass of SGD with a constant step leaves a linear model well short of the batch fit on
+    the same labels (AUC 0.858 vs 0.877 on a synthetic purchase log with 11,000 events, 0.686
+    vs 0.710 on Online Retail): the step that is small enough not to chase the latest labels
+    is too small to converge on a few thousand. This learner keeps the signed logs
+    ``sign(x) log1p(|x|)`` of the last `window` examples (a ring, `window` x features floats)
+    and refits on them, standardised by the window's mean and deviation, with `iterations`
+    Newton steps (backtracking) on the mean log loss + ``l2 / 2 |w|^2 / n``, warm-started from
+    the previous fit. Three things make it robust to a shop's shape:
+
+    - the ridge ``l2`` (a batch fit's 1 / C) is chosen from `l2_grid` at each refit by a
+      forward validation: fitted on the older 80% of the window, scored on the newest 20%
+      (weak signal wants a strong ridge, strong signal a weak one; with one value of l2 for
+      every shop, a synthetic funnel with weak signal lost 0.03 AUC and predicted worse than
+      the base rate); until both parts hold `min_class` of each class, the strongest;
+    - the intercept is then re-set so that the newest fifth's mean score is its share of
+      positives: labels come a horizon late and a fit over the whole window puts the base
+      rate where it was on average, not where it went;
+    - the window follows drift (a fit only ever sees the newest `window` examples).
+
+    It refits after `first_fit` examples and then every time the examples learnt since the
+    last fit reach a quarter of those before it, at most `refit_every`: cheap while the window
+    is small, and at steady state about ``(len(l2_grid) + 1) x iterations x window x
+    features^2 / refit_every`` flops per example. Nothing reads a clock or a random draw, so
+    the same examples give the same model.
+
+    Scores are ``sigmoid(b + sum_k w_k (z_k - m_k) / s_k)``; until the first fit, and while the
+    window holds fewer than `min_class` examples of either class (a few labels of a rare class
+    are no ground for weights: they would make the first scores overconfident), every weight
+    is 0 and the intercept is the smoothed share of positives.
+    Features never seen in learning contribute 0; a feature missing from an example reads 0.
+
+    >>> model = WindowedLogistic()
+    >>> for i in range(400):
+    ...     model.learn_one({"carts": float(i % 4)}, i % 4 >= 2)
+    >>> p_three, p_none = (model.predict_proba_one({"carts": c})[True] for c in (3.0, 0.0))
+    >>> p_three > 0.9 > 0.1 > p_none, model.l2_
+    (True, 1.0)
+    """
+
+    def __init__(self, window: int = 10_000, refit_every: int = 1_000, first_fit: int = 50,
+                 l2_grid: tuple = (1.0, 10.0, 100.0, 1000.0), iterations: int = 3,
+                 min_class: int = 10):
+        if (window < 2 or refit_every < 1 or first_fit < 1 or not l2_grid
+                or min(l2_grid) <= 0 or iterations < 1 or min_class < 1):
+            raise ValueError(
+                "need window >= 2, refit_every >= 1, first_fit >= 1, a non-empty l2_grid of "
+                f"values > 0, iterations >= 1, min_class >= 1; got {window}, {refit_every}, "
+                f"{first_fit}, {l2_grid}, {iterations}, {min_class}")
+        self.window = window
+        self.refit_every = refit_every
+        self.first_fit = first_fit
+        self.l2_grid = tuple(float(v) for v in l2_grid)
+        # the ridge in use: the strongest until a validation can pick one (`_select_l2`): few
+        # labels are little ground for large weights
+        self.l2_ = max(self.l2_grid)
+        self.iterations = iterations
+        self.min_class = min_class
+        self._names: list = []
+        self._column: dict = {}
+        self._Z = np.zeros((min(window, 256), 0))
+        self._y = np.zeros(min(window, 256))
+        self._n = 0
+        self._n_positive = 0
+        self._next_fit = first_fit
+        self._n_fits = 0
+        self.means: dict = {}
+        self.scales: dict = {}
+        self.weights: dict = {}
+        self.intercept = 0.0
+        # logit = _offset + sum_k _slope[k] * z_k: the fit folded for the per-event path
+        self._slope: dict = {}
+        self._offset = 0.0
+        # the names in column order, and those of the fit with their slopes as a list: the
+        # fast paths for an x whose keys come in that order
+        self._keys: tuple = ()
+        self._fit_keys: tuple = ()
+        self._slopes: list = []
+
+    @property
+    def _multiclass(self):
+        return False
+
+    def learn_one(self, x, y):
+        row = self._n % self.window
+        if row >= len(self._Z):
+            grow = min(self.window, max(2 * len(self._Z), 256))
+            self._Z = np.vstack([self._Z, np.zeros((grow - len(self._Z), self._Z.shape[1]))])
+            self._y = np.r_[self._y, np.zeros(grow - len(self._y))]
+        Z = self._Z
+        # the usual case (the same names in the same order every time) writes the row at once
+        zs = _signed_logs(x.values()) if tuple(x) == self._keys else None
+        if zs is not None:
+            Z[row] = zs
+        else:
+            self._learn_slowly(x, row)
+        self._y[row] = 1.0 if y else 0.0
+        self._n += 1
+        self._n_positive += bool(y)
+        if self._n >= self._next_fit:
+            self._fit()
+            gap = min(self.refit_every, max(self._n // 4, 1))
+            self._next_fit = self._n + gap
+        elif self._n_fits == 0:
+            self._offset = self.intercept = self._base_logit()
+
+    def _learn_slowly(self, x, row: int) -> None:
+        Z, column = self._Z, self._column
+        Z[row] = 0.0
+        for k, v in x.items():
+            j = column.get(k)
+            if j is None:
+                j = column[k] = len(self._names)
+                self._names.append(k)
+                Z = self._Z = np.hstack([Z, np.zeros((len(Z), 1))])
+                self._keys = tuple(self._names)
+            Z[row, j] = _signed_log_or_zero(v)
+
+    def _base_logit(self) -> float:
+        p = (self._n_positive + 0.5) / (self._n + 1.0)
+        return math.log(p / (1.0 - p))
+
+    def _fit(self) -> None:
+        m = min(self._n, self.window)
+        Z, y = self._Z[:m], self._y[:m]
+        d = Z.shape[1]
+        mean = Z.mean(axis=0)
+        std = Z.std(axis=0)
+        std[std < 1e-12] = 1.0
+        names = self._names
+        # the previous fit in raw signed-log units, re-expressed in this window's units
+        slope = np.array([self._slope.get(k, 0.0) for k in names])
+        w = slope * std
+        b = self._offset + float(slope @ mean)
+        positives = float(y.sum())
+        if min(positives, m - positives) >= self.min_class:
+            if len(self.l2_grid) > 1:
+                self.l2_ = self._select_l2(Z, y, slope, self._offset)
+            X = (Z - mean) / std
+            A = np.hstack([X, np.ones((m, 1))])
+            theta = _newton(A, y, np.r_[w, b], self.l2_ / m, self.iterations)
+            w, b = theta[:-1], float(theta[-1])
+            b = self._recent_intercept(A[:, :-1] @ w, y, b)
+        else:
+            w, b = np.zeros(d), self._base_logit()
+        self.means = dict(zip(names, mean.tolist(), strict=True))
+        self.scales = dict(zip(names, std.tolist(), strict=True))
+        self.weights = dict(zip(names, w.tolist(), strict=True))
+        self.intercept = b
+        slope = w / std
+        self._slope = dict(zip(names, slope.tolist(), strict=True))
+        self._offset = b - float(slope @ mean)
+        self._fit_keys, self._slopes = tuple(names), slope.tolist()
+        self._n_fits += 1
+
+    def _newest(self, m: int) -> np.ndarray:
+        """Rows of the newest fifth of the window (the ring wraps at n % window)."""
+        start = self._n % self.window if self._n > self.window else 0
+        order = np.r_[start:m, 0:start]  # oldest first
+        return order[int(0.8 * m):]
+
+    def _recent_intercept(self, s: np.ndarray, y: np.ndarray, b: float) -> float:
+        """The intercept that makes the newest fifth's mean score its share of positives
+        (weights kept): labels arrive a horizon late, and a fit over the whole window puts
+        the base rate where it was on average, not where it went. Unchanged when that fifth
+        holds fewer than `min_class` examples of a class."""
+        rows = self._newest(len(y))
+        s, y = s[rows], y[rows]
+        if min(y.sum(), len(y) - y.sum()) < self.min_class:
+            return b
+        for _ in range(20):
+            p = _sigmoid_array(s + b)
+            g, h = float((p - y).sum()), float((p * (1.0 - p)).sum())
+            if h <= 0.0:
+                break
+            step = max(-1.0, min(1.0, g / h))
+            b -= step
+            if abs(step) < 1e-10:
+                break
+        return b
+
+    def _select_l2(self, Z: np.ndarray, y: np.ndarray, slope: np.ndarray,
+                   offset: float) -> float:
+        """The ridge of `l2_grid` whose fit on the older 80% of the window predicts the newest
+        20% best (log loss): a forward validation, as the model is used. The current one when
+        either part holds fewer than `min_class` examples of a class."""
+        m = len(y)
+        start = self._n % self.window if self._n > self.window else 0
+        order = np.r_[start:m, 0:start]  # oldest first (the ring wraps at `start`)
+        cut = int(0.8 * m)
+        old, new = order[:cut], order[cut:]
+        y_old, y_new = y[old], y[new]
+        if min(y_old.sum(), len(old) - y_old.sum(), y_new.sum(),
+               len(new) - y_new.sum()) < self.min_class:
+            return self.l2_
+        Z_old = Z[old]
+        mean, std = Z_old.mean(axis=0), Z_old.std(axis=0)
+        std[std < 1e-12] = 1.0
+        A_old = np.hstack([(Z_old - mean) / std, np.ones((len(old), 1))])
+        A_new = np.hstack([(Z[new] - mean) / std, np.ones((len(new), 1))])
+        start_theta = np.r_[slope * std, offset + float(slope @ mean)]
+        losses = []
+        for l2 in self.l2_grid:
+            theta = _newton(A_old, y_old, start_theta, l2 / len(old), self.iterations)
+            a = A_new @ theta
+            losses.append(float(np.mean(np.logaddexp(0.0, a) - y_new * a)))
+        return float(self.l2_grid[int(np.argmin(losses))])
+
+    def predict_proba_one(self, x):
+        zs = _signed_logs(x.values()) if tuple(x) == self._fit_keys else None
+        if zs is not None:
+            a = self._offset + sum(map(operator.mul, self._slopes, zs))
+        else:
+            slope = self._slope
+            a = self._offset
+            for k, v in x.items():
+                s = slope.get(k)
+                if s is not None:
+                    a += s * _signed_log_or_zero(v)
+        p = _sigmoid(a)
+        return {False: 1.0 - p, True: p}
+
+    def scoring_copy(self) -> WindowedLogistic:
+        """A copy that scores and explains as this one does now, without the window (what a
+        model version keeps: a few floats per feature instead of `window` rows)."""
+        twin = copy.copy(self)
+        twin._Z, twin._y = np.zeros((0, len(self._names))), np.zeros(0)
+        twin._names, twin._column = list(self._names), dict(self._column)
+        twin._n = twin._n_positive = 0
+        twin._next_fit = self.first_fit
+        return twin
+
+    def warm_start(self, means: dict, scales: dict, weights: dict, intercept: float) -> None:
+        """Start from a fit made elsewhere (a federated or batch model in the same units:
+        standardised signed logs). It serves until the first refit, which starts from it."""
+        if not set(means) == set(scales) == set(weights):
+            raise ValueError("means, scales and weights must name the same features")
+        self.means = {k: float(v) for k, v in means.items()}
+        self.scales = {k: float(v) for k, v in scales.items()}
+        self.weights = {k: float(v) for k, v in weights.items()}
+        self.intercept = float(intercept)
+        self._slope = {k: self.weights[k] / self.scales[k] for k in self.weights}
+        self._fit_keys, self._slopes = tuple(self._slope), list(self._slope.values())
+        self._offset = self.intercept - sum(self._slope[k] * self.means[k] for k in self.means)
+        self._n_fits = max(self._n_fits, 1)
+
+    def contributions_one(self, x) -> dict:
+        """w_k (z_k - m_k) / s_k per feature of `x`: with `intercept`, the logit of the score."""
+        slope, means = self._slope, self.means
+        return {k: slope[k] * (_signed_log_or_zero(v) - means[k]) if k in slope else 0.0
+                for k, v in x.items()}
+
+    def reference_one(self, names) -> dict:
+        """The raw value of each feature at the window's mean (where it contributes 0)."""
+        means = self.means
+        return {k: math.copysign(math.expm1(abs(means.get(k, 0.0))), means.get(k, 0.0))
+                for k in names}
+
+
+def _newton(A: np.ndarray, y: np.ndarray, theta: np.ndarray, l2: float,
+            iterations: int) -> np.ndarray:
+    """`iterations` Newton steps with backtracking on the mean log loss of rows `A` (the last
+    column the intercept's ones) + ``l2 / 2 |w|^2``, from `theta`."""
+    m, d1 = A.shape
+    reg = np.full(d1, l2)
+    reg[-1] = 1e-9
+    theta = np.array(theta, dtype=np.float64)
+    a = A @ theta
+    loss = _objective(a, y, theta, reg)
+    for _ in range(iterations):
+        p = _sigmoid_array(a)
+        g = A.T @ (p - y) / m + reg * theta
+        H = (A * (p * (1.0 - p))[:, None]).T @ A / m + np.diag(reg)
+        step = np.linalg.solve(H, g)
+        # backtracking: a full Newton step can overshoot where classes nearly separate
+        t, along = 1.0, float(g @ step)
+        while True:
+            trial = theta - t * step
+            a_trial = A @ trial
+            trial_loss = _objective(a_trial, y, trial, reg)
+            if trial_loss <= loss - 1e-4 * t * along or t < 1e-3:
+                break
+            t *= 0.5
+        if trial_loss > loss:
+            break
+        theta, a, loss = trial, a_trial, trial_loss
+    return theta
+
+
+def _signed_logs(values) -> list | None:
+    """sign(v) log1p(|v|) of each value; None if one is None or not finite (the slow path)."""
+    log1p = math.log1p
+    try:
+        zs = [log1p(v) if v >= 0 else -log1p(-v) for v in values]
+    except TypeError:
+        return None
+    return zs if math.isfinite(sum(zs)) else None
+
+
+def _signed_log_or_zero(v) -> float:
+    if v is None or v != v or v in (math.inf, -math.inf):
+        return 0.0
+    return math.log1p(v) if v >= 0 else -math.log1p(-v)
+
+
+def _sigmoid_array(a: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+
+def _objective(a: np.ndarray, y: np.ndarray, theta: np.ndarray, reg: np.ndarray) -> float:
+    """Mean log loss of logits `a` on labels `y`, plus the ridge ``reg / 2 * theta^2``."""
+    return float(np.mean(np.logaddexp(0.0, a) - y * a) + 0.5 * reg @ (theta * theta))
+
+
+def _sigmoid(a: float) -> float:
+    if a >= 0:
+        return 1.0 / (1.0 + math.exp(-a))
+    e = math.exp(a)
+    return e / (1.0 + e)

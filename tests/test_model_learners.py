@@ -1,0 +1,164 @@
+"""The served propensity learner, `WindowedLogistic`."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+
+import numpy as np
+import pytest
+
+from online.models import DAY_US, ModelSet, PurchasePropensity
+from online.models.contributor import propensity_model
+from online.models.learners import WindowedLogistic, signed_log1p
+
+
+def _examples(n: int, seed: int = 0, flip_after: int | None = None) -> list[tuple[dict, bool]]:
+    """Carts and spend drive purchases (or, after `flip_after`, their opposite)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        x = {"carts": float(rng.randrange(6)), "spend": rng.lognormvariate(3, 1.5),
+             "noise": rng.random()}
+        logit = 1.2 * math.log1p(x["carts"]) - 2.0 + 0.2 * math.log1p(x["spend"])
+        if flip_after is not None and i >= flip_after:
+            logit = -logit
+        out.append((x, rng.random() < 1 / (1 + math.exp(-logit))))
+    return out
+
+
+def test_a_refit_is_the_batch_logistic_regression_on_the_window():
+    from sklearn.linear_model import LogisticRegression
+
+    data = _examples(600, seed=1)
+    model = WindowedLogistic(window=400, first_fit=600, iterations=30, l2_grid=(1.0,))
+    for x, y in data:
+        model.learn_one(x, y)  # one fit, at the 600th example, on the last 400
+    names = list(data[0][0])
+    Z = np.array([[signed_log1p(x[k]) for k in names] for x, _ in data[-400:]])
+    y = np.array([y for _, y in data[-400:]])
+    X = (Z - Z.mean(axis=0)) / Z.std(axis=0)
+    batch = LogisticRegression(C=1.0, tol=1e-10, max_iter=1000).fit(X, y)
+    got = [model.weights[k] for k in names]
+    np.testing.assert_allclose(got, batch.coef_[0], rtol=1e-5, atol=1e-6)
+    # the intercept is then set so that the newest fifth's mean score is its positive share
+    newest = data[-80:]
+    mean_score = np.mean([model.predict_proba_one(x)[True] for x, _ in newest])
+    assert mean_score == pytest.approx(np.mean([y for _, y in newest]), abs=1e-9)
+
+
+def test_the_window_follows_a_drift():
+    data = _examples(3000, seed=2, flip_after=1500)
+    model = WindowedLogistic(window=500, refit_every=100)
+    for x, y in data[:1500]:
+        model.learn_one(x, y)
+    assert model.weights["carts"] > 0.3
+    for x, y in data[1500:]:
+        model.learn_one(x, y)
+    assert model.weights["carts"] < -0.3  # only the newest 500 examples are fitted
+
+
+def test_before_a_fit_the_score_is_the_smoothed_base_rate():
+    model = WindowedLogistic(first_fit=10)
+    assert model.predict_proba_one({"a": 1.0})[True] == 0.5
+    for _ in range(3):
+        model.learn_one({"a": 1.0}, True)
+    assert model.predict_proba_one({"a": 5.0})[True] == pytest.approx(3.5 / 4.0)
+
+
+def test_one_class_only_gives_no_weights_and_a_finite_intercept():
+    model = WindowedLogistic(first_fit=5, refit_every=5)
+    for i in range(40):
+        model.learn_one({"a": float(i)}, False)
+    assert all(w == 0.0 for w in model.weights.values())
+    assert 0.0 < model.predict_proba_one({"a": 3.0})[True] < 0.05
+
+
+def test_separable_labels_do_not_blow_up_the_fit():
+    model = WindowedLogistic(first_fit=20, refit_every=20)
+    for i in range(400):
+        a = float(i % 10)
+        model.learn_one({"a": a, "b": float(i % 3)}, a >= 5)
+    p_hi, p_lo = (model.predict_proba_one({"a": v, "b": 1.0})[True] for v in (9.0, 0.0))
+    assert math.isfinite(model.intercept) and p_hi > 0.9 and p_lo < 0.1
+
+
+def test_contributions_add_up_to_the_logit_and_are_zero_at_the_mean():
+    model = WindowedLogistic(first_fit=50)
+    for x, y in _examples(400, seed=3):
+        model.learn_one(x, y)
+    x = {"carts": 4.0, "spend": 120.0, "noise": 0.3}
+    p = model.predict_proba_one(x)[True]
+    total = sum(model.contributions_one(x).values()) + model.intercept
+    assert total == pytest.approx(math.log(p / (1 - p)), rel=1e-9, abs=1e-12)
+    at_mean = model.contributions_one(model.reference_one(x))
+    assert all(abs(c) < 1e-9 for c in at_mean.values())
+
+
+def test_scoring_copy_scores_the_same_and_drops_the_window():
+    model = WindowedLogistic(first_fit=50)
+    data = _examples(500, seed=4)
+    for x, y in data:
+        model.learn_one(x, y)
+    twin = model.scoring_copy()
+    for x, _ in data[:50]:
+        assert twin.predict_proba_one(x) == model.predict_proba_one(x)
+        assert twin.contributions_one(x) == model.contributions_one(x)
+    assert len(pickle.dumps(twin)) * 10 < len(pickle.dumps(model))
+    model.learn_one(*data[0])  # the original goes on learning; the copy does not change
+    assert twin.predict_proba_one(data[1][0]) == WindowedLogistic.predict_proba_one(
+        pickle.loads(pickle.dumps(twin)), data[1][0])
+
+
+def test_model_versions_keep_the_served_learner_without_its_window():
+    models = ModelSet(PurchasePropensity(("carts", "spend"), model=propensity_model(),
+                                         horizon_us=DAY_US, min_spacing_us=0))
+    for i, (x, y) in enumerate(_examples(400, seed=5)):
+        models.propensity.learn_one(x, y)
+        models.observe(f"u{i % 7}", i * 60_000_000, x, y)
+    frozen = models.frozen()
+    x = {"carts": 2.0, "spend": 50.0}
+    assert frozen.score(x) == models.score(x)
+    assert frozen.propensity._model._Z.shape[0] == 0
+
+
+def test_warm_start_serves_the_given_fit_until_the_first_refit():
+    model = WindowedLogistic(first_fit=100)
+    model.warm_start({"a": 1.0}, {"a": 2.0}, {"a": 0.5}, -1.0)
+    z = signed_log1p(7.0)
+    want = 1 / (1 + math.exp(-(-1.0 + 0.5 * (z - 1.0) / 2.0)))
+    assert model.predict_proba_one({"a": 7.0})[True] == pytest.approx(want, rel=1e-12)
+    model.learn_one({"a": 7.0}, True)
+    assert model.predict_proba_one({"a": 7.0})[True] == pytest.approx(want, rel=1e-12)
+
+
+def test_replays_give_the_same_model_bytes():
+    def run():
+        m = PurchasePropensity(("carts", "spend", "noise"), model=propensity_model(),
+                               horizon_us=DAY_US, min_spacing_us=0)
+        scores = [m.observe(f"u{i % 11}", i * 3_600_000_000, x, y)
+                  for i, (x, y) in enumerate(_examples(1500, seed=6))]
+        return scores, pickle.dumps(m._model)
+
+    assert run() == run()
+
+
+def test_bad_parameters_name_the_rule():
+    with pytest.raises(ValueError, match="window >= 2"):
+        WindowedLogistic(window=1)
+
+
+def test_a_rare_class_with_few_examples_gives_no_weights_yet():
+    model = WindowedLogistic(first_fit=20, refit_every=20, min_class=10)
+    data = [({"a": float(i % 7)}, i % 50 == 0) for i in range(400)]  # 8 positives in 400
+    for x, y in data:
+        model.learn_one(x, y)
+    assert model.weights == {"a": 0.0}
+    assert model.predict_proba_one({"a": 0.0})[True] == pytest.approx(
+        model.predict_proba_one({"a": 6.0})[True])
+    for x, y in [({"a": 6.0}, True)] * 2:
+        model.learn_one(x, y)
+    for x, _ in data[:20]:
+        model.learn_one(x, False)  # a refit with 10 positives in the window
+    assert model.weights["a"] != 0.0
