@@ -305,11 +305,14 @@ def test_installed_model_serves_the_federated_scores_and_keeps_learning(specs, l
         got = [models.propensity.predict_proba_one(dict(zip(features, row, strict=True)))
                for row in raw]
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
-        # a warm start, not a frozen model: one more label moves the weights
-        pipe = federated_pipeline(features, *result.model())
-        before = dict(pipe["LogisticRegression"].weights)
-        pipe.learn_one(dict(zip(features, raw[0], strict=True)), True)
-        assert dict(pipe["LogisticRegression"].weights) != before
+        # a warm start, not a frozen model: the labels of a first refit move the weights
+        learner = federated_pipeline(features, *result.model())
+        before = dict(learner.weights)
+        rows = np.expm1(np.abs(ex.Z)) * np.sign(ex.Z)
+        for k in range(learner.first_fit):
+            learner.learn_one(dict(zip(features, rows[k % len(rows)], strict=True)),
+                              bool(ex.y[k % len(rows)]))
+        assert learner.weights != before
 
 
 def test_cli_prints_one_json_object_with_the_contract_keys(shop_dirs) -> None:

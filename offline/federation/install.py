@@ -19,26 +19,24 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["PRIOR_COUNT", "federated_pipeline", "install_model", "install_propensity"]
-
-# how many examples the installed scaler statistics count for: new data moves them slowly
-PRIOR_COUNT = 1_000
-
+__all__ = ["federated_pipeline", "install_model", "install_propensity"]
 
 def federated_pipeline(features: tuple[str, ...], theta: np.ndarray, mean: np.ndarray,
                        scale: np.ndarray):
-    """``default_propensity_model()`` with its state set to the federated parameters."""
-    from online.models.contributor import default_propensity_model
+    """The served learner (``propensity_model()``) started from the federated parameters.
 
-    pipeline = default_propensity_model()
-    scaler, logistic = pipeline.steps.values()
-    for k, name in enumerate(features):
-        scaler.counts[name] = PRIOR_COUNT
-        scaler.means[name] = float(mean[k])
-        scaler.vars[name] = float(scale[k]) ** 2
-        logistic._weights[name] = float(theta[k])
-    logistic.intercept = float(theta[-1])
-    return pipeline
+    ``theta`` holds the weights on standardised signed logs (then the intercept), ``mean`` and
+    ``scale`` the standardisation: `WindowedLogistic.warm_start` takes the same four parts. The
+    federated fit serves until the shop's first refit, which starts from it.
+    """
+    from online.models.contributor import propensity_model
+
+    learner = propensity_model()
+    learner.warm_start({name: float(mean[k]) for k, name in enumerate(features)},
+                       {name: float(scale[k]) for k, name in enumerate(features)},
+                       {name: float(theta[k]) for k, name in enumerate(features)},
+                       float(theta[-1]))
+    return learner
 
 
 def install_model(settings, build: Callable, *, source: str, command: str, note: str = "",

@@ -22,7 +22,7 @@ Profiles:
   ``model_offset`` the live offset, past the features' ``offset``). Models as they were at T
   would need a model checkpoint per point in time or a replay up to T per request; the
   current ones are what a data scientist scoring a historical row would use. Scores as they
-  were emitted online are what `offline.evaluate` replays and reports.
+  were emitted online are what `offline.evaluation` replays and reports.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ _MODELS_FILE = "models.pkl"
 _NO_TS = cat.NO_TS
 _PURCHASE = int(EventType.PURCHASE)
 
-# (batch, effective ts, scores) after each batch: how `offline.evaluate` collects predictions.
+# (batch, effective ts, scores) after each batch: how `offline.evaluation` collects predictions.
 Recorder = Callable[[Any, np.ndarray, np.ndarray], None]
 
 
@@ -97,7 +97,7 @@ class Predictions:
 
     One row per event in log order: offset, stored user id, effective time, score (the
     prediction made at that event, before its label could be known) and whether the event was
-    a purchase (labels follow from the purchases, see `offline.evaluate`).
+    a purchase (labels follow from the purchases, see `offline.evaluation`).
     """
 
     def __init__(self) -> None:
