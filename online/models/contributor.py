@@ -84,14 +84,17 @@ class SignedLogScaler(preprocessing.StandardScaler):
     """
 
     def learn_one(self, x):
-        super().learn_one({k: _signed_log1p(v) for k, v in x.items()})
+        super().learn_one(_signed_log1p(x))
 
     def transform_one(self, x):
-        return super().transform_one({k: _signed_log1p(v) for k, v in x.items()})
+        return super().transform_one(_signed_log1p(x))
 
 
-def _signed_log1p(v: float) -> float:
-    return math.copysign(math.log1p(abs(v)), v)
+def _signed_log1p(x: dict) -> dict:
+    """sign(v) * log1p(|v|) of each value; runs twice per event, so inlined: the same bits
+    as ``math.copysign(math.log1p(abs(v)), v)`` (log1p keeps the sign of a zero)."""
+    log1p = math.log1p
+    return {k: log1p(v) if v >= 0 else -log1p(-v) for k, v in x.items()}
 
 
 def default_propensity_model():
