@@ -21,6 +21,7 @@ features each) that was nearly all of an ingest's cost. Here:
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -44,14 +45,18 @@ def _values(dtype: str, column) -> list:
     """Feast ``ValueProto`` of each value of a stored column (catalogue dtype)."""
     from feast.protos.feast.types.Value_pb2 import StringList, Value
 
-    if dtype == "int64":
-        return [Value(int64_val=v) for v in np.asarray(column, np.int64).tolist()]
+    if dtype == "int64":  # a repeated value shares its proto (serialized once per flush)
+        memo: dict[int, Any] = {}
+        return [memo.get(v) or memo.setdefault(v, Value(int64_val=v))
+                for v in np.asarray(column, np.int64).tolist()]
     if dtype == "float64":
         return [Value() if math.isnan(v) else Value(double_val=v)
                 for v in np.asarray(column, np.float64).tolist()]
     if dtype == "timestamp":  # whole seconds, as Feast's mapping of a datetime; NaT as
         # Feast maps it: the int64 minimum (which reads back as null)
-        return [Value(unix_timestamp_val=v if v == _NO_TS else v // _SECOND)
+        memo = {}
+        return [memo.get(v) or memo.setdefault(
+                    v, Value(unix_timestamp_val=v if v == _NO_TS else v // _SECOND))
                 for v in np.asarray(column, np.int64).tolist()]
     if dtype == "str":
         return [Value() if v is None else Value(string_val=v) for v in column]
@@ -128,6 +133,9 @@ def _sqlite_upsert(online, config, batches) -> None:
     version = config.entity_key_serialization_version
     versioned = config.registry.enable_online_feature_view_versioning
     keys: dict[int, bytes] = {}
+    encoded: dict[int, tuple] = {}  # id of a (shared) proto -> (bytes, text)
+    # the connection's own adapter of a datetime (Feast registers one), applied once per row
+    adapt = sqlite3.adapters.get((datetime, sqlite3.PrepareProtocol), lambda t: t)
     with conn:  # one commit for the whole flush
         for view, rows in batches:
             table = _table_id(config.project, view, versioned)
@@ -142,8 +150,12 @@ def _sqlite_upsert(online, config, batches) -> None:
                 if key_bin is None:  # the same key object in every view: serialized once
                     key_bin = keys[id(key)] = serialize_entity_key(
                         key, entity_key_serialization_version=version)
-                params += [(key_bin, name, value.SerializeToString(),
-                            extract_text_and_num(value, False)[0], ts, created)
-                           for name, value in values.items()]
+                ts, created = adapt(ts), adapt(created)
+                for name, value in values.items():
+                    code = encoded.get(id(value))
+                    if code is None:
+                        code = encoded[id(value)] = (value.SerializeToString(),
+                                                     extract_text_and_num(value, False)[0])
+                    params.append((key_bin, name, *code, ts, created))
             conn.executemany(sql, params)
 
