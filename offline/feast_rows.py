@@ -20,9 +20,11 @@ features each) that was nearly all of an ingest's cost. Here:
 
 from __future__ import annotations
 
+import gc
 import math
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +32,7 @@ import numpy as np
 
 from online import catalogue as cat
 
-__all__ = ["push_views", "take", "view_rows", "write_rows"]
+__all__ = ["no_gc_pauses", "push_views", "take", "view_rows", "write_rows"]
 
 _NO_TS = cat.NO_TS
 _SECOND = 1_000_000
@@ -61,8 +63,18 @@ def _values(dtype: str, column) -> list:
     if dtype == "str":
         return [Value() if v is None else Value(string_val=v) for v in column]
     if dtype == "str_list":
-        return [Value() if v is None else Value(string_list_val=StringList(val=list(v)))
-                for v in column]
+        lists: dict[tuple, Any] = {}
+        out = []
+        for v in column:
+            if v is None:
+                out.append(Value())
+                continue
+            key = tuple(v)
+            value = lists.get(key)
+            if value is None:
+                value = lists[key] = Value(string_list_val=StringList(val=key))
+            out.append(value)
+        return out
     raise ValueError(f"no Feast value mapping for dtype {dtype!r}")
 
 
@@ -105,6 +117,20 @@ def view_rows(views: Sequence[Any], user_ids: Sequence[str],
                 for i, vals in enumerate(zip(*per_feature, strict=True))]
         out.append((view, rows))
     return out
+
+
+@contextmanager
+def no_gc_pauses() -> Iterator[None]:
+    """The cyclic collector held off while a flush allocates its ~100 objects per row (they
+    hold no cycles): otherwise it scans the whole heap, models included, every few thousand
+    allocations."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def write_rows(store, batches: list[tuple[Any, list[tuple]]]) -> int:

@@ -318,15 +318,14 @@ class OnlineWriter(ProfileContributor):
                     offsets: np.ndarray) -> PushResult:
         """`push` of stored values (``kernels.stored_values`` form), without a frame: the
         rows go to the online store's write in one batch (`offline.feast_rows`)."""
-        from offline.feast_rows import push_views, take, view_rows, write_rows
+        from offline.feast_rows import no_gc_pauses, push_views, take, view_rows, write_rows
 
         offsets = np.asarray(offsets, np.int64)
         ts = np.asarray(stored["last_event_ts"], np.int64)
         newest: dict[str, int] = {}  # user -> position of the newest row (offset, then time)
         for i in np.lexsort((ts, offsets)).tolist():
             newest[user_ids[i]] = i
-        held = self.stored_versions(list(newest))
-        second = cat.SECOND_US
+        held, second = self.stored_versions(list(newest)), cat.SECOND_US
         keep = [i for u, i in newest.items()
                 if (int(offsets[i]), int(ts[i]) // second)
                 > (lambda h: (h[0], h[1] // second))(held.get(u, (-1, -1)))]
@@ -335,8 +334,9 @@ class OnlineWriter(ProfileContributor):
             columns = {n: take(v, at) for n, v in stored.items()}
             if self._views is None:
                 self._views = push_views(self.store, PUSH_SOURCE)
-            write_rows(self.store, view_rows(self._views, [user_ids[i] for i in at],
-                                             columns, offsets[at], ts[at]))
+            with no_gc_pauses():
+                write_rows(self.store, view_rows(self._views, [user_ids[i] for i in at],
+                                                 columns, offsets[at], ts[at]))
         return PushResult(len(user_ids), len(keep), len(user_ids) - len(keep))
 
     def push(self, frame: pd.DataFrame) -> PushResult:
