@@ -1,7 +1,8 @@
 """The server's live state: the event log, the projector, and the locks that keep reads consistent.
 
-One `ProfileService` per app, opened by the lifespan. Concurrency (routes are plain ``def`` and
-run in a thread pool):
+One `ProfileService` per app, opened by the lifespan. Concurrency (routes do their work in a
+thread pool; only a latest profile already serialized at the offset is answered on the event
+loop, with no lock: see `online.api.profile_cache`):
 
 - `EventLog` is thread-safe (a writer connection under its lock, one reader per thread).
 - The projector's in-memory state is guarded by a readers-writer lock: projection runs alone,
