@@ -122,7 +122,7 @@ async def _drive(spec: dict) -> dict:
     requests = [_request_bytes(spec["kind"], spec["batch"], users, rng) for _ in range(n_total)]
     latencies: list[float] = []
     errors = dropped = 0
-    # time.perf_counter, not now(): uvloop's clock moves in whole milliseconds
+    # time.perf_counter, not the loop clock: uvloop's clock moves in whole milliseconds
     now = time.perf_counter
     t0 = now() + 0.2
 
