@@ -76,3 +76,41 @@ def test_push_stored_never_goes_back(tmp_path):
                                np.array([offsets[0] + 9, offsets[0] + 5]))
     assert (twice.offered, twice.pushed, twice.skipped) == (2, 1, 1)
     assert writer.stored_versions([ids[0]])[ids[0]][0] == offsets[0] + 9
+
+
+def test_push_stored_through_another_stores_own_write(tmp_path):
+    """Redis: the rows go through the store's ``online_write_batch``; reads match sqlite's."""
+    from helpers.services import require_redis
+
+    ids, stored, offsets = _stored(tmp_path)
+    ids = [f"rows-{tmp_path.name}-{u}" for u in ids]  # this test's own keys
+    on_redis = Settings(data_dir=tmp_path / "redis", online_store="redis")
+    require_redis(on_redis.redis_url)
+    on_sqlite = Settings(data_dir=tmp_path / "sqlite")
+    fs.apply(on_redis)
+    fs.apply(on_sqlite)
+    redis_writer, sqlite_writer = fs.OnlineWriter(on_redis), fs.OnlineWriter(on_sqlite)
+    try:
+        assert redis_writer.push_stored(ids, stored, offsets).pushed == len(ids)
+        sqlite_writer.push_stored(ids, stored, offsets)
+        rows = [{"user_id": u} for u in ids]
+
+        def read(writer):
+            store = writer.store
+            return store.get_online_features(
+                features=store.get_feature_service(fs.FEATURE_SERVICE),
+                entity_rows=rows).to_dict()
+
+        assert read(redis_writer) == read(sqlite_writer)
+        assert read(redis_writer)["offset"] == offsets.tolist()
+    finally:
+        import redis
+        from feast.infra.online_stores.helpers import _redis_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        host, port = on_redis.redis_url.split(":")
+        client = redis.Redis(host=host, port=int(port))
+        for u in ids:
+            client.delete(_redis_key(redis_writer.store.project, EntityKey(
+                join_keys=["user_id"], entity_values=[Value(string_val=u)]), 3))
