@@ -366,8 +366,7 @@ def main() -> None:
         proc, port = start_server(kind, env, users, work)
         try:
             primed[kind] = prime(kind, port, users)
-            print(f"{kind}: every user looked up once (100 per request) in {primed[kind]:.2f} s",
-                  file=sys.stderr)
+            print(f"{kind}: each user looked up once in {primed[kind]:.2f} s", file=sys.stderr)
             for batch, rate in [*((1, r) for r in rates), (100, args.batch_rate)]:
                 spec = {"kind": kind, "batch": batch, "rate": rate, "duration": args.duration,
                         "warmup": args.warmup, "host": "127.0.0.1", "port": port,
