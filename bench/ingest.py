@@ -4,21 +4,25 @@ Both sides are HTTP servers (uvicorn, one worker, loopback) fed the same synthet
 the same client, one batch of 1,000 at a time (closed loop), each into its own data dir with
 the same Feast repo applied:
 
-- ours: ``POST /v1/events``: per-event validation, the event log (SQLite, dedup), the numba
-  feature kernels, the online models (when a models contributor is available), and the Feast
-  online write of each touched user's row (``OnlineWriter`` behind ``DeferredWrites``: the
-  server pushes each user changed since the last flush once a second, off the request path).
-  The clock stops when the last push has landed (the run waits for the pending count to
-  reach 0 on /metrics), so deferred work is counted.
-- peer: ``POST /events`` written the obvious way: a pydantic ``list[Event]`` body, River
-  ``feature_extraction.Agg`` per feature and ``learn_one`` per event, River
-  ``StandardScaler | LogisticRegression`` predict + learn per event, and one Feast
+- ours: ``portrait --data-dir DIR serve``, as users run it, fed on ``POST /v1/events``:
+  per-event validation, the event log (SQLite, dedup), the numba feature kernels, the online
+  models (propensity and segments, learning per event), and the Feast online write of each
+  touched user's row (``OnlineWriter`` behind ``DeferredWrites``: the server pushes each user
+  changed since the last flush once a second, off the request path). The clock stops when
+  the last push has landed (the run waits for the pending count to reach 0 on /metrics), so
+  deferred work is counted. ``ours_no_feast`` is the same server on a data dir without a
+  Feast registry (no online write); ``ours_no_models`` and ``ours_bare`` are the same app
+  without the models (with and without the Feast write), to show what each part costs.
+- peer (``peer``, ``peer_no_feast``): ``POST /events`` written the obvious way: a pydantic
+  ``list[Event]`` body, River ``feature_extraction.Agg`` per feature and ``learn_one`` per
+  event, River ``StandardScaler | LogisticRegression`` predict + learn per event, and one Feast
   ``store.push`` per batch of each touched user's newest row (same push source and schema).
 
-    python bench/ingest.py                       # 50,000 events, 2,000 users
+    python bench/ingest.py                       # every run: 50,000 events, 2,000 users
     python bench/ingest.py --events 20000 --no-feast
+    python bench/ingest.py --runs ours,peer
 
-The LAST line printed is one JSON object with both rates and their ratio.
+The LAST line printed is one JSON object: every run's figures and the ratios ours / peer.
 """
 
 from __future__ import annotations
@@ -45,33 +49,19 @@ from online.events import Event  # noqa: E402
 BATCH = 1_000
 
 
-# -- ours: the portrait server with its full projector ----------------------------------------
+# -- ours: the portrait server as users run it ----------------------------------------------
 
 
-def _contributors(settings, feast: bool) -> list:
-    """The projector's contributors: the models (if `online.models` offers one) + Feast."""
-    from online import models
-    from online.projector import ProfileContributor
-
-    found = []
-    for value in vars(models).values():
-        if (isinstance(value, type) and issubclass(value, ProfileContributor)
-                and value is not ProfileContributor):
-            try:
-                found.append(value())
-            except TypeError:
-                pass  # needs arguments we do not know: skipped
-    if feast:  # the server pushes touched users once per flush, off the request path
-        from offline.feast_online import OnlineWriter, stored_frame
-        from online.api.deferred_writes import DeferredWrites
-
-        writer = OnlineWriter(settings)
-        found.append(DeferredWrites(lambda ids, stored, offsets: writer.push(
-            stored_frame(ids, stored, offsets))))
-    return found
+def ours_command(data_dir: Path, port: int) -> list[str]:
+    """``portrait --data-dir DIR serve``: the models, and the Feast online writes once the
+    data dir's Feast registry exists (`offline.wiring.build_server_projector`)."""
+    return [sys.executable, "-c", "from offline.cli import main; main()", "--data-dir",
+            str(data_dir), "serve", "--port", str(port), "--log-level", "warning"]
 
 
-def serve_ours(data_dir: str, port: int, feast: bool) -> None:
+def serve_bare(data_dir: str, port: int, feast: bool) -> None:
+    """Ours without the online models (features only; Feast writes deferred when asked): the
+    cost of the models is the difference with `ours_command`."""
     import uvicorn
 
     from online.api import ApiSettings, create_app
@@ -80,7 +70,14 @@ def serve_ours(data_dir: str, port: int, feast: bool) -> None:
     settings = ApiSettings(data_dir=data_dir)
 
     def factory(log, s):
-        return Projector(log, s.state_dir, contributors=_contributors(s, feast))
+        contributors = []
+        if feast:
+            from offline.feast_online import OnlineWriter
+            from online.api.deferred_writes import DeferredWrites
+
+            writer = OnlineWriter(s)
+            contributors.append(DeferredWrites(writer.push_stored))  # as the server does
+        return Projector(log, s.state_dir, contributors=contributors)
 
     app = create_app(settings, projector_factory=factory)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -266,6 +263,43 @@ def _post(client, url: str, body: bytes, wrap: bool) -> dict:
     return {k: v for k, v in r.json().items() if k in ("accepted", "duplicates", "rejected")}
 
 
+# (name, server, online models, Feast online write)
+RUNS = (
+    ("ours", "ours", True, True),
+    ("ours_no_feast", "ours", True, False),
+    ("ours_no_models", "bare", False, True),
+    ("ours_bare", "bare", False, False),
+    ("peer", "peer", True, True),
+    ("peer_no_feast", "peer", True, False),
+)
+
+
+def run_one(work: Path, name: str, server: str, feast: bool, payloads: list[bytes]) -> dict:
+    """Start one server on a fresh data dir, drive it, stop it; its figures."""
+    data = work / name
+    data.mkdir()
+    if feast:
+        from offline.feast_store import apply
+        from online.settings import Settings
+
+        apply(Settings(data_dir=data))  # registry + online tables, before timing
+    port = _free_port()
+    if server == "ours":
+        args = ours_command(data, port)
+    else:
+        args = [sys.executable, __file__, "--serve", server, str(data), str(port),
+                "1" if feast else "0"]
+    proc = Proc(args, work / f"{name}.log")
+    try:
+        _wait(f"http://127.0.0.1:{port}/docs", proc)
+        base = f"http://127.0.0.1:{port}"
+        ours = server != "peer"
+        return drive(base + ("/v1/events" if ours else "/events"), payloads, wrap=ours,
+                     metrics_url=base + "/metrics" if ours else None)
+    finally:
+        proc.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--serve", nargs=4, metavar=("SIDE", "DATA_DIR", "PORT", "FEAST"),
@@ -273,49 +307,40 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=2_000)
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--no-feast", action="store_true", help="skip the online store write")
+    ap.add_argument("--no-feast", action="store_true", help="skip the runs with Feast writes")
+    ap.add_argument("--runs", default=",".join(r[0] for r in RUNS),
+                    help="comma-separated runs (default all): " + ", ".join(r[0] for r in RUNS))
     args = ap.parse_args()
     if args.serve:
         side, data_dir, port, feast = args.serve
-        (serve_ours if side == "ours" else serve_peer)(data_dir, int(port), feast == "1")
+        (serve_bare if side == "bare" else serve_peer)(data_dir, int(port), feast == "1")
         return
 
-    feast = not args.no_feast
+    wanted = [n.strip() for n in args.runs.split(",") if n.strip()]
+    unknown = sorted(set(wanted) - {r[0] for r in RUNS})
+    if unknown:
+        ap.error(f"--runs: unknown {unknown}; choose from {[r[0] for r in RUNS]}")
+    runs = [r for r in RUNS if r[0] in wanted and not (args.no_feast and r[3])]
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     payloads = bodies(args.users, args.events, args.seed)
     results: dict[str, Any] = {}
-    for side in ("ours", "peer"):
-        data = work / side
-        data.mkdir()
-        if feast:
-            from offline.feast_store import apply
-            from online.settings import Settings
-
-            apply(Settings(data_dir=data))  # registry + online tables, before timing
-        port = _free_port()
-        proc = Proc([sys.executable, __file__, "--serve", side, str(data), str(port),
-                     "1" if feast else "0"], work / f"{side}.log")
-        try:
-            _wait(f"http://127.0.0.1:{port}/docs", proc)
-            path = "/v1/events" if side == "ours" else "/events"
-            base = f"http://127.0.0.1:{port}"
-            results[side] = drive(base + path, payloads, wrap=side == "ours",
-                                  metrics_url=base + "/metrics" if side == "ours" else None)
-        finally:
-            proc.stop()
-        r = results[side]
-        print(f"{side}: {r['events_per_s']:>9.0f} events/s  batch p50 {r['batch_p50_ms']} ms  "
-              f"p99 {r['batch_p99_ms']} ms  (first batch {r['first_batch_s']} s)", file=sys.stderr)
-    from online.settings import Settings
-
-    results["ours"]["contributors"] = [
-        type(c).__name__ for c in _contributors(Settings(data_dir=work / "ours"), feast)
-    ]
-    ratio = round(results["ours"]["events_per_s"] / results["peer"]["events_per_s"], 2)
-    print(f"ours / peer: {ratio}x", file=sys.stderr)
+    for name, server, models, feast in runs:
+        r = run_one(work, name, server, feast, payloads)
+        r.update(server="portrait serve" if server == "ours" else server,
+                 online_models=models, feast_online_write=feast)
+        results[name] = r
+        print(f"{name:15s}: {r['events_per_s']:>9.0f} events/s  batch p50 {r['batch_p50_ms']} ms"
+              f"  p99 {r['batch_p99_ms']} ms  (first batch {r['first_batch_s']} s)",
+              file=sys.stderr)
+    ratios = {}
+    for mine, peer in (("ours", "peer"), ("ours_no_feast", "peer_no_feast")):
+        if mine in results and peer in results:
+            ratios[f"{mine}_over_{peer}"] = round(
+                results[mine]["events_per_s"] / results[peer]["events_per_s"], 2)
+    for key, value in ratios.items():
+        print(f"{key}: {value}x", file=sys.stderr)
     print(json.dumps({"bench": "ingest", "batch": BATCH, "users": args.users,
-                      "events": args.events, "feast_online_write": feast, "ours": results["ours"],
-                      "peer": results["peer"], "ratio_ours_over_peer": ratio}))
+                      "events": args.events, "runs": results, "ratios": ratios}))
 
 
 if __name__ == "__main__":

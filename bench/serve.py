@@ -1,18 +1,23 @@
 """Profile lookups over HTTP: our server vs `feast serve` on the same data, at fixed rates.
 
-Builds a data dir from the synthetic shop (log, projector checkpoint; for Feast: replay to
-parquet, `feast apply` + materialize into the sqlite online store), starts both servers as
-subprocesses on loopback (ours: uvicorn, one worker; Feast: `feast serve`, its defaults), then
-drives each from a separate load process with an open-loop schedule: request i is sent at
+Builds a data dir from the synthetic shop (log, projector checkpoint with the models; for
+Feast: replay to parquet, `feast apply` + materialize into the sqlite online store), starts
+each server as a subprocess on loopback, one after the other (ours: `portrait serve` as users
+run it, one uvicorn process, models included; `ours_uncached`: the same with
+PORTRAIT_PROFILE_CACHE_USERS=0, every lookup computed; Feast: `feast serve`, its defaults),
+then drives each from a separate load process with an open-loop schedule: request i is sent at
 t0 + i / rate whatever happened before, and its latency counts from that scheduled time, so a
 stall shows up in p99 (no coordinated omission). A server that falls behind is not waited
 for forever: a request still queued 5 s after its time is dropped (counted, latency kept).
-Scenarios: one user per request, and 100 users per request (ours: POST /v1/profiles:batch;
-Feast: /get-online-features with 100 entities). The machine is shared: compare ratios, and
-run twice.
+Before them every user is looked up once (100 per request; the time is reported as
+`prime_s`: ours computes a profile on its first lookup and keeps its body until the projector
+moves). Scenarios: one user per request (at each `--rate`), and 100 users per request
+(ours: POST /v1/profiles:batch; Feast: /get-online-features with 100 entities). The machine
+is shared: compare ratios, and run twice.
 
     python bench/serve.py                      # defaults: 2,000 users, 100,000 events
-    python bench/serve.py --rate 500 --batch-rate 50 --duration 10 --no-feast
+    python bench/serve.py --rate 1000,3000 --batch-rate 50 --duration 10
+    python bench/serve.py --rate 500 --batch-rate 50 --duration 10 --no-feast --no-uncached
 
 The LAST line printed is one JSON object with every figure.
 """
@@ -45,9 +50,9 @@ _MAX_QUEUED_S = 5.0  # a request that waited this long for a free connection is 
 
 def _request_bytes(kind: str, batch: int, users: list[str], rng: random.Random) -> bytes:
     picked = [rng.choice(users) for _ in range(batch)]
-    if kind == "ours" and batch == 1:
+    if kind.startswith("ours") and batch == 1:
         return (f"GET /v1/users/{picked[0]}/profile HTTP/1.1\r\nHost: bench\r\n\r\n").encode()
-    if kind == "ours":
+    if kind.startswith("ours"):
         path, body = "/v1/profiles:batch", {"user_ids": picked}
     else:
         path = "/get-online-features"
@@ -119,18 +124,19 @@ async def _drive(spec: dict) -> dict:
     requests = [_request_bytes(spec["kind"], spec["batch"], users, rng) for _ in range(n_total)]
     latencies: list[float] = []
     errors = dropped = 0
-    loop = asyncio.get_running_loop()
-    t0 = loop.time() + 0.2
+    # time.perf_counter, not the loop clock: uvloop's clock moves in whole milliseconds
+    now = time.perf_counter
+    t0 = now() + 0.2
 
     async def one(i: int) -> None:
         nonlocal errors, dropped
         due = t0 + i / rate
         conn = await pool.get()
-        if loop.time() - due > _MAX_QUEUED_S:  # overloaded: bound the run, count it failed
+        if now() - due > _MAX_QUEUED_S:  # overloaded: bound the run, count it failed
             pool.put_nowait(conn)
             if i >= n_warm:
                 dropped += 1
-                latencies.append(loop.time() - due)
+                latencies.append(now() - due)
             return
         try:
             status = await asyncio.wait_for(conn.send(requests[i]), timeout=_TIMEOUT_S)
@@ -140,17 +146,17 @@ async def _drive(spec: dict) -> dict:
         finally:
             pool.put_nowait(conn)
         if i >= n_warm:
-            latencies.append(loop.time() - due)
+            latencies.append(now() - due)
             errors += status != 200
 
     tasks = []
     for i in range(n_total):
-        delay = t0 + i / rate - loop.time()
+        delay = t0 + i / rate - now()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
-    elapsed = loop.time() - (t0 + n_warm / rate)
+    elapsed = now() - (t0 + n_warm / rate)
     latencies.sort()
     n = len(latencies)
 
@@ -188,10 +194,11 @@ def _free_port() -> int:
 
 
 def prepare(data_dir: Path, n_users: int, n_events: int, seed: int) -> list[str]:
-    """Log + projector checkpoint from the synthetic shop; returns the user ids."""
+    """Log + projector checkpoint (features and models, as `portrait serve` loads them)
+    from the synthetic shop; returns the user ids."""
     from offline.datasets.synthetic import generate
+    from offline.wiring import build_projector
     from online.eventlog import EventLog
-    from online.projector import Projector
     from online.settings import Settings
 
     settings = Settings(data_dir=data_dir)
@@ -201,7 +208,7 @@ def prepare(data_dir: Path, n_users: int, n_events: int, seed: int) -> list[str]
         if not reuse:
             for chunk in generate(n_users, n_events, seed, chunk_size=50_000):
                 log.append(chunk, source="bench")
-        projector = Projector(log, settings.state_dir)
+        projector = build_projector(log, settings, online_writes=False)
         projector.run()
         projector.checkpoint()
         return list(projector.state.users.values)
@@ -245,7 +252,7 @@ class Proc:
         self._log.close()
 
 
-def _wait_http(check, proc: Proc, timeout: float = 180.0) -> None:
+def _wait_http(check, proc: Proc, timeout: float = 600.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.proc.poll() is not None:
@@ -259,8 +266,53 @@ def _wait_http(check, proc: Proc, timeout: float = 180.0) -> None:
     raise TimeoutError("server not ready")
 
 
+def start_server(kind: str, env: dict, users: list[str], work: Path) -> tuple[Proc, int]:
+    """Start one server and wait until it answers: ours is ``portrait serve`` as users run
+    it (the models; once Feast is applied, the deferred online writes; one uvicorn process),
+    ``ours_uncached`` the same with the profile cache off, ``feast`` is ``feast serve``."""
+    import httpx
+
+    port = _free_port()
+    if kind == "feast":
+        feast_bin = str(Path(sys.executable).with_name("feast"))
+        proc = Proc([feast_bin, "-c", str(ROOT / "feature_repo"), "serve", "-p", str(port),
+                     "--no-access-log"], env, ROOT / "feature_repo", work / "feast.log")
+        probe = {"feature_service": "user_profile", "entities": {"user_id": [users[0]]}}
+        _wait_http(lambda: httpx.post(f"http://127.0.0.1:{port}/get-online-features",
+                                      json=probe).status_code == 200, proc)
+        return proc, port
+    extra = {"PORTRAIT_PROFILE_CACHE_USERS": "0"} if kind == "ours_uncached" else {}
+    proc = Proc([sys.executable, "-c", "from offline.cli import main; main()", "serve",
+                 "--port", str(port), "--log-level", "warning"], {**env, **extra}, ROOT,
+                work / f"{kind}.log")
+    _wait_http(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, proc)
+    return proc, port
+
+
+def prime(kind: str, port: int, users: list[str]) -> float:
+    """Look every user up once, 100 per request, before the measured scenarios; seconds.
+
+    Ours computes a latest profile on its first lookup after a projection and keeps its body
+    (`online.api.profile_cache`): this pass is that cold cost, reported apart, so the rates
+    that follow measure the steady state of a server that has seen its users (Feast gets the
+    same pass: its sqlite pages are warm too)."""
+    import httpx
+
+    start = time.perf_counter()
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        for i in range(0, len(users), 100):
+            chunk = users[i:i + 100]
+            if kind == "feast":
+                r = client.post("/get-online-features", json={
+                    "feature_service": "user_profile", "entities": {"user_id": chunk}})
+            else:
+                r = client.post("/v1/profiles:batch", json={"user_ids": chunk})
+            r.raise_for_status()
+    return round(time.perf_counter() - start, 3)
+
+
 def run_load(spec: dict, workdir: Path) -> dict:
-    path = workdir / f"spec-{spec['kind']}-{spec['batch']}.json"
+    path = workdir / f"spec-{spec['kind']}-{spec['batch']}-{spec['rate']:g}.json"
     path.write_text(json.dumps(spec))
     out = subprocess.run([sys.executable, __file__, "--load", str(path)], capture_output=True,
                          text=True, check=True, cwd=ROOT)
@@ -273,20 +325,21 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=2_000)
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--rate", type=float, default=500.0, help="single-user requests per second")
+    ap.add_argument("--rate", default="500",
+                    help="single-user requests per second (comma-separated: one scenario each)")
     ap.add_argument("--batch-rate", type=float, default=50.0, help="100-user requests per second")
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per scenario")
     ap.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--no-feast", action="store_true", help="measure our server only")
+    ap.add_argument("--no-uncached", action="store_true",
+                    help="skip ours with the profile cache off (PORTRAIT_PROFILE_CACHE_USERS=0)")
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="keep the data here; an existing one is reused as it is")
     args = ap.parse_args()
     if args.load:
         load_worker(args.load)
         return
-
-    import httpx
 
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     data = (args.data_dir or work / "data").resolve()
@@ -304,50 +357,42 @@ def main() -> None:
             print(f"feast unavailable: {feast_info['error']}", file=sys.stderr)
 
     env = {"PORTRAIT_DATA_DIR": str(data)}
-    servers: dict[str, tuple[Proc, int]] = {}
     results: list[dict] = []
-    try:
-        port = _free_port()
-        ours = Proc([sys.executable, "-m", "uvicorn", "--factory", "online.api.main:create_app",
-                     "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-                     "--log-level", "warning"], env, ROOT, work / "ours.log")
-        servers["ours"] = (ours, port)
-        _wait_http(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, ours)
-        if feast_info["enabled"]:
-            fport = _free_port()
-            feast_bin = str(Path(sys.executable).with_name("feast"))
-            fproc = Proc([feast_bin, "-c", str(ROOT / "feature_repo"), "serve", "-p", str(fport),
-                          "--no-access-log"], env, ROOT / "feature_repo", work / "feast.log")
-            servers["feast"] = (fproc, fport)
-            probe = {"feature_service": "user_profile", "entities": {"user_id": [users[0]]}}
-            _wait_http(lambda: httpx.post(f"http://127.0.0.1:{fport}/get-online-features",
-                                          json=probe).status_code == 200, fproc)
-        for batch, rate in ((1, args.rate), (100, args.batch_rate)):
-            for kind, (_, p) in servers.items():
+    kinds = ["ours"] + ([] if args.no_uncached else ["ours_uncached"])
+    kinds += ["feast"] if feast_info["enabled"] else []
+    rates = [float(r) for r in str(args.rate).split(",") if r.strip()]
+    primed: dict[str, float] = {}
+    for kind in kinds:  # one server at a time: ours is the data dir's one writer
+        proc, port = start_server(kind, env, users, work)
+        try:
+            primed[kind] = prime(kind, port, users)
+            print(f"{kind}: each user looked up once in {primed[kind]:.2f} s", file=sys.stderr)
+            for batch, rate in [*((1, r) for r in rates), (100, args.batch_rate)]:
                 spec = {"kind": kind, "batch": batch, "rate": rate, "duration": args.duration,
-                        "warmup": args.warmup, "host": "127.0.0.1", "port": p,
+                        "warmup": args.warmup, "host": "127.0.0.1", "port": port,
                         "connections": args.connections, "seed": args.seed, "users": users}
                 r = run_load(spec, work)
                 results.append(r)
-                print(f"{kind:5s} {batch:3d} users/req @ {rate:6.0f} req/s: p50 {r['p50_ms']:7.2f}"
-                      f" ms  p99 {r['p99_ms']:8.2f} ms  max {r['max_ms']:8.1f} ms  errors "
-                      f"{r['errors']}  dropped {r['dropped']}  achieved {r['achieved_rate']} "
-                      "req/s", file=sys.stderr)
-    finally:
-        for proc, _ in servers.values():
+                print(f"{kind:13s} {batch:3d} users/req @ {rate:6.0f} req/s: p50 "
+                      f"{r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:8.2f} ms  max {r['max_ms']:8.1f}"
+                      f" ms  errors {r['errors']}  dropped {r['dropped']}  achieved "
+                      f"{r['achieved_rate']} req/s", file=sys.stderr)
+        finally:
             proc.stop()
 
     ratios = {}
-    for batch in (1, 100):
-        mine = next(r for r in results if r["kind"] == "ours" and r["batch"] == batch)
-        peer = next((r for r in results if r["kind"] == "feast" and r["batch"] == batch), None)
-        if peer is not None:
-            ratios[f"batch{batch}"] = {
-                "p50_feast_over_ours": round(peer["p50_ms"] / mine["p50_ms"], 2),
-                "p99_feast_over_ours": round(peer["p99_ms"] / mine["p99_ms"], 2),
+    for r in results:
+        peer = next((x for x in results if x["kind"] == "feast" and x["batch"] == r["batch"]
+                     and x["rate"] == r["rate"]), None)
+        if r["kind"] == "ours" and peer is not None:
+            ratios[f"batch{r['batch']}@{r['rate']:g}"] = {
+                "p50_feast_over_ours": round(peer["p50_ms"] / r["p50_ms"], 2),
+                "p99_feast_over_ours": round(peer["p99_ms"] / r["p99_ms"], 2),
             }
     print(json.dumps({"bench": "serve", "users": len(users), "events": args.events,
-                      "feast": feast_info, "results": results, "ratios": ratios}))
+                      "server": "portrait serve (models; one uvicorn process)",
+                      "feast": feast_info, "prime_s": primed, "results": results,
+                      "ratios": ratios}))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ class OnlineWriter(ProfileContributor):
     def __init__(self, settings: Settings, *, store: FeatureStore | None = None) -> None:
         self.settings = settings
         self._store = store
+        self._views: list | None = None  # the views the push source feeds
 
     @property
     def store(self) -> FeatureStore:
@@ -96,7 +97,32 @@ class OnlineWriter(ProfileContributor):
         user_idx = np.asarray(user_idx, np.int64)
         stored = kernels.stored_values(state, user_idx)
         ids = [state.users.values[u] for u in user_idx]
-        return self.push(stored_frame(ids, stored, offsets))
+        return self.push_stored(ids, stored, offsets)
+
+    def push_stored(self, user_ids: Sequence[str], stored: Mapping[str, np.ndarray],
+                    offsets: np.ndarray) -> PushResult:
+        """`push` of stored values (``kernels.stored_values`` form), without a frame: the
+        rows go to the online store's write in one batch (`offline.feast_rows`)."""
+        from offline.feast_rows import no_gc_pauses, push_views, take, view_rows, write_rows
+
+        offsets = np.asarray(offsets, np.int64)
+        ts = np.asarray(stored["last_event_ts"], np.int64)
+        newest: dict[str, int] = {}  # user -> position of the newest row (offset, then time)
+        for i in np.lexsort((ts, offsets)).tolist():
+            newest[user_ids[i]] = i
+        held, second = self.stored_versions(list(newest)), cat.SECOND_US
+        keep = [i for u, i in newest.items()
+                if (int(offsets[i]), int(ts[i]) // second)
+                > (lambda h: (h[0], h[1] // second))(held.get(u, (-1, -1)))]
+        if keep:
+            at = np.asarray(sorted(keep), np.int64)
+            columns = {n: take(v, at) for n, v in stored.items()}
+            if self._views is None:
+                self._views = push_views(self.store, PUSH_SOURCE)
+            with no_gc_pauses():
+                write_rows(self.store, view_rows(self._views, [user_ids[i] for i in at],
+                                                 columns, offsets[at], ts[at]))
+        return PushResult(len(user_ids), len(keep), len(user_ids) - len(keep))
 
     def push(self, frame: pd.DataFrame) -> PushResult:
         """Push rows (``stored_frame`` layout), newest per user, skipping not-newer ones."""

@@ -37,14 +37,13 @@ def build_projector(log, settings: Settings, *, online_writes: bool | None = Non
     if online_writes is None:
         online_writes = online_store_applied(settings)
     if online_writes:
-        from offline.feast_online import OnlineWriter, stored_frame
+        from offline.feast_online import OnlineWriter
 
         writer = OnlineWriter(settings)
         if deferred:
             from online.api.deferred_writes import DeferredWrites
 
-            contributors.append(DeferredWrites(
-                lambda ids, stored, offsets: writer.push(stored_frame(ids, stored, offsets))))
+            contributors.append(DeferredWrites(writer.push_stored))
         else:
             contributors.append(writer)
     projector = Projector(log, settings.state_dir, contributors=contributors)

@@ -27,7 +27,11 @@ import numpy as np
 from online import catalogue as cat
 from online import kernels
 from online.checkpoints import current_checkpoint, point_current, remove_stale_checkpoints
+from online.progress import projection_progress as _progress
 from online.state import UserState, fsync_dir, fsync_tree, write_synced
+from online.warmup import announce_compiles
+
+announce_compiles()  # a kernel compiled on first use (a cold numba cache) is said on stderr
 
 CHECKPOINT_FORMAT = 1
 NUMERIC_STORED = tuple(f.name for f in cat.stored_features() if f.dtype not in ("str", "str_list"))
@@ -382,28 +386,3 @@ def _stored_id(log, user_id: str) -> str:
 
 def _scalar(v):
     return v.item() if isinstance(v, np.generic) else v
-
-
-class _Progress:
-    """A rich progress bar on stderr (only when asked for)."""
-
-    def __init__(self, total: int | None) -> None:
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self._bar = Progress(console=Console(stderr=True), transient=True)
-        self._task = self._bar.add_task("projecting", total=total)
-        self._bar.start()
-
-    def update(self, n: int) -> None:
-        self._bar.advance(self._task, n)
-
-    def close(self) -> None:
-        self._bar.stop()
-
-
-def _progress(enabled: bool, log, until_offset: int | None, start: int) -> _Progress | None:
-    if not enabled:
-        return None
-    end = until_offset if until_offset is not None else getattr(log, "next_offset", None)
-    return _Progress(None if end is None else max(end - start, 0))

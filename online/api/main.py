@@ -21,6 +21,7 @@ from online.settings import Settings
 
 from .accesslog import ACCESS_LOGGER, RouteTemplateFilter
 from .errors import install_error_handlers
+from .fastpath import CachedProfiles
 from .limits import BodySizeLimit
 from .metrics import ApiMetrics, RequestTimer
 from .routes import events, features, health, pages, profiles, segments, users
@@ -86,6 +87,8 @@ def create_app(
     app.state.settings = api_settings
     app.state.metrics = metrics
     install_error_handlers(app)
+    # innermost first: cached profile lookups are answered before routing (still timed)
+    app.add_middleware(CachedProfiles, service=lambda: getattr(app.state, "service", None))
     app.add_middleware(BodySizeLimit, max_bytes=api_settings.max_body_bytes)
     app.add_middleware(RequestTimer, metrics=metrics)
     for module in (events, profiles, users, features, segments, health, pages):

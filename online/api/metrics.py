@@ -143,6 +143,7 @@ class ApiMetrics:
         )  # fmt: skip
         for mode in ("latest", "as_of"):
             self.profiles.labels(mode)
+        self.latest_profiles = self.profiles.labels("latest")  # the hot path's child
         self.projection_seconds = Histogram(
             "portrait_projection_duration_seconds",
             "Time to project one ingest request's events (features, models, online write).",
@@ -176,6 +177,7 @@ class RequestTimer:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], Any] = {}  # labels() once per label set
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -194,10 +196,12 @@ class RequestTimer:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            template = _template(scope, root_path)
-            self.metrics.request_seconds.labels(scope["method"], template, str(status)).observe(
-                time.perf_counter() - start
-            )
+            key = (scope["method"], _template(scope, root_path), status)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self.metrics.request_seconds.labels(
+                    key[0], key[1], str(status))
+            child.observe(time.perf_counter() - start)
 
 
 def _template(scope: Scope, root_path: str) -> str:

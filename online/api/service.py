@@ -1,7 +1,8 @@
 """The server's live state: the event log, the projector, and the locks that keep reads consistent.
 
-One `ProfileService` per app, opened by the lifespan. Concurrency (routes are plain ``def`` and
-run in a thread pool):
+One `ProfileService` per app, opened by the lifespan. Concurrency (routes do their work in a
+thread pool; only a latest profile already serialized at the offset is answered on the event
+loop, with no lock: see `online.api.profile_cache`):
 
 - `EventLog` is thread-safe (a writer connection under its lock, one reader per thread).
 - The projector's in-memory state is guarded by a readers-writer lock: projection runs alone,
@@ -25,7 +26,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from online import catalogue
-from online.catalogue import NO_TS, iso_utc
+from online.catalogue import iso_utc
 from online.eventlog import AppendResult, EventLog
 from online.events import EventType
 from online.writerlock import WriterLock
@@ -34,7 +35,9 @@ from .consistency import ProfileSampler
 from .deferred_writes import DeferredWrites
 from .errors import AsOfWorkLimit, UnknownFeature, UnknownUserError
 from .metrics import ApiMetrics
+from .profile_cache import ProfileCache, profile_json
 from .rwlock import ReadWriteLock
+from .service_gauges import service_gauges, service_stats
 from .settings import ApiSettings
 
 __all__ = ["Eraser", "ProfileService", "ProjectorFactory", "default_eraser", "default_projector"]
@@ -98,6 +101,7 @@ class ProfileService:
         self.sampler: ProfileSampler | None = None
         self._writer: WriterLock | None = None
         self._lock = ReadWriteLock()
+        self.cache = ProfileCache(settings.profile_cache_users)
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -130,8 +134,8 @@ class ProfileService:
         if s.profile_sample_path is not None and s.profile_sample_rate > 0:
             self.sampler = ProfileSampler(s.profile_sample_path, s.profile_sample_rate,
                                           data_dir=s.data_dir)
-        self.metrics.add_gauges(self._gauges)
-        self.metrics.add_stats(self._stats)
+        self.metrics.add_gauges(lambda: service_gauges(self))
+        self.metrics.add_stats(lambda: service_stats(self))
         self._follower = threading.Thread(target=self._follow, name="portrait-follower",
                                           daemon=True)
         self._follower.start()
@@ -181,7 +185,10 @@ class ProfileService:
         with self._lock.write():
             if self.projector.offset < self.log.next_offset:
                 start = time.perf_counter()
-                self.projector.run(batch_size=self.settings.batch_size)
+                try:
+                    self.projector.run(batch_size=self.settings.batch_size)
+                finally:  # moved, or reloaded from the checkpoint after a failure
+                    self.cache.invalidate()
                 self.metrics.projection_seconds.observe(time.perf_counter() - start)
             self._caught_up_at = time.monotonic()
             return self.projector.offset
@@ -238,7 +245,10 @@ class ProfileService:
         self._flush_writes()  # pending online writes land before, never after, the erasure
         with self._flush_lock, self._lock.write():  # no push in flight, projection still
             with self.sampler.paused() if self.sampler is not None else nullcontext():
-                erased = self._eraser(self.settings, user_id, self.log, self.projector)
+                try:
+                    erased = self._eraser(self.settings, user_id, self.log, self.projector)
+                finally:
+                    self.cache.invalidate()
             offset = self.projector.offset
         # the erased state must not survive in the last checkpoint, even at the same offset
         # (nothing was erased from memory for an unknown user: no checkpoint is due then)
@@ -249,6 +259,41 @@ class ProfileService:
         return erased, offset
 
     # -- reads -------------------------------------------------------------------------------
+
+    def cached_profile(self, user_id: str) -> bytes | None:
+        """The serialized latest profile of ``user_id`` when cached at the offset (no lock)."""
+        entry = self.cache.get(user_id)
+        if entry is None:
+            return None
+        if self.sampler is not None:
+            self.sampler.maybe_record(entry[0], self.log.stored_user_id(user_id))
+        return entry[1]
+
+    def profiles_json(self, user_ids: list[str]) -> tuple[int, list[bytes], list[str]]:
+        """Latest profiles serialized (`profile_json`), from one offset: (offset, bodies,
+        ids with no events). Cached bodies are reused, the others computed in one call and
+        cached; ids are de-duplicated."""
+        ids = list(dict.fromkeys(user_ids))
+        with self._lock.read():  # the map and the projector's state belong to one offset
+            offset, entries = self.projector.offset, self.cache.entries
+            found = {u: entries[u] for u in ids if u in entries}
+            todo = [u for u in ids if u not in found]
+            if todo:
+                bodies, missing = self.projector.profiles(todo)
+                for body in bodies:
+                    body = _served(body, None, None)
+                    entry = found[body["user_id"]] = (body, profile_json(body))
+                    self.cache.put(entries, body["user_id"], *entry)
+                self.cache.hits += len(ids) - len(todo)
+            else:
+                missing = []
+                self.cache.hits += len(ids)
+        absent = set(missing)
+        out = [found[u] for u in ids if u not in absent]
+        if self.sampler is not None:
+            for body, _ in out:
+                self.sampler.maybe_record(body, self.log.stored_user_id(body["user_id"]))
+        return offset, [data for _, data in out], missing
 
     def profile(
         self, user_id: str, *, as_of_us: int | None = None, features: list[str] | None = None
@@ -332,46 +377,6 @@ class ProfileService:
             return True, self.projector.offset, self.log.next_offset
         except Exception:
             return False, self.projector.offset, 0
-
-    def _gauges(self) -> dict[str, tuple[str, float]]:
-        if self.log is None:
-            return {}
-        offset = self.projector.offset
-        out = {
-            "portrait_projector_offset": ("Log offset the projector has reached.", offset),
-            "portrait_log_next_offset": ("The log's next offset.", self.log.next_offset),
-            "portrait_projector_lag_events": (
-                "Events in the log not yet projected.", max(self.log.next_offset - offset, 0)
-            ),
-            "portrait_checkpoint_offset": ("Offset of the last checkpoint.",
-                                           self._checkpoint_offset),
-            "portrait_checkpoint_age_seconds": (
-                "Seconds since the server's last checkpoint.",
-                time.monotonic() - self._checkpoint_time,
-            ),
-        }  # fmt: skip
-        lag = out["portrait_projector_lag_events"][1]
-        out["portrait_projector_lag_seconds"] = (
-            "Seconds since the projector was last caught up with the log (0 when it is).",
-            time.monotonic() - self._caught_up_at if lag else 0.0,
-        )
-        out["portrait_projector_watermark_timestamp_seconds"] = (
-            "Newest effective event time projected (Unix seconds).",
-            self.projector.watermark_us / 1e6 if self.projector.watermark_us != NO_TS else 0.0,
-        )
-        return out
-
-    def _stats(self) -> dict[str, dict[str, Any]]:
-        """The projector's contributors' ``stats()`` (models: labels, drift, segment sizes)."""
-        if self.log is None:
-            return {}
-        out = {}
-        for contributor in self.projector.contributors:
-            stats = contributor.stats()
-            if stats is not None:
-                out[f"portrait_{contributor.name}"] = stats
-        return out
-
 
 def _check_features(features: list[str] | None) -> None:
     if features:

@@ -52,6 +52,10 @@ class ApiSettings(Settings):
         1_000_000, ge=1,
         description="Most log events one as-of request (a profile or a batch) recomputes.",
     )
+    profile_cache_users: int = Field(
+        100_000, ge=0,
+        description="Latest profiles kept serialized until the projector moves (0: none).",
+    )
     ready_max_lag_events: int = Field(
         10_000, ge=0, description="/readyz fails when the projector is this many events behind."
     )

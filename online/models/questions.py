@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections import deque
+from typing import Any
 
 __all__ = ["DelayedLabels", "NEVER"]
 
@@ -42,6 +43,32 @@ class DelayedLabels:
       moves on to another user's event (the user is not coming back within the window). In
       a log in time order both rules find nothing the watermark has not already settled.
     """
+
+    # what the class mixing it in sets up (`PurchasePropensity.__init__`) and supplies
+    horizon_us: int
+    min_spacing_us: int
+    max_pending: int
+    reveal: str
+    _model: Any
+    _drift: Any
+    _watermark: int
+    _last_user: str | None
+    _open: dict[str, deque]
+    _heap: list[tuple[int, int, str]]
+    _n_open: int
+    _seq: int
+    _draws: int
+    _n_late: int
+    _n_dropped: int
+    _n_positive: int
+    _n_negative: int
+    _n_replaced: int
+
+    def _dict(self, vals: tuple) -> dict:
+        raise NotImplementedError
+
+    def _learn(self, vals: tuple, y: bool) -> None:
+        raise NotImplementedError
 
     def _observe(self, user: str, t_us: int, vals: tuple, is_purchase) -> float:
         if t_us > self._watermark:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from online.clock import parse_time
 
 from ..deps import MetricsDep, ReadAccess, ServiceDep, SettingsDep
-from ..errors import BadAsOf, PayloadTooLarge
+from ..errors import BadAsOf, PayloadTooLarge, UnknownUserError
+from ..profile_cache import batch_json, profile_json
 from ..schemas import (
     FEATURE_LIST_PATTERN,
     TIME_SCHEMA,
@@ -55,33 +58,53 @@ def parse_features(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-@router.get("/users/{user_id}/profile", responses=problem_responses(404))
-def get_profile(
+@router.get("/users/{user_id}/profile", response_model=Profile,
+            responses=problem_responses(404))
+async def get_profile(
     user_id: UserId,
     service: ServiceDep,
     metrics: MetricsDep,
     as_of: AsOf = None,
     features: Features = None,
-) -> Profile:
+) -> Response:
     """A user's profile: features, segment, propensity, and the offset and time they reflect.
 
     Latest profiles come from the projector's state (every field from one log offset, which
     includes every event acknowledged by `POST /v1/events`); `as_of` profiles are recomputed
     from the log by the same kernels, using only events with time <= `as_of`.
     """
+    # The body is written here (`profile_json`: the response model's own serialization), so
+    # FastAPI neither validates nor serializes it again. A latest profile already serialized
+    # at the projector's offset is answered on the event loop; any other work goes to the
+    # thread pool (it may wait for the projector's lock or read the log).
+    if as_of is None and features is None:
+        data = service.cached_profile(user_id)
+        if data is None:
+            data = await run_in_threadpool(_latest_json, service, user_id)
+        metrics.latest_profiles.inc()
+        return Response(data, media_type="application/json")
     at_us = parse_as_of(as_of)
-    body = service.profile(user_id, as_of_us=at_us, features=parse_features(features))
+    names = parse_features(features)
+    body = await run_in_threadpool(service.profile, user_id, as_of_us=at_us, features=names)
     metrics.profiles.labels("latest" if at_us is None else "as_of").inc()
-    return Profile.model_validate(body)
+    return Response(profile_json(body), media_type="application/json")
 
 
-@router.post("/profiles:batch", responses=problem_responses(413))
+def _latest_json(service, user_id: str) -> bytes:
+    _, bodies, missing = service.profiles_json([user_id])
+    if not bodies:
+        raise UnknownUserError(user_id)
+    return bodies[0]
+
+
+@router.post("/profiles:batch", response_model=BatchProfilesResponse,
+             responses=problem_responses(413))
 def post_profiles_batch(
     request: BatchProfilesRequest,
     service: ServiceDep,
     settings: SettingsDep,
     metrics: MetricsDep,
-) -> BatchProfilesResponse:
+) -> Response:
     """Many users' profiles in one call, all from one log offset; unknown users are listed.
 
     A read: a key with the read scope suffices although the method is POST (the user list
@@ -93,10 +116,12 @@ def post_profiles_batch(
             field="user_ids", limit=settings.max_batch_users,
         )  # fmt: skip
     at_us = parse_as_of(request.as_of)
-    offset, bodies, missing = service.profiles(
-        request.user_ids, as_of_us=at_us, features=request.features
-    )
-    metrics.profiles.labels("latest" if at_us is None else "as_of").inc(len(bodies))
-    return BatchProfilesResponse(
-        offset=offset, profiles=[Profile.model_validate(b) for b in bodies], missing=missing
-    )
+    if at_us is None and request.features is None:  # latest: serialized bodies, cached
+        offset, profiles, missing = service.profiles_json(request.user_ids)
+    else:
+        offset, bodies, missing = service.profiles(
+            request.user_ids, as_of_us=at_us, features=request.features
+        )
+        profiles = [profile_json(b) for b in bodies]
+    metrics.profiles.labels("latest" if at_us is None else "as_of").inc(len(profiles))
+    return Response(batch_json(offset, profiles, missing), media_type="application/json")

@@ -1,0 +1,72 @@
+"""Latest profiles kept serialized at the projector's offset, and their JSON bodies.
+
+A latest profile is a function of the projector's state alone (features evaluated at the
+watermark, the models at the offset, never the wall clock), so its body cannot change until
+the projector moves. `ProfileCache` keeps the bytes of every latest profile served since the
+last projection, keyed by the user id as asked; the server replaces the whole map inside the
+exclusive section of every state change (projection, reload, erasure), so an entry always
+belongs to one offset and a lookup after an acknowledged POST never sees an older body.
+
+Entries are added only inside a shared section of the projector's lock (`ProfileService`), so
+a map is never filled with a body of another offset. A hit takes no lock: it reads the map of
+the current offset, or, while a projection is running, the one of the offset before, which is
+what the same request would have read had it come a moment earlier. Bounded by
+``max_users``: a full map takes no new entries until the next state change.
+
+`profile_json` and `batch_json` are the bodies FastAPI would write for a `Profile` and a
+`BatchProfilesResponse` (the model validated, then serialized by pydantic), byte for byte;
+the batch body is joined from the profiles' bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic_core
+
+from .schemas import Profile
+
+__all__ = ["ProfileCache", "batch_json", "profile_json"]
+
+_serializer = Profile.__pydantic_serializer__
+
+
+def profile_json(body: dict[str, Any]) -> bytes:
+    """The JSON body of one profile, as the route's response model writes it."""
+    return _serializer.to_json(Profile.model_validate(body))
+
+
+def batch_json(offset: int, profiles: list[bytes], missing: list[str]) -> bytes:
+    """The JSON body of a `BatchProfilesResponse` from serialized profiles."""
+    return b"".join((b'{"offset":', str(int(offset)).encode(), b',"profiles":[',
+                     b",".join(profiles), b'],"missing":', pydantic_core.to_json(missing), b"}"))
+
+
+class ProfileCache:
+    """Serialized latest profiles (body dict, bytes) of the current offset, by user id."""
+
+    def __init__(self, max_users: int) -> None:
+        self.max_users = max_users
+        self.entries: dict[str, tuple[dict[str, Any], bytes]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, user_id: str) -> tuple[dict[str, Any], bytes] | None:
+        """The entry of ``user_id`` at the offset of the current map (no lock needed)."""
+        entry = self.entries.get(user_id)
+        if entry is not None:
+            self.hits += 1  # a statistic: a lost increment under a race is harmless
+        return entry
+
+    def put(self, entries: dict, user_id: str, body: dict[str, Any], data: bytes) -> None:
+        """Add to ``entries`` (the map read in the same shared section), unless full."""
+        self.misses += 1
+        if len(entries) < self.max_users:
+            entries[user_id] = (body, data)
+
+    def invalidate(self) -> None:
+        """A new, empty map: call inside the exclusive section of a state change."""
+        self.entries = {}
+
+    def stats(self) -> dict[str, int]:
+        return {"users": len(self.entries), "n_hits": self.hits, "n_misses": self.misses}

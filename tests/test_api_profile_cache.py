@@ -1,0 +1,103 @@
+"""Latest profiles kept serialized: same bytes, one offset, gone when the state moves."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from test_api import history, post
+
+from online.api import ApiSettings, create_app
+from online.api.schemas import BatchProfilesResponse, Profile
+
+PROFILE = "/v1/users/{}/profile"
+
+
+def _metric(client, name: str, **labels) -> float:
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v
+                                           for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def _cache(client) -> tuple[float, float, float]:
+    return (_metric(client, "portrait_profile_cache_users"),
+            _metric(client, "portrait_profile_cache_hits_total"),
+            _metric(client, "portrait_profile_cache_misses_total"))
+
+
+@pytest.fixture
+def client(tmp_path):
+    with TestClient(create_app(ApiSettings(data_dir=tmp_path / "data"))) as c:
+        post(c, history("u1", 6) + history("u2", 4))
+        yield c
+
+
+def test_a_kept_body_is_the_computed_one_byte_for_byte(client) -> None:
+    first = client.get(PROFILE.format("u1"))
+    assert first.status_code == 200 and _cache(client) == (1, 0, 1)
+    again = client.get(PROFILE.format("u1"))
+    assert _cache(client)[1] == 1  # answered from the kept body
+    assert again.content == first.content
+    assert again.headers["content-type"] == first.headers["content-type"] == "application/json"
+    assert again.content == Profile.model_validate(first.json()).model_dump_json().encode()
+    batch = client.post("/v1/profiles:batch", json={"user_ids": ["u2", "u1", "nobody", "u1"]})
+    assert batch.status_code == 200
+    body = BatchProfilesResponse.model_validate(batch.json())
+    assert batch.content == body.model_dump_json().encode()
+    assert body.missing == ["nobody"] and [p.user_id for p in body.profiles] == ["u2", "u1"]
+    assert body.profiles[1].model_dump_json().encode() == first.content
+    # a cut or an as-of profile is computed, never served from the latest body
+    cut = client.get(PROFILE.format("u1"), params={"features": "event_count"})
+    assert list(cut.json()["features"]) == ["event_count"]
+
+
+def test_an_ingest_replaces_the_kept_bodies(client) -> None:
+    before = client.get(PROFILE.format("u1")).json()
+    client.get(PROFILE.format("u1"))
+    post(client, [dict(e, event_id=f"more-{e['event_id']}") for e in history("u1", 2,
+                                                                               start_h=10)])
+    assert _cache(client)[0] == 0
+    after = client.get(PROFILE.format("u1")).json()
+    assert after["offset"] == before["offset"] + 2
+    assert after["features"]["event_count"] == before["features"]["event_count"] + 2
+
+
+def test_an_erasure_replaces_the_kept_bodies(client) -> None:
+    assert client.get(PROFILE.format("u2")).status_code == 200
+    assert client.get(PROFILE.format("u2")).status_code == 200
+    assert client.delete("/v1/users/u2").status_code == 200
+    assert client.get(PROFILE.format("u2")).status_code == 404
+
+
+def test_kept_bodies_are_served_only_to_a_read_key(tmp_path) -> None:
+    settings = ApiSettings(data_dir=tmp_path / "data", api_read_keys=["r"],
+                           api_write_keys=["w"])
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/v1/events", json={"events": history("u1", 3)}, headers={"X-API-Key": "w"})
+        assert r.status_code == 200
+        ok = c.get(PROFILE.format("u1"), headers={"X-API-Key": "r"})
+        assert ok.status_code == 200
+        for headers in ({}, {"X-API-Key": "nope"}, {"Authorization": "Bearer nope"},
+                        {"Authorization": "Basic r"}):
+            assert c.get(PROFILE.format("u1"), headers=headers).status_code == 401
+        bearer = c.get(PROFILE.format("u1"), headers={"Authorization": "Bearer r"})
+        assert bearer.content == ok.content
+        scrape = c.get("/metrics", headers={"X-API-Key": "r"}).text
+        assert 'portrait_profile_cache_hits_total 1.0' in scrape
+        route = {"method": "GET", "route": "/v1/users/{user_id}/profile", "status": "200"}
+        timed = [s for f in text_string_to_metric_families(scrape) for s in f.samples
+                 if s.name == "portrait_http_request_duration_seconds_count"
+                 and all(s.labels.get(k) == v for k, v in route.items())]
+        assert timed and timed[0].value == 2  # both lookups counted under the template
+
+
+def test_with_the_cache_off_every_lookup_is_computed(tmp_path) -> None:
+    settings = ApiSettings(data_dir=tmp_path / "data", profile_cache_users=0)
+    with TestClient(create_app(settings)) as c:
+        post(c, history("u1", 3))
+        bodies = {c.get(PROFILE.format("u1")).content for _ in range(3)}
+        assert len(bodies) == 1
+        assert _cache(c) == (0, 0, 3)
