@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from online.state import UserState, fsync_dir, fsync_tree, write_synced
+from online.durable import fsync_dir, fsync_tree, write_synced
+from online.state import UserState
 
 if TYPE_CHECKING:
     from online.projector import ProfileContributor, Projector

@@ -27,8 +27,9 @@ import numpy as np
 from online import catalogue as cat
 from online import kernels
 from online.checkpoints import current_checkpoint, point_current, remove_stale_checkpoints
+from online.durable import fsync_dir, fsync_tree, write_synced
 from online.progress import projection_progress as _progress
-from online.state import UserState, fsync_dir, fsync_tree, write_synced
+from online.state import UserState
 from online.warmup import announce_compiles
 
 announce_compiles()  # a kernel compiled on first use (a cold numba cache) is said on stderr

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from online import catalogue as cat
+from online.durable import fsync_dir
 
 # int64 columns
 (
@@ -315,33 +316,5 @@ class UserState:
 def _write(path: Path, writer) -> None:
     with open(path, "wb") as f:
         writer(f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so renames and new entries in it are durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(directory: Path) -> None:
-    """fsync every file and directory below ``directory`` (before renaming it into place)."""
-    for path in sorted(directory.rglob("*"), reverse=True):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-        else:
-            fsync_dir(path)
-    fsync_dir(directory)
-
-
-def write_synced(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` and fsync it (callers rename it into place afterwards)."""
-    with open(path, "wb") as f:
-        f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 
 from offline.backfill import rows as sn
 from online import catalogue as cat
-from online.state import UserState, fsync_dir, fsync_tree
+from online.durable import fsync_dir, fsync_tree
+from online.state import UserState
 
 ANCHOR_CHUNKS = 8  # keep the checkpoint of every 8th chunk boundary for re-runs
 _BUFFER_ROWS = 262_144  # snapshot rows held per chunk before a write (~130 MB)

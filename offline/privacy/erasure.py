@@ -67,10 +67,10 @@ from online import checkpoints
 from online.api import consistency
 from online.api.settings import ApiSettings
 from online.clock import iso
+from online.durable import fsync_dir
 from online.eventlog import EventLog
 from online.privacy import pseudonymizer_from_settings
 from online.settings import Settings
-from online.state import fsync_dir
 
 if TYPE_CHECKING:
     from online.projector import ProfileContributor, Projector

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from online.durable import replace_file
+
 __all__ = ["ProfileSampler", "check_consistency", "erase_from_samples", "erase_user",
            "read_samples", "sample_logs"]
 
@@ -44,9 +46,7 @@ def _register(data_dir: Path, path: Path) -> None:
         return
     registry = data_dir / _REGISTRY
     registry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = registry.with_name(f".{registry.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(sorted(str(p) for p in {*known, path})))
-    os.replace(tmp, registry)
+    replace_file(registry, json.dumps(sorted(str(p) for p in {*known, path})).encode("utf-8"))
 
 
 class ProfileSampler:

@@ -27,7 +27,6 @@ Profiles:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from river import linear_model, optim
 
 from online import catalogue as cat
 from online import kernels
+from online.durable import write_synced
 from online.events import EventType
 from online.projector import ProfileContributor, ServedFeatures
 
@@ -277,11 +277,7 @@ class ModelContributor(ProfileContributor):
     # -- checkpoints and lifecycle -----------------------------------------------------------
 
     def save(self, directory: Path) -> None:
-        data = self.models.to_bytes()
-        with open(Path(directory) / _MODELS_FILE, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write_synced(Path(directory) / _MODELS_FILE, self.models.to_bytes())
         (Path(directory) / "offset").write_text(str(self.offset), "utf-8")
 
     def load(self, directory: Path) -> None:

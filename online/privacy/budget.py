@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from online.durable import replace_file
+
 __all__ = ["DEFAULT_TOTAL_EPSILON", "BudgetExhausted", "PrivacyBudget", "budget_total"]
 
 DEFAULT_TOTAL_EPSILON = 10.0
@@ -107,12 +109,7 @@ class PrivacyBudget:
         return json.loads(self.path.read_text("utf-8"))
 
     def _write(self, data: dict[str, Any]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        replace_file(self.path, json.dumps(data).encode("utf-8"))
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -8,9 +8,10 @@ further privacy, so ``GET /v1/segments`` serves the last one while only a new re
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from online.durable import replace_file
 
 __all__ = ["last_release", "save_release"]
 
@@ -23,12 +24,7 @@ def save_release(settings: Any, body: dict[str, Any]) -> None:
     """Keep ``body`` as the data dir's last segment release (atomic replace)."""
     path = _path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(body, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    replace_file(path, json.dumps(body).encode("utf-8"))
 
 
 def last_release(settings: Any) -> dict[str, Any] | None:
