@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from offline.backfill import rows as sn
@@ -137,14 +136,18 @@ class DayFiles:
     """One parquet file per event date, written under a temporary name until committed.
 
     Rows are buffered per date up to ``_BUFFER_ROWS`` in all, then each date's rows go out as
-    one row group: fewer, larger row groups make reading the snapshot much cheaper.
+    one row group: fewer, larger row groups make reading the snapshot much cheaper.  They are
+    buffered as the kernels wrote them (numpy) and become one Arrow table per date and row
+    group, so each row group has one dictionary per string column (the parquet writer
+    re-encodes every value when the dictionary changes between the tables it is given).
     """
 
     def __init__(self, root: Path, stem: str) -> None:
         self.root, self.stem = root, stem
         self._writers: dict[str, pq.ParquetWriter] = {}
-        self._buffered: dict[str, list[pa.Table]] = {}
+        self._buffered: dict[str, list[sn.RowBlock]] = {}
         self._n_buffered = 0
+        self._source: tuple[UserState, sn.Dictionaries] | None = None
         self.rows = 0
 
     def relpath(self, day: str) -> str:
@@ -154,23 +157,27 @@ class DayFiles:
         return self.root / f"date={day}" / f".{self.stem}.parquet.tmp"
 
     def write(self, block: sn.RowBlock, state: UserState, dicts: sn.Dictionaries) -> None:
+        self._source = (state, dicts)
         for day, part in block.by_day():
-            self._buffered.setdefault(day, []).append(sn.to_table(part, state, dicts))
+            self._buffered.setdefault(day, []).append(part)
             self._n_buffered += len(part)
             self.rows += len(part)
         if self._n_buffered >= _BUFFER_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        for day, tables in self._buffered.items():
-            table = pa.concat_tables(tables, promote_options="permissive")
+        if self._source is None:
+            return
+        state, dicts = self._source
+        for day in list(self._buffered):
+            table = sn.to_table(_concat(self._buffered.pop(day)), state, dicts)
             writer = self._writers.get(day)
             if writer is None:
                 self._tmp(day).parent.mkdir(parents=True, exist_ok=True)
                 writer = pq.ParquetWriter(self._tmp(day), table.schema, **WRITE_OPTIONS)
                 self._writers[day] = writer
             writer.write_table(table, row_group_size=len(table))
-        self._buffered.clear()
+            del table
         self._n_buffered = 0
 
     def commit(self, previous: list[str]) -> list[str]:
@@ -189,3 +196,12 @@ class DayFiles:
         for d in {(self.root / n).parent for n in names}:
             fsync_dir(d)
         return names
+
+
+def _concat(blocks: list[sn.RowBlock]) -> sn.RowBlock:
+    """The row blocks one after the other."""
+    if len(blocks) == 1:
+        return blocks[0]
+    return sn.RowBlock(*(np.concatenate([getattr(b, f) for b in blocks], axis=1 if f in (
+        "ints", "floats") else 0) for f in ("user", "ts", "offset", "ints", "floats", "top",
+                                            "recent")))

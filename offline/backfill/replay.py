@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +56,6 @@ __all__ = ["ReplaySummary", "replay", "replay_state", "replayed_end", "snapshot_
 
 CHUNK_EVENTS = 1_000_000  # offsets per committed chunk (checkpoint + manifest update)
 BATCH_EVENTS = 100_000  # events read and applied at once (bounds memory)
-_IN_FLIGHT = 4  # row blocks queued for the parquet writer thread
 
 
 @dataclass
@@ -214,29 +211,25 @@ def _note_offsets(uidx: np.ndarray, offsets: np.ndarray, last_offset: np.ndarray
 
 
 def _batches(log: EventLog, lo: int, hi: int, batch_events: int):
-    """Batches of offsets [lo, hi) with their resume offsets; the next read runs meanwhile."""
-    return log.batches(lo, hi, batch_events, prefetch=True)
+    """Batches of offsets [lo, hi) in the kernels' columns, with their resume offsets."""
+    return log.column_batches(lo, hi, batch_events)
 
 
 def _replay_chunk(man: store.Manifest, log: EventLog, root: Path, lo: int, hi: int,
                   cur: _Cursor,
                   dicts: sn.Dictionaries, batch_events: int, advance) -> tuple[int, int]:
+    # One thread: reading, the kernels and parquet encoding take turns.  Threads overlapping
+    # them would make one replay use more than a core, and replays scale by running on
+    # more partitions at once (offline.backfill.replay_ray), not by threads.
     files = store.DayFiles(root, f"part-{lo:012d}-{hi:012d}")
     events, pos = 0, lo
-    # parquet encoding (GIL released) overlaps the kernels (nogil) and the log reads; a few
-    # blocks in flight at most, so memory stays bounded
-    with ThreadPoolExecutor(1, thread_name_prefix="replay-write") as pool:
-        pending: deque = deque()
-        for batch, nxt in _batches(log, lo, hi, batch_events):
-            blocks, cur.last_offset = sn.event_rows(cur.state, batch, cur.last_offset)
-            pending.extend(pool.submit(files.write, b, cur.state, dicts) for b in blocks)
-            while len(pending) > _IN_FLIGHT:
-                pending.popleft().result()
-            events += len(batch)
-            advance(nxt - pos)
-            pos = nxt
-        for done in pending:
-            done.result()
+    for batch, nxt in _batches(log, lo, hi, batch_events):
+        blocks, cur.last_offset = sn.event_rows(cur.state, batch, cur.last_offset)
+        for block in blocks:
+            files.write(block, cur.state, dicts)
+        events += len(batch)
+        advance(nxt - pos)
+        pos = nxt
     advance(hi - pos)
     old = next((c for c in man.chunks if c["start"] == lo), None)
     names = files.commit(old["files"] if old else [])
