@@ -28,9 +28,7 @@ import os
 import resource
 import shutil
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +40,13 @@ from offline.backfill.replay import BATCH_EVENTS, ReplaySummary, _progress, _set
 from offline.log_archive import SegmentStore, segment_store
 from online import catalogue as cat
 from online import partitions as pt
-from online.eventlog import EventBatch, EventLog
+from online.eventlog import ColumnBatch, EventLog
 from online.settings import Settings
 from online.state import I_LAST_TS, CodeMap, UserState
 
 __all__ = ["RayReplayFailed", "merge_states", "replay_ray"]
 
 MAX_RETRIES = 3  # per task, on a worker's death
-_IN_FLIGHT = 4  # row blocks queued for a task's parquet writer thread
 _OBJECT_STORE = 512 * 1024 * 1024  # bytes of a local Ray's object store (training-set frames)
 
 
@@ -172,19 +169,15 @@ def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end
     rows_dir = out / "rows"
     files = store.DayFiles(rows_dir, f"part-{0:012d}-{end:012d}-g{group:04d}")
     events = 0
-    with EventLog(log_path) as log, \
-            ThreadPoolExecutor(1, thread_name_prefix="replay-write") as pool:
-        pending: deque = deque()
+    # one thread per task: a worker is one core, and tasks scale by running side by side
+    with EventLog(log_path) as log:
         segments = SegmentStore(segments_url) if segments_url else None
         for batch in _group_batches(log, parts, end, batch_events, segments):
             blocks, last_offset = sn.event_rows(state, batch, last_offset)
-            pending.extend(pool.submit(files.write, b, state, dicts) for b in blocks)
-            while len(pending) > _IN_FLIGHT:
-                pending.popleft().result()
+            for block in blocks:
+                files.write(block, state, dicts)
             events += len(batch)
             _maybe_fail(fail_once_dir, group)
-        for job in pending:
-            job.result()
     names = files.commit([])
     tail = store.DayFiles(rows_dir, f"tail-{end:012d}-g{group:04d}")
     for block in sn.tail_rows(state, last_offset):
@@ -210,41 +203,29 @@ def _group_batches(log: EventLog, parts: list[int], end: int, batch_events: int,
                    segments: SegmentStore | None = None):
     """Batches of ~``batch_events`` of the group's events below ``end``, partition after
     partition (each in offset order; users never span partitions, so no global order is
-    needed): sealed segments first, then the live tail from SQLite.  Full batches, not one
-    per partition: rows are encoded per block and per day, and many small blocks cost more
-    than the kernels.  The next batch is read while one is applied."""
-
-    def events():
-        for part in parts:
-            pos = 0
-            if segments is not None:
-                yield from segments.read_partition(part, end, batch_events)
-                pos = segments.end
-            while pos < end:
-                batch, pos = log.read_partitions(part, pos, batch_events, to_offset=end)
-                if not len(batch):
-                    break
-                yield batch
-
-    source = events()
-
-    def fill() -> EventBatch | None:
-        got, n = [], 0
-        for batch in source:
+    needed): sealed segments first, then the live tail from SQLite through the partition
+    index, in the kernels' columns (``ColumnBatch``).  Full batches, not one per partition:
+    rows are encoded per block and per day, and many small blocks cost more than the
+    kernels."""
+    got, n = [], 0
+    for part in parts:
+        pos = 0
+        if segments is not None:
+            for batch in segments.read_partition(part, end, batch_events, columnar=True):
+                got.append(batch)
+                n += len(batch)
+                if n >= batch_events:
+                    yield ColumnBatch.concat(got)
+                    got, n = [], 0
+            pos = segments.end
+        for batch, _ in log.column_batches(pos, end, batch_events, partition=part):
             got.append(batch)
             n += len(batch)
             if n >= batch_events:
-                break
-        return EventBatch.concat(got) if got else None
-
-    with ThreadPoolExecutor(1, thread_name_prefix="replay-read") as pool:
-        pending = pool.submit(fill)
-        while True:
-            batch = pending.result()
-            if batch is None:
-                return
-            pending = pool.submit(fill)
-            yield batch
+                yield ColumnBatch.concat(got)
+                got, n = [], 0
+    if got:
+        yield ColumnBatch.concat(got)
 
 
 def _maybe_fail(fail_once_dir: str | None, group: int) -> None:
