@@ -69,6 +69,64 @@ class Manifest:
                 "watermark_us": self.watermark_us}
         atomic_write(self.root / "manifest.json", json.dumps(data, indent=1).encode())
 
+    # -- the changes a replay makes, each saved before it returns -------------------------
+
+    def begin_run(self, run: dict[str, Any]) -> None:
+        """Record the run in progress (what a resume compares against)."""
+        self.run = dict(run)
+        self.save()
+
+    def commit_chunk(self, entry: dict[str, Any], state: UserState,
+                     last_offset: np.ndarray) -> None:
+        """A chunk's files are in place: record ``entry`` (replacing the chunk of the same
+        start), checkpoint the state at its end, advance the run in progress."""
+        self.chunks = sorted([c for c in self.chunks if c["start"] != entry["start"]] + [entry],
+                             key=lambda c: c["start"])
+        save_checkpoint(self, entry["end"], state, last_offset)
+        if self.run is not None:
+            self.run["done"] = entry["end"]
+        prune_checkpoints(self, keep_also=entry["end"])
+        self.save()
+
+    def drop_tail(self, root: Path) -> None:
+        """Delete the tail's files (stale once events past its end are replayed)."""
+        for name in self.tail.get("files", []):
+            (root / name).unlink(missing_ok=True)
+        self.tail = {}
+        self.save()
+
+    def replace_tail(self, root: Path, files: list[str], rows: int, watermark_us: int) -> None:
+        """The tail at the replayed end is ``files`` (in place under ``root``); the previous
+        tail's other files are deleted."""
+        stale = set(self.tail.get("files", [])) - set(files)
+        self.tail = {"end": self.end, "files": files, "rows": rows}
+        self.watermark_us = int(watermark_us)
+        self.save()
+        for name in stale:
+            (root / name).unlink(missing_ok=True)
+
+    def replace_all(self, root: Path, chunk: dict[str, Any] | None, tail: dict[str, Any],
+                    watermark_us: int, state: UserState, last_offset: np.ndarray) -> None:
+        """A rebuild of ``[0, chunk end)`` as one chunk (its files in place under ``root``):
+        checkpoint its state, delete every file it does not name, finish the run."""
+        end = chunk["end"] if chunk else 0
+        if end:  # offset 0 is the empty state, never stored
+            save_checkpoint(self, end, state, last_offset)
+        keep = set(chunk["files"] if chunk else []) | set(tail.get("files", []))
+        old = [f for c in self.chunks for f in c["files"]] + self.tail.get("files", [])
+        for name in set(old) - keep:
+            (root / name).unlink(missing_ok=True)
+        self.chunks = [chunk] if end else []
+        self.tail = tail if end else {}
+        self.watermark_us = int(watermark_us)
+        self.finish()
+
+    def finish(self) -> None:
+        """No run in progress; keep only the checkpoints re-runs use."""
+        self.run = None
+        prune_checkpoints(self, keep_also=-1)
+        self.save()
+
     def checkpoint_dir(self, offset: int) -> Path:
         return self.root / "checkpoints" / f"{offset:012d}"
 

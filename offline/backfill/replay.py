@@ -144,10 +144,9 @@ def replay(settings_or_paths: Settings | str | os.PathLike, from_offset: int = 0
         if plan:
             begin, end = plan[0][0], plan[-1][1]
             cur = _state_at(man, log, begin, batch_events)
-            man.run = {"request": request, "start": begin, "stop": end, "done": begin}
+            man.begin_run({"request": request, "start": begin, "stop": end, "done": begin})
             if end > man.end and man.tail:
-                _drop_tail(man, root)  # events past the old end make the old tail stale
-            man.save()
+                man.drop_tail(root)  # events past the old end make the old tail stale
             dicts = sn.Dictionaries()
             with _progress(progress, end - begin) as advance:
                 for lo, hi in plan:
@@ -156,18 +155,12 @@ def replay(settings_or_paths: Settings | str | os.PathLike, from_offset: int = 0
                     summary.events += n_ev
                     summary.rows += n_rows
                     summary.chunks += 1
-                    store.save_checkpoint(man, hi, cur.state, cur.last_offset)
-                    man.run["done"] = hi
-                    store.prune_checkpoints(man, keep_also=hi)
-                    man.save()
             summary.from_offset, summary.to_offset = begin, end
         if man.chunks and man.tail.get("end") != man.end:
             if not plan or plan[-1][1] != man.end:
                 cur = _Cursor(*store.load_checkpoint(man, man.end))
             summary.tail_rows = _write_tail(man, root, cur, sn.Dictionaries())
-        man.run = None
-        store.prune_checkpoints(man, keep_also=-1)
-        man.save()
+        man.finish()
     summary.end_offset = man.end
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
@@ -233,29 +226,21 @@ def _replay_chunk(man: store.Manifest, log: EventLog, root: Path, lo: int, hi: i
     advance(hi - pos)
     old = next((c for c in man.chunks if c["start"] == lo), None)
     names = files.commit(old["files"] if old else [])
-    entry = {"start": lo, "end": hi, "files": names, "rows": files.rows, "events": events}
-    man.chunks = sorted([c for c in man.chunks if c["start"] != lo] + [entry],
-                        key=lambda c: c["start"])
+    man.commit_chunk({"start": lo, "end": hi, "files": names, "rows": files.rows,
+                      "events": events}, cur.state, cur.last_offset)
     return events, files.rows
 
 
 def _write_tail(man: store.Manifest, root: Path, cur: _Cursor, dicts: sn.Dictionaries) -> int:
-    _drop_tail(man, root)
+    man.drop_tail(root)
     files = store.DayFiles(root, f"tail-{man.end:012d}")
     for block in sn.tail_rows(cur.state, cur.last_offset):
         files.write(block, cur.state, dicts)
-    man.tail = {"end": man.end, "files": files.commit([]), "rows": files.rows}
     state = cur.state
-    man.watermark_us = int(state.ints[: state.n_users, kn.I_LAST_TS].max()) \
+    watermark = int(state.ints[: state.n_users, kn.I_LAST_TS].max()) \
         if state.n_users else cat.NO_TS
+    man.replace_tail(root, files.commit([]), files.rows, watermark)
     return files.rows
-
-
-def _drop_tail(man: store.Manifest, root: Path) -> None:
-    for name in man.tail.get("files", []):
-        (root / name).unlink(missing_ok=True)
-    man.tail = {}
-    man.save()
 
 
 class _progress:

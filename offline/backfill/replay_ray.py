@@ -100,8 +100,7 @@ def replay_ray(settings_or_paths: Settings | str | os.PathLike, to_offset: int |
             summary.resumed_at = 0
             summary.notes.append(f"resumed an interrupted Ray replay: {len(done)} of "
                                  f"{len(plan)} partition groups were done")
-        man.run = key
-        man.save()
+        man.begin_run(key)
         remote = ray.remote(_replay_group).options(num_cpus=1, max_retries=MAX_RETRIES)
         results = dict(done)
         todo = [g for g in range(len(plan)) if g not in results]
@@ -207,6 +206,11 @@ def _group_batches(log: EventLog, parts: list[int], end: int, batch_events: int,
     index, in the kernels' columns (``ColumnBatch``).  Full batches, not one per partition:
     rows are encoded per block and per day, and many small blocks cost more than the
     kernels."""
+    if segments is None and sorted(parts) == list(range(log.partitions)):
+        # every partition: one pass in offset order, cheaper than one index walk per partition
+        for batch, _ in log.column_batches(0, end, batch_events):
+            yield batch
+        return
     got, n = [], 0
     for part in parts:
         pos = 0
@@ -246,8 +250,6 @@ def _commit(man: store.Manifest, root: Path, staging: Path, results: dict[int, d
               np.load(staging / f"g{g:04d}" / "state" / "last_offset.npy")) for g in order]
     state, last_offset = merge_states(parts)
     del parts
-    if end:  # offset 0 is the empty state, never stored
-        store.save_checkpoint(man, end, state, last_offset)
     rows_files, tail_files = [], []
     for g in order:
         r = results[g]
@@ -258,19 +260,12 @@ def _commit(man: store.Manifest, root: Path, staging: Path, results: dict[int, d
         summary.events += r["events"]
         summary.rows += r["rows"]
         summary.tail_rows += r["tail_rows"]
-    keep = set(rows_files) | set(tail_files)
-    old = [f for c in man.chunks for f in c["files"]] + man.tail.get("files", [])
-    for name in set(old) - keep:
-        (root / name).unlink(missing_ok=True)
-    man.chunks = [{"start": 0, "end": end, "files": sorted(rows_files),
-                   "rows": summary.rows, "events": summary.events, "engine": "ray",
-                   "partitions": n_parts, "groups": len(order)}] if end else []
-    man.tail = {"end": end, "files": sorted(tail_files), "rows": summary.tail_rows} \
-        if end else {}
-    man.watermark_us = max((results[g]["watermark_us"] for g in order), default=cat.NO_TS)
-    man.run = None
-    store.prune_checkpoints(man, keep_also=-1)
-    man.save()
+    chunk = {"start": 0, "end": end, "files": sorted(rows_files), "rows": summary.rows,
+             "events": summary.events, "engine": "ray", "partitions": n_parts,
+             "groups": len(order)} if end else None
+    tail = {"end": end, "files": sorted(tail_files), "rows": summary.tail_rows}
+    watermark = max((results[g]["watermark_us"] for g in order), default=cat.NO_TS)
+    man.replace_all(root, chunk, tail, watermark, state, last_offset)
     shutil.rmtree(staging, ignore_errors=True)
     summary.chunks = len(order)
     peaks: dict[str, float] = {}
