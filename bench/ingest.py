@@ -62,7 +62,7 @@ def _contributors(settings, feast: bool) -> list:
             except TypeError:
                 pass  # needs arguments we do not know: skipped
     if feast:  # the server pushes touched users once per flush, off the request path
-        from offline.feast_store import OnlineWriter, stored_frame
+        from offline.feast_online import OnlineWriter, stored_frame
         from online.api.deferred_writes import DeferredWrites
 
         writer = OnlineWriter(settings)

@@ -1,7 +1,7 @@
 """Quality of the online models on several shop shapes, against batch baselines.
 
 For each shape of `bench/shapes.py` the log is written to a scratch data dir and judged by
-`offline.evaluate.evaluate` (the scores the projector emitted, replayed; batch baselines fitted
+`offline.evaluation.evaluate` (the scores the projector emitted, replayed; batch baselines fitted
 on point-in-time training sets before a time cut and scored with the online model on the same
 later rows; segments against a batch KMeans on the same user snapshot). Per shape, the bars:
 
@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.shapes import SHAPES, build, span_days  # noqa: E402
-from offline.evaluate import evaluate  # noqa: E402
+from offline.evaluation import evaluate  # noqa: E402
 from online.clock import parse_duration  # noqa: E402
 from online.eventlog import EventLog  # noqa: E402
 from online.settings import Settings  # noqa: E402

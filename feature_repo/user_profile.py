@@ -3,7 +3,7 @@
 Every schema is read from the feature catalogue (``online/catalogue.py``); no feature name is
 typed here.  The offline source is the replay's partitioned parquet
 (``offline/backfill/replay.py``),
-the push source takes the projector's online writes (``offline/feast_store.py``).  The data
+the push source takes the projector's online writes (``offline/feast_online.py``).  The data
 dir is resolved the way Feast resolves ``feature_store.yaml``: ``${PORTRAIT_DATA_DIR}``
 expanded, relative to this directory (unset: the ``${PORTRAIT_DATA_DIR}`` symlink to
 ``../data``).

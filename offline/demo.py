@@ -225,7 +225,7 @@ def _training_rows(settings: Settings, say, show) -> dict[str, Any]:
 
 
 def _evaluation(settings: Settings, say, show) -> dict[str, Any]:
-    from offline.evaluate import evaluate
+    from offline.evaluation import evaluate
     from online.extras import MissingExtra
 
     say("Evaluating the online models against batch baselines on the same later period "

@@ -1,16 +1,12 @@
-"""Feast wiring: the feature store of a data dir, online writes from the projector, materialize.
+"""Feast wiring: the feature store of a data dir, materialize, point-in-time reads.
 
 ``feature_repo/`` holds the declarations; this module points them at a data dir (the
 ``PORTRAIT_DATA_DIR`` they read, made absolute), picks the online store from the settings
-(sqlite file, or Redis at ``Settings.redis_url``), and writes through Feast's own APIs:
-``FeatureStore.push`` for the projector's rows, ``materialize_incremental`` for the replay's.
-
-Online writes never go back in time: Feast's sqlite store upserts unconditionally and its
-Redis store drops a write whose event time equals the stored one (which would lose a late
-event's update), so `OnlineWriter` reads each user's stored ``(offset, event_timestamp)``
-version from the ``snapshot`` view first and pushes only strictly newer rows (Redis runs
-with ``skip_dedup`` so this is the one rule).  It assumes one writer at a time (the
-projector).  ``import feast`` (3-8 s) happens on first use, never at import of this module.
+(sqlite file, or Redis at ``Settings.redis_url``), and works through Feast's own APIs:
+``feast apply``, ``materialize_incremental`` for the replay's rows, and
+``get_historical_features``.  The projector's online writes, and erasure from the online
+store, are in ``offline.feast_online``.  ``import feast`` (3-8 s) happens on first use,
+never at import of this module.
 """
 
 from __future__ import annotations
@@ -19,9 +15,8 @@ import json
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +29,6 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 from offline.backfill.rows import schema as snapshot_schema
 from online import catalogue as cat
 from online.extras import require
-from online.projector import ProfileContributor
 from online.settings import Settings
 
 if TYPE_CHECKING:
@@ -236,7 +230,7 @@ def historical_stored(settings: Settings, user_ids: np.ndarray, t_us: np.ndarray
     store = feature_store(settings)
     refs = [f"{VERSION_VIEW if c == 'offset' else cat.feature(c).view}:{c}" for c in columns]
     entity_df = pd.DataFrame({"user_id": np.asarray(user_ids, dtype=object),
-                              "event_timestamp": _utc(t_us),
+                              "event_timestamp": utc_times(t_us),
                               "query_row": np.arange(len(t_us), dtype=np.int64)})
     table = store.get_historical_features(entity_df=entity_df, features=refs).to_arrow()
     table = table.take(pa.compute.sort_indices(table.column("query_row")))
@@ -244,130 +238,7 @@ def historical_stored(settings: Settings, user_ids: np.ndarray, t_us: np.ndarray
     return pa.table({c: table.column(c).cast(schema.field(c).type) for c in columns})
 
 
-# -- online writes ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PushResult:
-    """One push: rows offered, rows written, rows skipped as not newer than the stored ones."""
-
-    offered: int
-    pushed: int
-    skipped: int
-
-
-def stored_frame(user_ids: Sequence[str], stored: Mapping[str, np.ndarray],
-                 offsets: np.ndarray, event_ts_us: np.ndarray | None = None) -> pd.DataFrame:
-    """The push/parquet row layout from stored values (``kernels.stored_values`` form)."""
-    offsets = np.asarray(offsets, dtype=np.int64)
-    ts = np.asarray(stored["last_event_ts"] if event_ts_us is None else event_ts_us, np.int64)
-    cols: dict[str, Any] = {
-        "user_id": np.asarray(user_ids, dtype=object),
-        "event_timestamp": _utc(ts),
-        "created": _utc(offsets),
-        "offset": offsets,
-    }
-    for f in cat.stored_features():
-        values = stored[f.name]
-        cols[f.name] = _utc(np.asarray(values, np.int64)) if f.dtype == "timestamp" else values
-    return pd.DataFrame(cols)
-
-
-def _utc(us: np.ndarray) -> pd.DatetimeIndex:
+def utc_times(us: np.ndarray) -> pd.DatetimeIndex:
+    """µs since the epoch as UTC timestamps (``NO_TS`` becomes NaT)."""
     # NO_TS is numpy's NaT bit pattern, so nulls survive the view
     return pd.DatetimeIndex(np.asarray(us, np.int64).view("datetime64[us]")).tz_localize(UTC)
-
-
-class OnlineWriter(ProfileContributor):
-    """Pushes each projector batch's updated users (newest row each) to the online store.
-
-    Wire it as a projector contributor (``Projector(..., contributors=[OnlineWriter(s)])``);
-    ``push`` / ``push_state`` can also be called directly.  The store must be applied.
-    """
-
-    name = "online_store"
-
-    def __init__(self, settings: Settings, *, store: FeatureStore | None = None) -> None:
-        self.settings = settings
-        self._store = store
-
-    @property
-    def store(self) -> FeatureStore:
-        if self._store is None:
-            self._store = feature_store(self.settings)
-        return self._store
-
-    def on_batch(self, projector, batch, user_idx: np.ndarray, eff_ts: np.ndarray) -> None:
-        users, last = _last_per_user(np.asarray(user_idx, np.int64))
-        self.push_state(projector.state, users, np.asarray(batch.offset)[last] + 1)
-
-    def contribute(self, body: dict[str, Any], features) -> None:
-        """Nothing: the writer adds no profile keys."""
-
-    def push_state(self, state, user_idx: np.ndarray, offsets: np.ndarray) -> PushResult:
-        """Push the stored rows of ``user_idx`` (state rows) reflecting offsets < ``offsets``."""
-        from online import kernels
-
-        user_idx = np.asarray(user_idx, np.int64)
-        stored = kernels.stored_values(state, user_idx)
-        ids = [state.users.values[u] for u in user_idx]
-        return self.push(stored_frame(ids, stored, offsets))
-
-    def push(self, frame: pd.DataFrame) -> PushResult:
-        """Push rows (``stored_frame`` layout), newest per user, skipping not-newer ones."""
-        from feast.data_source import PushMode
-
-        offered = len(frame)
-        frame = frame.sort_values(["offset", "event_timestamp"], kind="stable")
-        frame = frame.drop_duplicates("user_id", keep="last")
-        held = self.stored_versions(frame["user_id"].tolist())
-        # offsets order states; equal offsets differ only in the time windows were evaluated
-        # at, compared in whole seconds (the precision Feast's sqlite store keeps)
-        second = cat.SECOND_US
-        newer = [(o, t // second) > (lambda h: (h[0], h[1] // second))(held.get(u, (-1, -1)))
-                 for u, o, t in zip(frame["user_id"], frame["offset"],
-                                    _us(frame["event_timestamp"]), strict=True)]
-        frame = frame[np.asarray(newer, dtype=bool)]
-        if len(frame):
-            self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
-        return PushResult(offered, len(frame), offered - len(frame))
-
-    def stored_versions(self, user_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """``(offset, event_timestamp µs)`` of each user's online row (absent: no row).
-
-        The sqlite store keeps event times in whole seconds, so these are too.
-        """
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        if not len(user_ids):
-            return {}
-        store = self.store
-        view = store.get_feature_view(VERSION_VIEW)
-        keys = [EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=u)])
-                for u in user_ids]
-        rows = store._get_provider().online_read(config=store.config, table=view,
-                                                  entity_keys=keys, requested_features=["offset"])
-        out = {}
-        for u, (ts, values) in zip(user_ids, rows, strict=True):
-            # a missing row: (None, None) from sqlite, (epoch, empty values) from Redis
-            if ts is not None and values and values["offset"].WhichOneof("val") == "int64_val":
-                when = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-                out[u] = (int(values["offset"].int64_val), _us_of(when))
-        return out
-
-
-def _last_per_user(user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct users of a batch and the position of each one's last event."""
-    users, first_from_end = np.unique(user_idx[::-1], return_index=True)
-    return users, len(user_idx) - 1 - first_from_end
-
-
-def _us(ts: pd.Series) -> np.ndarray:
-    return ts.dt.tz_convert(UTC).dt.tz_localize(None).to_numpy("datetime64[us]").view(np.int64)
-
-
-def _us_of(when: datetime) -> int:
-    from online.clock import to_us
-
-    return to_us(when)

@@ -37,7 +37,7 @@ def build_projector(log, settings: Settings, *, online_writes: bool | None = Non
     if online_writes is None:
         online_writes = online_store_applied(settings)
     if online_writes:
-        from offline.feast_store import OnlineWriter, stored_frame
+        from offline.feast_online import OnlineWriter, stored_frame
 
         writer = OnlineWriter(settings)
         if deferred:
@@ -49,6 +49,7 @@ def build_projector(log, settings: Settings, *, online_writes: bool | None = Non
             contributors.append(writer)
     projector = Projector(log, settings.state_dir, contributors=contributors)
     _catch_up_models(projector)
+    _note_serving_model(settings, projector)
     return projector
 
 
@@ -74,6 +75,24 @@ def _catch_up_models(projector: Projector) -> None:
     with tempfile.TemporaryDirectory(prefix="models-", dir=projector.state_dir) as scratch:
         Projector(projector.log, scratch, contributors=behind).run(
             until_offset=projector.offset, progress=True)
+
+
+def _note_serving_model(settings: Settings, projector: Projector) -> None:
+    """Give the serving model its registry entry the first time the data dir serves it."""
+    from online.models.contributor import ModelContributor
+    from online.models.registry import ModelRegistry, describe_learner
+
+    registry = ModelRegistry(settings.data_dir)
+    for c in projector.contributors:
+        if not isinstance(c, ModelContributor):
+            continue
+        try:
+            if registry.get(c.model_version) is None:  # learnt online from the log's start
+                registry.record({"model_version": c.model_version, "source": "online",
+                                 "kind": describe_learner(c.models.propensity), "offset": 0,
+                                 "trained_on": {"from_offset": 0, "learns_online": True}})
+        except (OSError, ValueError):  # a read-only data dir or a damaged registry file:
+            pass  # serving goes on; `portrait models` reports the damage
 
 
 def erase_everywhere(settings: Settings, user_id: str, log=None, projector=None) -> dict:

@@ -97,7 +97,19 @@ class Feature:
     @property
     def half_life_index(self) -> int:
         """Position of the half-life in ``HALF_LIVES`` (the index into ``decay_factors``)."""
+        if self.half_life_us is None:
+            raise ValueError(f"feature {self.name!r}: half_life_us is set only for kind "
+                             f"'decay', got kind {self.kind!r}")
         return [hl for _, hl in HALF_LIVES].index(self.half_life_us)
+
+    @property
+    def stored_column(self) -> str:
+        """The stored column the served value is computed from: its own, or its ``source``."""
+        if self.kind != "since":
+            return self.name
+        if self.source is None:
+            raise ValueError(f"feature {self.name!r}: kind 'since' needs a source timestamp")
+        return self.source
 
 
 def _span(us: int) -> str:

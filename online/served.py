@@ -27,7 +27,7 @@ def stored_inputs() -> list[str]:
     names = {"last_event_ts"}
     for f in cat.FEATURES:
         if f.name in AT_REQUEST:
-            names.add(f.source if f.kind == "since" else f.name)
+            names.add(f.stored_column)
     return sorted(names)
 
 

@@ -178,6 +178,18 @@ class CodeMap:
 class UserState:
     """Feature state of all users: growable numpy arrays plus user/item/category code maps."""
 
+    # views of one buffer, set by `_alloc` (names: ARRAY_NAMES; layout: the module docstring)
+    ints: np.ndarray
+    floats: np.ndarray
+    win_head: np.ndarray
+    cat_weight: np.ndarray
+    cat_code: np.ndarray
+    recent: np.ndarray
+    hll: np.ndarray
+    win_count: np.ndarray
+    win_spend: np.ndarray
+    _buf: np.ndarray  # the rows of every user, ROW_BYTES each
+
     def __init__(self, capacity: int = 1024) -> None:
         self.users = CodeMap()
         self.items = CodeMap()
@@ -190,9 +202,9 @@ class UserState:
         raw = np.empty(capacity * ROW_BYTES + 64, dtype=np.uint8)
         start = -raw.ctypes.data % 64  # rows start on cache lines
         buf = raw[start: start + capacity * ROW_BYTES].reshape(capacity, ROW_BYTES)
-        old = getattr(self, "_buf", None)
+        old: np.ndarray | None = getattr(self, "_buf", None)  # None on the first allocation
         kept = 0 if old is None else len(old)
-        if kept:
+        if old is not None:
             buf[:kept] = old
         buf[kept:] = _INITIAL_ROW
         self._buf = buf
@@ -241,6 +253,15 @@ class UserState:
         self.users.values[row] = None
         self._buf[row] = _INITIAL_ROW[0]
         return 1
+
+    def newest_event_us(self) -> int:
+        """Newest effective event time over the users still held (``NO_TS`` when none).
+
+        What a replay of the remaining log gives as the watermark: after an erasure it is
+        recomputed with this (the erased user's event may have been the newest).
+        """
+        live = np.array([i for i, u in enumerate(self.users.values) if u is not None], np.int64)
+        return int(self.ints[live, I_LAST_TS].max()) if len(live) else int(cat.NO_TS)
 
     def bytes_per_user(self) -> int:
         """Bytes of numpy state per user (one buffer row; code maps not included)."""

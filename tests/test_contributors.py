@@ -29,7 +29,8 @@ def _deferred():
 
 
 def _online_writer(settings):
-    from offline.feast_store import OnlineWriter, apply
+    from offline.feast_online import OnlineWriter
+    from offline.feast_store import apply
 
     apply(settings)
     return OnlineWriter(settings)

@@ -263,19 +263,20 @@ def test_delete_route_erases_and_a_restart_does_not_bring_the_user_back(tmp_path
 
 
 def _online_rows(settings: Settings, users: list[str]) -> dict[str, tuple[int, int]]:
-    from offline.feast_store import OnlineWriter
+    from offline.feast_online import OnlineWriter
 
     return OnlineWriter(settings).stored_versions([PSEUDO(u) for u in users])
 
 
 def _build_online(settings: Settings, events: list[dict]) -> None:
     from offline import feast_store
+    from offline.feast_online import OnlineWriter
 
     feast_store.apply(settings)
     with open_event_log(settings) as log:
         log.append(events)
         projector = Projector(log, settings.state_dir,
-                              contributors=[feast_store.OnlineWriter(settings)])
+                              contributors=[OnlineWriter(settings)])
         projector.run()
         projector.checkpoint()
 
@@ -304,7 +305,7 @@ def test_erasure_deletes_the_redis_key(tmp_path) -> None:
     users = sorted({e["user_id"] for e in events})
     _build_online(settings, events)
     try:
-        from offline.feast_store import OnlineWriter
+        from offline.feast_online import OnlineWriter
 
         def held() -> set[str]:
             # Feast's Redis store reads a missing entity as epoch 0 and empty values, which
@@ -317,10 +318,10 @@ def test_erasure_deletes_the_redis_key(tmp_path) -> None:
         assert receipt.complete and receipt.stores["online_redis"] == {"keys": 1}
         assert held() == set(pseudo.many(users[1:]))
     finally:
-        from offline.privacy.erasure import _erase_online_redis
+        from offline.feast_online import erase_user_redis
 
         for user in users:
-            _erase_online_redis(settings, pseudo(user))
+            erase_user_redis(settings, pseudo(user))
 
 
 def test_erasure_of_an_unknown_user_finds_nothing(settings) -> None:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from offline.cli import cli
 from offline.datasets import generate
-from offline.evaluate import entity_points, resolve_labels
+from offline.evaluation import entity_points, resolve_labels
 from online.eventlog import EventLog
 from online.models import DAY_US
 from online.settings import Settings
@@ -74,9 +74,27 @@ def test_evaluate_cli_writes_the_report_and_prints_the_figures(data_dir, tmp_pat
     rows = p["split"]["labels_agree_with_retrieval"].split("/")
     assert rows[0] == rows[1] and int(rows[0]) > 0  # our labels are retrieval's labels
     assert p["split"]["train_rows"] > 0 and p["split"]["test_rows"] > 0
+    assert set(p["reference"]) == {"base rate", "RFM rule"}
+    assert p["reference"]["base rate"]["auc"] == 0.5  # a constant ranks nothing
+    t = p["test_period"]
+    assert set(t["average_precision"]) == {"online", "logistic", "gbm", "mlp", "base rate",
+                                           "RFM rule"}
+    assert t["average_precision"]["base rate"] == pytest.approx(t["positive_rate"])
+    for rows in t["lift_gains"].values():
+        assert [r["top"] for r in rows][:4] == ["1%", "2%", "5%", "10%"]
+        assert rows[-1]["captured"] >= rows[0]["captured"]  # gains only grow
+    vs = p["online_vs_best_batch"]
+    assert vs["best_batch"] == max(p["batch_auc"], key=p["batch_auc"].get)
+    assert vs["difference"] == pytest.approx(p["online_auc"] - p["batch_auc"][vs["best_batch"]])
+    assert vs["ci95"][0] <= vs["difference"] <= vs["ci95"][1]
+    assert "over users" in t["auc_difference"]["method"]
+    names = [f["feature"] for f in t["importances"]["features"]]
+    assert len(names) == len(set(names)) and names  # each reason once
     assert set(s) >= {"k", "silhouette_online", "silhouette_batch", "ari"}
+    assert sum(seg["users"] for seg in s["business"]) == s["users_sampled"]
     assert -1.0 <= s["ari"] <= 1.0
-    for name in ("index.html", "roc.png", "calibration.png", "segments.png", "report.json"):
+    for name in ("index.html", "roc.png", "calibration.png", "segments.png", "report.json",
+                 "pr.png", "gains.png", "importances.png"):
         assert (out / name).stat().st_size > 0
     html = (out / "index.html").read_text()
     assert 'src="roc.png"' in html and "River" in html
@@ -84,12 +102,13 @@ def test_evaluate_cli_writes_the_report_and_prints_the_figures(data_dir, tmp_pat
 
 
 def test_evaluate_is_deterministic_and_defaults_its_output(data_dir):
-    from offline.evaluate import evaluate
+    from offline.evaluation import evaluate
 
     settings = Settings(data_dir=data_dir)
     a = evaluate(settings, 2 * DAY_US, max_rows=500)
     b = evaluate(settings, 2 * DAY_US, max_rows=500)
     assert a["report"] == str(data_dir / "reports" / "evaluation" / "index.html")
-    for key in ("online_auc", "batch_auc", "prequential", "split"):
+    for key in ("online_auc", "batch_auc", "prequential", "split", "reference",
+                "online_vs_best_batch"):
         assert a["propensity"][key] == b["propensity"][key]
     assert a["segments"] == b["segments"]

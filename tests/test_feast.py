@@ -18,6 +18,7 @@ import pytest
 from helpers import shoplogs
 from helpers.services import require_redis
 
+from offline import feast_online as fo
 from offline import feast_store as fs
 from offline.backfill import training_set as rt
 from offline.backfill.replay import replay, replay_state, replayed_end
@@ -136,10 +137,10 @@ def frame(user: str, offset: int, ts_us: int, events: int) -> pd.DataFrame:
         stored[f.name] = v
     stored["event_count"][0] = events
     stored["last_event_ts"][0] = ts_us
-    return fs.stored_frame([user], stored, np.array([offset]))
+    return fo.stored_frame([user], stored, np.array([offset]))
 
 
-def check_writes_never_go_back(writer: fs.OnlineWriter) -> str:
+def check_writes_never_go_back(writer: fo.OnlineWriter) -> str:
     user, t = f"w-{uuid.uuid4().hex[:8]}", shoplogs.T0
     assert writer.push(frame(user, 10, t, 5)).pushed == 1
     assert writer.push(frame(user, 9, t + cat.HOUR_US, 4)).skipped == 1  # older state
@@ -148,7 +149,7 @@ def check_writes_never_go_back(writer: fs.OnlineWriter) -> str:
     late = writer.push(frame(user, 12, t, 6))  # a late event: same time, newer offset
     assert late.pushed == 1
     both = pd.concat([frame(user, 20, t + 2, 8), frame(user, 15, t + 1, 7)])
-    assert writer.push(both) == fs.PushResult(offered=2, pushed=1, skipped=1)
+    assert writer.push(both) == fo.PushResult(offered=2, pushed=1, skipped=1)
     got = online_rows(writer.store, [user])
     assert (got["event_count"], got["offset"], got["recent_items"]) == ([8], [20], [["i1",
                                                                                       "i2"]])
@@ -159,14 +160,14 @@ def check_writes_never_go_back(writer: fs.OnlineWriter) -> str:
 
 
 def test_online_writes_never_overwrite_newer_rows_sqlite(data):
-    check_writes_never_go_back(fs.OnlineWriter(data))
+    check_writes_never_go_back(fo.OnlineWriter(data))
 
 
 def test_online_writes_never_overwrite_newer_rows_redis(tmp_path):
     settings = Settings(data_dir=tmp_path, online_store="redis")
     require_redis(settings.redis_url)
     fs.apply(settings)
-    writer = fs.OnlineWriter(settings)
+    writer = fo.OnlineWriter(settings)
     user = check_writes_never_go_back(writer)
     import redis
     from feast.infra.key_encoding_utils import serialize_entity_key  # noqa: F401
@@ -184,7 +185,7 @@ def test_the_projector_pushes_each_batch_through_the_writer(tmp_path):
     settings = Settings(data_dir=tmp_path)
     shoplogs.write(settings.event_log_path, EVENTS)
     fs.apply(settings)
-    writer = fs.OnlineWriter(settings)
+    writer = fo.OnlineWriter(settings)
     with EventLog(settings.event_log_path) as log:
         projector = Projector(log, settings.state_dir, contributors=[writer])
         projector.run(batch_size=150)

@@ -284,6 +284,12 @@ def test_installed_model_serves_the_federated_scores_and_keeps_learning(specs, l
     worker = TenantWorker("small", shop, horizon_us=HORIZON)
     receipt = worker.install(*result.model(), note="test")
     assert receipt["model_version"] != receipt["previous_version"]
+    from online.models.registry import ModelRegistry
+
+    entry = ModelRegistry(shop).get(receipt["model_version"])
+    assert (entry["source"], entry["replaces"]) == ("federated", receipt["previous_version"])
+    assert ModelRegistry(shop).get(receipt["previous_version"])["until_offset"] == \
+        receipt["offset"]
 
     settings = Settings(data_dir=shop)
     with open_event_log(settings) as log:

@@ -61,7 +61,7 @@ def test_switching_to_redis_materializes_everything_into_it(tmp_path, monkeypatc
         body = json.loads(out.stdout.strip().splitlines()[-1])
         assert out.exit_code == 0 and body["full"] and body["full_reason"] == "asked"
     finally:
-        from offline.privacy.erasure import _erase_online_redis
+        from offline.feast_online import erase_user_redis
 
         for user in users:
-            _erase_online_redis(redis, user)
+            erase_user_redis(redis, user)

@@ -105,6 +105,16 @@ def test_erase_forgets_the_user(state, tmp_path):
     assert loaded.user_index("u3") == state.n_users  # a new row, the old one is never reused
 
 
+def test_newest_event_skips_erased_users(state):
+    t0, minute = 1_300_000_000_000_000, 60_000_000
+    assert state.newest_event_us() == t0 + 39 * minute  # event 39 is u4's
+    state.erase("u4")
+    assert state.newest_event_us() == t0 + 38 * minute  # then u3's event 38
+    for k in range(7):
+        state.erase(f"u{k}")
+    assert state.newest_event_us() == cat.NO_TS
+
+
 def test_missing_user_id_is_rejected():
     with pytest.raises(ValueError, match="user_id"):
         UserState().index_users(_objects(["a", None]))

@@ -10,7 +10,11 @@ Layout under ``<data_dir>/offline/``:
 - ``replay/manifest.json``: committed chunks (offsets, files, rows), the tail, the kept
   checkpoints, the run in progress and the watermark; replaced atomically.
 - ``replay/checkpoints/<offset>/``: the feature state (``UserState.write_into``) and each
-  user's newest applied offset (``last_offset.npy``) at a chunk boundary.
+  user's newest applied offset (``last_offset.npy``) at a chunk boundary;
+  ``replay/ray/<group>/state/``: the same for each group of an unfinished Ray replay.
+
+Erasure: `erase_user_from_checkpoints` and `erase_user_from_parquet` rewrite, each file
+atomically, what holds one user (see ``offline.privacy.erasure`` for the order).
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from offline.backfill import rows as sn
 from online import catalogue as cat
-from online.state import UserState, fsync_dir
+from online.state import UserState, fsync_dir, fsync_tree
 
 ANCHOR_CHUNKS = 8  # keep the checkpoint of every 8th chunk boundary for re-runs
 _BUFFER_ROWS = 262_144  # snapshot rows held per chunk before a write (~130 MB)
@@ -263,3 +269,75 @@ def _concat(blocks: list[sn.RowBlock]) -> sn.RowBlock:
     return sn.RowBlock(*(np.concatenate([getattr(b, f) for b in blocks], axis=1 if f in (
         "ints", "floats") else 0) for f in ("user", "ts", "offset", "ints", "floats", "top",
                                             "recent")))
+
+
+# -- erasure ---------------------------------------------------------------------------------
+
+
+def erase_user_from_checkpoints(offline_dir: Path, stored_id: str) -> dict[str, Any]:
+    """Rewrite every replay checkpoint (and Ray group state) holding the user without them."""
+    replay_dir = Path(offline_dir) / "replay"
+    rewritten = 0
+    found = [*replay_dir.glob("checkpoints/*"), *replay_dir.glob("ray/*/state")]
+    for directory in sorted(p for p in found if p.is_dir()):
+        root = directory.parent
+        if not (directory / "codes.json").exists():
+            continue
+        users = json.loads((directory / "codes.json").read_text("utf-8"))["users"]
+        if stored_id not in users:  # the id map alone says: no arrays to load
+            continue
+        state = UserState.load(directory)
+        if not state.erase(stored_id):
+            continue
+        tmp = directory.with_name(f".{directory.name}.erase")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        state.write_into(tmp)
+        for entry in directory.iterdir():  # e.g. last_offset.npy: no ids, kept as it is
+            if not (tmp / entry.name).exists():
+                shutil.copy2(entry, tmp / entry.name)
+        fsync_tree(tmp)
+        old = directory.with_name(f".{directory.name}.old")
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old)
+        fsync_dir(root)
+        rewritten += 1
+    return {"checkpoints_rewritten": rewritten, "state_rows": rewritten}
+
+
+def erase_user_from_parquet(offline_dir: Path, stored_id: str) -> dict[str, Any]:
+    """Rewrite every parquet file under ``offline_dir`` holding the user's rows without them.
+
+    A file is rewritten (temporary file, fsync, rename: readers see old or new) also when
+    only its dictionary page lists the user; other files are not touched.
+    """
+    files = rows = 0
+    for path in sorted(Path(offline_dir).rglob("*.parquet")):
+        if "user_id" not in pq.read_schema(path).names:
+            continue
+        # Read the parquet dictionary too: a file may list the user in its dictionary page
+        # (or its statistics) without holding a row of theirs. The user_id column alone
+        # says whether the file must be rewritten: most files do not hold the user.
+        source = pq.ParquetFile(path, read_dictionary=["user_id"])
+        column = source.read(columns=["user_id"])["user_id"]
+        listed = any(pc.index(chunk.dictionary, stored_id).as_py() >= 0
+                     for chunk in column.chunks if pa.types.is_dictionary(chunk.type))
+        mask = pc.fill_null(pc.equal(column.cast(pa.string()), stored_id), False)
+        n = pc.sum(mask).as_py() or 0
+        if not n and not listed:
+            continue
+        table = source.read()
+        kept = table.filter(pc.invert(mask))
+        # plain strings: the rewritten file's dictionary is built from the remaining rows only
+        kept = kept.set_column(kept.schema.get_field_index("user_id"), "user_id",
+                               kept["user_id"].cast(pa.string()))
+        tmp = path.with_name(f".{path.name}.erase.tmp")
+        pq.write_table(kept, tmp, **WRITE_OPTIONS)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        files += 1
+        rows += n
+    return {"rows": rows, "files": files}

@@ -44,7 +44,6 @@ import numpy as np
 
 from offline.backfill import files as store
 from offline.backfill import rows as sn
-from offline.backfill.files import WRITE_OPTIONS as _WRITE_OPTIONS  # noqa: F401 (erasure)
 from online import catalogue as cat
 from online import kernels as kn
 from online.eventlog import EventLog

@@ -12,6 +12,7 @@ from offline.cli import (  # noqa: F401  (importing registers the commands)
     evaluate,
     events,
     federate,
+    models,
     privacy,
     profiles,
     serving,

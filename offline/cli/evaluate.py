@@ -25,14 +25,17 @@ def evaluate(ctx: Context, horizon: str, out: Path | None, max_rows: int, seed: 
 
     Replays the log through the online models (the scores the projector emitted), fits
     LogisticRegression, gradient boosting and an MLP on point-in-time training sets before a
-    time cut, scores all on the later period, and compares the online segments with KMeans.
+    time cut, scores all on the later period next to the base rate and an RFM quintile rule
+    (precision-recall, lift and gains at the top k%, AUC differences with a paired bootstrap
+    over users, the online model's global importances), and compares the online segments
+    with KMeans (one table per segment in business units).
 
     \b
     Examples:
       portrait evaluate
       portrait evaluate --horizon 7d --out reports/eval --json
     """
-    from offline.evaluate import evaluate as run_evaluation
+    from offline.evaluation import evaluate as run_evaluation
     from online.clock import parse_duration
 
     try:
@@ -56,8 +59,13 @@ def _summary(r: dict) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
     batch = ", ".join(f"{k} {f(v)}" for k, v in p.get("batch_auc", {}).items())
+    vs = p.get("online_vs_best_batch")
+    gap = (f"online - {vs['best_batch']}: {f(vs['difference'])} (95% interval {f(vs['ci95'][0])}"
+           f" to {f(vs['ci95'][1])}, paired bootstrap over users)\n" if vs else "")
+    rule = p.get("reference", {}).get("RFM rule", {}).get("auc")
     return (f"propensity ({p['horizon']}): online AUC {f(p['online_auc'])} on the test period "
-            f"(prequential {f(p['prequential']['auc'])}); batch {batch or 'n/a'}\n"
+            f"(prequential {f(p['prequential']['auc'])}); batch {batch or 'n/a'}; "
+            f"RFM rule {f(rule)}\n{gap}"
             f"segments (k={s['k']}): silhouette online {f(s['silhouette_online'])}, batch "
             f"{f(s['silhouette_batch'])}, ARI {f(s['ari'])}\n"
             f"report: {r['report']}")

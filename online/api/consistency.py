@@ -16,10 +16,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-__all__ = ["ProfileSampler", "check_consistency", "erase_from_samples", "read_samples",
-           "sample_logs"]
+__all__ = ["ProfileSampler", "check_consistency", "erase_from_samples", "erase_user",
+           "read_samples", "sample_logs"]
 
 _MAX_LISTED = 1_000
 _REGISTRY = Path("privacy") / "sample_logs.json"  # under the data dir
@@ -67,7 +67,7 @@ class ProfileSampler:
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # line-buffered append: each record is one write, whole lines even if we crash
-        self._file = self.path.open("a", encoding="utf-8", buffering=1)
+        self._file: IO[str] | None = self.path.open("a", encoding="utf-8", buffering=1)
         self.written = 0
 
     def maybe_record(self, body: dict[str, Any], stored_user_id: str) -> bool:
@@ -125,6 +125,20 @@ def erase_from_samples(path: str | Path, ids: set[str]) -> int:
             f.flush()
             os.fsync(f.fileno())
     return removed
+
+
+def erase_user(data_dir: str | Path, configured: str | Path | None,
+               ids: set[str]) -> dict[str, int]:
+    """Remove the records of ``ids`` from every sample log of ``data_dir`` (`sample_logs`).
+
+    Returns ``lines`` (records removed) and ``files`` (sample logs found and scanned).
+    """
+    removed = files = 0
+    for path in sample_logs(data_dir, configured):
+        if path.exists():
+            removed += erase_from_samples(path, ids)
+            files += 1
+    return {"lines": removed, "files": files}
 
 
 def read_samples(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Online-store writes taken off the request path: each touched user pushed once per flush.
 
-A projector contributor such as ``offline.feast_store.OnlineWriter`` pushes every batch's
+A projector contributor such as ``offline.feast_online.OnlineWriter`` pushes every batch's
 touched users to the online store inside the projection, so an ingest request pays for the
 push (Feast: ~100 µs per row), reads wait behind it, and a user active in ten requests is
 pushed ten times. `DeferredWrites` replaces that: during projection it only notes which
@@ -16,7 +16,7 @@ older row replace a newer one, so a push that is repeated after a crash is harml
 
 Wiring (the CLI, which may import ``offline``)::
 
-    from offline.feast_store import OnlineWriter, stored_frame
+    from offline.feast_online import OnlineWriter, stored_frame
     writer = OnlineWriter(settings)
     DeferredWrites(lambda ids, stored, offsets: writer.push(stored_frame(ids, stored, offsets)))
 """

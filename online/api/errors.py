@@ -9,6 +9,7 @@ sees has the same shape: ``{"type", "title", "status", "detail", "field"?}`` wit
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -150,7 +151,7 @@ _HTTP_TITLES = {
 }
 
 
-def _field_of(loc: tuple | list) -> str | None:
+def _field_of(loc: Sequence[str | int]) -> str | None:
     # ("query", "limit") -> "limit"; ("body", "user_ids", 3) -> "user_ids[3]"
     parts = [p for p in loc if p not in ("body", "query", "path", "header")]
     if not parts:

@@ -154,11 +154,11 @@ class ApiMetrics:
 
     def add_gauges(self, read: Callable[[], Mapping[str, tuple[str, float]]]) -> None:
         """Register gauges read at scrape time (projector lag)."""
-        self.registry.register(_GaugeCallback(read))  # type: ignore[arg-type]
+        self.registry.register(_GaugeCallback(read))
 
     def add_stats(self, read: Callable[[], Mapping[str, Mapping[str, Any]]]) -> None:
         """Register components' ``stats()`` read at scrape time (models: labels, drift)."""
-        self.registry.register(_StatsCallback(read))  # type: ignore[arg-type]
+        self.registry.register(_StatsCallback(read))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

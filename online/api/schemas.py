@@ -48,7 +48,7 @@ class Problem(BaseModel):
     field: str | None = Field(None, description="The request field at fault, when one is.")
 
 
-_PROBLEM_DESCRIPTIONS = {
+_PROBLEM_DESCRIPTIONS: dict[int | str, str] = {
     401: "No API key, or an unknown one",
     403: "The API key lacks the scope",
     404: "No events for this user",

@@ -40,7 +40,7 @@ from .settings import ApiSettings
 __all__ = ["Eraser", "ProfileService", "ProjectorFactory", "default_eraser", "default_projector"]
 
 # (log, settings) -> Projector: the CLI passes one that adds contributors living outside
-# `online` (e.g. offline.feast_store.OnlineWriter for Feast online writes)
+# `online` (e.g. offline.feast_online.OnlineWriter for Feast online writes)
 ProjectorFactory = Callable[[EventLog, ApiSettings], Any]
 # (settings, raw user id, open log, live projector) -> receipt dict with a bool "found";
 # called with projection held still. The CLI passes offline.privacy.erasure.erase_user, which also

@@ -281,7 +281,7 @@ class ModelContributor(ProfileContributor):
         if entry is None:
             return self.models, None
         key = (entry["valid_from_us"], entry["offset"], id(entry))
-        if self._cache_key != key:
+        if self._cache_key != key or self._cache is None:
             self._cache = ModelVersions.load(entry)
             self._cache_key = key
         return self._cache, entry

@@ -65,8 +65,7 @@ class SegmentSnapshots:
         self.refresh_every = refresh_every
         needed = {"last_event_ts"}
         for name in self.inputs:
-            f = cat.feature(name)
-            needed.add(f.source if f.kind == "since" else name)
+            needed.add(cat.feature(name).stored_column)
         self.stored_names = tuple(sorted(needed))
         self._rows: dict[str, tuple] = {}  # stored id -> its newest stored values
         self._hash: dict[str, int] = {}  # stored id -> its 64-bit hash (seen users)

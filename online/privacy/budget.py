@@ -53,7 +53,7 @@ class BudgetExhausted(RuntimeError):
 
 def budget_total(settings: Any) -> float:
     """The total epsilon of a data dir, from the settings or the environment (default 10)."""
-    value = getattr(settings, "privacy_budget_epsilon", None)
+    value: float | str | None = getattr(settings, "privacy_budget_epsilon", None)
     if value is None:
         value = os.environ.get(_ENV_TOTAL, DEFAULT_TOTAL_EPSILON)
     total = float(value)

@@ -124,7 +124,8 @@ def release_segments(inputs: SegmentInputs, epsilon: float, *, budget: PrivacyBu
     for code, (name, description) in enumerate(SEGMENTS.items()):
         mask = inputs.segment == code
         size = max(mechanisms.size(inputs.values["order_count"][mask]), 0)
-        sums, means = {}, {}
+        sums: dict[str, float | None] = {}
+        means: dict[str, float | None] = {}
         for feature, upper in bounds.items():
             if name in _NOT_APPLICABLE.get(feature, ()):
                 sums[feature] = means[feature] = None

@@ -11,7 +11,7 @@ from online.privacy import BudgetExhausted, PrivacyBudget, release_segments, seg
 from online.privacy.releases import last_release, save_release
 
 from ..deps import PrivacyAccess, ReadAccess, ServiceDep, SettingsDep
-from ..errors import ApiError
+from ..errors import ApiError, NotReady
 from ..schemas import problem_responses
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"], dependencies=[ReadAccess],
@@ -93,6 +93,8 @@ def post_segments(service: ServiceDep, settings: SettingsDep,
     """
     with service._lock.read():  # one consistent state; the noisy release runs unlocked
         projector = service.projector
+        if projector is None:  # the lifespan has not opened the state yet
+            raise NotReady("the projector is not loaded yet: retry once the server is ready")
         inputs = segment_inputs(projector.state, projector.watermark_us, projector.offset)
     try:
         body = release_segments(inputs, request.epsilon,
