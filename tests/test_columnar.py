@@ -70,6 +70,13 @@ def test_kernels_give_the_same_state_from_either_read(log):
     assert a.equals(b)
 
 
+def test_a_columnar_read_sees_events_appended_after_the_last_one(log):
+    before = sum(len(b) for b, _ in log.column_batches(size=50))
+    shoplogs.write(log.path, shoplogs.make_events(30, seed=9, users=4))
+    after = sum(len(b) for b, _ in log.column_batches(size=50))
+    assert (before, after) == (400, 430)
+
+
 def test_code_maps_encode_arrow_strings_as_numpy_ones():
     values = ["b", None, "a", "b", "", None, "c", "a"]
     m1, m2 = CodeMap(["a"]), CodeMap(["a"])

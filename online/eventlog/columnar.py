@@ -99,7 +99,9 @@ class _Adbc:
     def __init__(self, path: str) -> None:
         import adbc_driver_sqlite.dbapi as adbc
 
-        self._conn = adbc.connect(path)
+        # autocommit: each query reads the newest commit (else the driver's open
+        # transaction pins the first query's snapshot for the connection's life)
+        self._conn = adbc.connect(path, autocommit=True)
         self._lock = threading.Lock()
 
     def query(self, sql: str, params: tuple, rows: int) -> pa.Table:
