@@ -166,11 +166,22 @@ class _Buffers:
         return (self.user, self.ts, self.off, self.out_i, self.out_f, self.out_top,
                 self.out_recent)
 
-    def block(self, n: int) -> RowBlock:
-        return RowBlock(self.user[:n].copy(), self.ts[:n].copy(), self.off[:n].copy(),
-                        np.ascontiguousarray(self.out_i[:n].T),
-                        np.ascontiguousarray(self.out_f[:n].T),
-                        self.out_top[:n].copy(), self.out_recent[:n].copy())
+    def blocks(self, n: int) -> list[RowBlock]:
+        """The first n rows, one block per UTC date of ``event_timestamp`` (each copied once,
+        columns contiguous): ``RowBlock.by_day`` of them is free."""
+        days = self.ts[:n] // cat.DAY_US
+        if days.min() == days.max():
+            return [RowBlock(self.user[:n].copy(), self.ts[:n].copy(), self.off[:n].copy(),
+                             np.ascontiguousarray(self.out_i[:n].T),
+                             np.ascontiguousarray(self.out_f[:n].T),
+                             self.out_top[:n].copy(), self.out_recent[:n].copy())]
+        order = np.argsort(days, kind="stable")
+        cuts = [0, *(np.flatnonzero(np.diff(days[order])) + 1), n]
+        ints, floats = self.out_i.T, self.out_f.T  # [columns, capacity], rows contiguous
+        return [RowBlock(self.user[idx], self.ts[idx], self.off[idx],
+                         np.take(ints, idx, axis=1), np.take(floats, idx, axis=1),
+                         self.out_top[idx], self.out_recent[idx])
+                for idx in (order[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True))]
 
 
 def _state_arrays(state: UserState) -> tuple:
@@ -189,7 +200,8 @@ def grow_offsets(last_offset: np.ndarray, n_users: int) -> np.ndarray:
 
 def event_rows(state: UserState, batch, last_offset: np.ndarray, *, block_rows: int = 65_536,
                ) -> tuple[list[RowBlock], np.ndarray]:
-    """Apply ``batch`` (an ``EventBatch``, log order) to ``state``; return its snapshot rows.
+    """Apply ``batch`` (an ``EventBatch``, log order) to ``state``; return its snapshot rows
+    (in blocks of one UTC date each).
 
     ``last_offset`` is updated in place and returned (grown when new users appear): per
     user, one past the offset of the newest event applied (the rows' ``offset``).  The
@@ -213,7 +225,7 @@ def event_rows(state: UserState, batch, last_offset: np.ndarray, *, block_rows: 
         i, j = _event_rows(i, *cols.values(), off, state.item_hash,
                            *_state_arrays(state), last_offset, eff, *buf.outputs())
         if j:
-            blocks.append(buf.block(j))
+            blocks += buf.blocks(j)
     return blocks, last_offset
 
 
@@ -225,5 +237,5 @@ def tail_rows(state: UserState, last_offset: np.ndarray, *, block_rows: int = 65
     while u < state.n_users:
         u, j = _tail_rows(u, state.n_users, *_state_arrays(state), last_offset, *buf.outputs())
         if j:
-            blocks.append(buf.block(j))
+            blocks += buf.blocks(j)
     return blocks
