@@ -34,37 +34,20 @@ class Reading(LogFile):
         return EventBatch.from_rows(rows), rows[-1][0] + 1
 
     def batches(self, from_offset: int = 0, to_offset: int | None = None,
-                size: int = 100_000, *, prefetch: bool = False,
-                ) -> Iterator[tuple[EventBatch, int]]:
+                size: int = 100_000) -> Iterator[tuple[EventBatch, int]]:
         """``(batch, resume_offset)`` over offsets ``[from_offset, to_offset)``, in order.
 
         The one loop over ``read``: each batch holds at most ``size`` events, the resume offset
-        is where the next read starts.  ``prefetch``: the next batch is read on a thread while
-        the caller works on this one (SQLite releases the GIL while it reads).
+        is where the next read starts (``column_batches``: the same in the kernels' columns).
         """
         if to_offset is not None and from_offset >= to_offset:
             return
-        if not prefetch:
-            offset = from_offset
-            while True:
-                batch, offset = self.read(offset, size, to_offset=to_offset)
-                if not len(batch):
-                    return
-                yield batch, offset
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(1, thread_name_prefix="log-read") as pool:
-            pending = pool.submit(self.read, from_offset, size, to_offset=to_offset)
-            while True:
-                batch, resume = pending.result()
-                if not len(batch):
-                    return
-                done = to_offset is not None and resume >= to_offset
-                if not done:
-                    pending = pool.submit(self.read, resume, size, to_offset=to_offset)
-                yield batch, resume
-                if done:
-                    return
+        offset = from_offset
+        while True:
+            batch, offset = self.read(offset, size, to_offset=to_offset)
+            if not len(batch):
+                return
+            yield batch, offset
 
     def read_partitions(
         self,
