@@ -15,7 +15,7 @@ from numba import njit
 
 from online import catalogue as cat
 from online import state as st
-from online.kernels.events import _apply
+from online.kernels.events import _apply, _prefetch
 from online.kernels.features import EVENT_COLUMNS, checked
 from online.kernels.jit import JIT
 from online.kernels.layout import I_EVENT_COUNT, I_LAST_TS, NO_TS, OUT_FLOAT, OUT_INT, RECENT, TOP
@@ -24,6 +24,28 @@ from online.state import UserState
 
 # At most one expiry row per ring slot between two events, plus the event's own row.
 MAX_ROWS_PER_EVENT = st.WIN_SLOTS + 1
+_PF_ROWS = 2  # events ahead whose user's state is fetched into the cache
+_WIN_SLOTS, _N_INT, _N_FLOAT, _HLL_M = st.WIN_SLOTS, st.N_INT, st.N_FLOAT, st.HLL_M
+
+
+@njit(**JIT)
+def _fetch_user(v, ints, floats, win_spend, win_head, cat_code, cat_weight, hll, recent):
+    """Hint the CPU to fetch user v's whole state: its rows read all of it (~2 KB, at a
+    random place when the state is larger than the caches)."""
+    _prefetch(ints, v, 0)
+    _prefetch(ints, v, _N_INT - 1)
+    _prefetch(floats, v, 0)
+    _prefetch(floats, v, _N_FLOAT - 1)
+    _prefetch(win_head, v, 0)
+    for s in range(0, _WIN_SLOTS, 4):  # 16 bytes per ring slot (count, bucket, spend)
+        _prefetch(win_spend, v, s)
+    _prefetch(win_spend, v, _WIN_SLOTS - 1)
+    _prefetch(cat_code, v, 0)
+    _prefetch(cat_weight, v, 0)
+    for k in range(0, _HLL_M, 64):
+        _prefetch(hll, v, k)
+    _prefetch(recent, v, 0)
+    _prefetch(recent, v, RECENT - 1)
 
 
 @njit(**JIT)
@@ -75,6 +97,9 @@ def _event_rows(i0, uidx, ts, typ, price, qty, item, catg, off, item_hash, ints,
     i = i0
     n = uidx.shape[0]
     while i < n and cap - j >= MAX_ROWS_PER_EVENT:
+        if i + _PF_ROWS < n:
+            _fetch_user(uidx[i + _PF_ROWS], ints, floats, win_spend, win_head, cat_code,
+                        cat_weight, hll, recent)
         u = uidx[i]
         if ints[u, I_EVENT_COUNT] > 0:
             last = ints[u, I_LAST_TS]
