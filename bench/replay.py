@@ -2,10 +2,11 @@
 
 Builds (once, cached under ``bench/out/``) a synthetic log of ``--events`` events, then times
 ``offline.backfill.replay.replay`` from offset 0 into a fresh data dir, and, in the same run,
-the floor
-under it: reading the same log alone (``EventLog.read``, numpy columns) and applying it
-alone (``kernels.apply``, no rows).  Figures: events/s of each, snapshot rows per event,
-bytes per event on disk.  Goal: >= 1,000,000 events/s for the whole replay.
+the floor under it: reading the same log alone (``EventLog.column_batches``, the replay's
+read) and reading and applying it (``kernels.apply``, no rows).  Figures: events/s of each,
+the replay's CPU seconds per wall second (one thread: at most 1.0), snapshot rows per event,
+bytes per event on disk.  Bars: >= 150,000 events/s on one core; the design's goal
+>= 1,000,000 events/s for the whole replay.
 
 The bench log is bulk-loaded with plain SQLite inserts in the log's own column layout
 (``online.eventlog._INSERT``): synthetic events are valid by construction, and validating
@@ -14,7 +15,8 @@ The bench log is bulk-loaded with plain SQLite inserts in the log's own column l
 With ``--engine ray`` the same run also times ``offline.backfill.replay_ray.replay_ray`` on a local
 Ray with 1 and with 2 workers (one task per worker, each a group of log partitions; Ray
 started and its workers warmed on a tiny log before the clock starts), checks that its rows
-equal the local replay's row count, and reports each worker's peak RSS and the speed-ups.
+equal the local replay's row count, and reports each worker's peak RSS and the speed-ups
+(bars: 2 workers >= 1.7x one worker, one worker >= the local replay).
 
 Run: ``.venv/bin/python bench/replay.py [--events 10000000] [--users N] [--seed 7]
 [--engine ray]``. The last line of output is one JSON object with every figure.
@@ -41,6 +43,8 @@ from online.settings import Settings
 from online.state import UserState
 
 GOAL_EVENTS_PER_S = 1_000_000
+ONE_CORE_EVENTS_PER_S = 150_000
+RAY_SCALING = 1.7  # 2 workers over 1
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -75,10 +79,10 @@ def build_log(path: Path, n_users: int, n_events: int, seed: int) -> int:
 
 
 def read_only(path: Path, batch: int) -> tuple[float, int]:
-    """Seconds to read the whole log as numpy batches."""
+    """Seconds to read the whole log in the kernels' columns (the replay's read)."""
     t0, n = time.perf_counter(), 0
     with EventLog(path) as log:
-        for b, _ in log.batches(size=batch):
+        for b, _ in log.column_batches(size=batch):
             n += len(b)
     return time.perf_counter() - t0, n
 
@@ -88,7 +92,7 @@ def apply_only(path: Path, batch: int) -> float:
     state = UserState()
     t0 = time.perf_counter()
     with EventLog(path) as log:
-        for b, _ in log.batches(size=batch):
+        for b, _ in log.column_batches(size=batch):
             kernels.apply(state, b)
     return time.perf_counter() - t0
 
@@ -119,9 +123,11 @@ def main() -> None:
     build_log(warm / "events.db", 50, 2_000, 1)
     replay(Settings(data_dir=warm), progress=False)
 
+    cpu0 = time.process_time()
     summary = replay(settings, progress=True, chunk_events=args.chunk_events,
                      batch_events=args.batch_events)
     t_replay = summary.seconds
+    cpu_per_wall = (time.process_time() - cpu0) / t_replay
     t_read, _ = read_only(log_path, args.batch_events)
     t_apply = apply_only(log_path, args.batch_events)
     files = list((work / "offline" / "user_features").rglob("*.parquet"))
@@ -134,12 +140,15 @@ def main() -> None:
         "read_apply_events_per_s": round(n / t_apply),
         "rows": rows, "event_rows_and_expiries": summary.rows, "tail_rows": summary.tail_rows,
         "rows_per_event": round(rows / n, 3), "bytes_per_event": round(size / n, 1),
-        "files": len(files), "goal_events_per_s": GOAL_EVENTS_PER_S,
-        "goal_met": n / t_replay >= GOAL_EVENTS_PER_S,
+        "files": len(files), "replay_cpu_per_wall": round(cpu_per_wall, 2),
+        "one_core_goal_events_per_s": ONE_CORE_EVENTS_PER_S,
+        "one_core_goal_met": n / t_replay >= ONE_CORE_EVENTS_PER_S,
+        "goal_events_per_s": GOAL_EVENTS_PER_S, "goal_met": n / t_replay >= GOAL_EVENTS_PER_S,
     }
     print(f"replay:        {n / t_replay:>12,.0f} events/s  ({t_replay:.1f} s, {rows:,} rows, "
-          f"{rows / n:.2f} rows/event, {size / n:.0f} B/event on disk)")
-    print(f"read only:     {n / t_read:>12,.0f} events/s  (EventLog.read alone)")
+          f"{rows / n:.2f} rows/event, {size / n:.0f} B/event on disk, "
+          f"{cpu_per_wall:.2f} CPU s per s)")
+    print(f"read only:     {n / t_read:>12,.0f} events/s  (EventLog.column_batches alone)")
     print(f"read + apply:  {n / t_apply:>12,.0f} events/s  (kernels.apply, no rows)")
     if args.engine == "ray":
         figures.update(ray_figures(work, warm, n, rows, t_replay, args.batch_events))
@@ -172,6 +181,7 @@ def ray_figures(work: Path, warm: Path, n: int, rows: int, t_local: float,
               f"peak RSS per worker {out[f'ray{workers}_peak_rss_mb']} MB)")
     out["ray2_over_ray1"] = round(out["ray1_s"] / out["ray2_s"], 2)
     out["ray1_over_local"] = round(t_local / out["ray1_s"], 2)
+    out["ray_goals_met"] = out["ray2_over_ray1"] >= RAY_SCALING and out["ray1_over_local"] >= 1
     print(f"2 workers / 1 worker: {out['ray2_over_ray1']:.2f}x; 1 worker / local: "
           f"{out['ray1_over_local']:.2f}x")
     return out

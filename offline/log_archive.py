@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from online.eventlog import EventBatch, EventLog
+from online.eventlog import ColumnBatch, EventBatch, EventLog
 from online.events import BATCH_COLUMNS
 from online.settings import Settings
 
@@ -109,9 +109,11 @@ class SegmentStore:
         return sorted((s for s in self.manifest["segments"] if s["partition"] == partition),
                       key=lambda s: s["start"])
 
-    def read_partition(self, partition: int, end: int, batch_events: int,
-                       ) -> Iterator[EventBatch]:
-        """The partition's archived events below ``end`` as batches, in offset order."""
+    def read_partition(self, partition: int, end: int, batch_events: int, *,
+                       columnar: bool = False) -> Iterator[EventBatch | ColumnBatch]:
+        """The partition's archived events below ``end`` as batches, in offset order.
+
+        ``columnar``: batches of the kernels' columns (``ColumnBatch``, ids as Arrow strings)."""
         for entry in self.segments(partition):
             if entry["start"] >= end:
                 return
@@ -119,7 +121,8 @@ class SegmentStore:
             if entry["end"] > end:
                 table = table.filter(pc.less(table.column("offset"), end))
             for start in range(0, table.num_rows, batch_events):
-                yield to_batch(table.slice(start, batch_events))
+                part = table.slice(start, batch_events)
+                yield ColumnBatch.from_arrow(part) if columnar else to_batch(part)
 
 
 def to_batch(table: pa.Table) -> EventBatch:

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from online import catalogue as cat
 from online.durable import fsync_dir
@@ -150,8 +152,18 @@ class CodeMap:
         return self._table[codes]
 
     def encode(self, column: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Codes (int64, -1 for None) of a column of str/None; also the strings newly added."""
-        local, uniques = pd.factorize(np.asarray(column, dtype=object), use_na_sentinel=True)
+        """Codes (int64, -1 for None) of a column of str/None (numpy objects or an Arrow string
+        array); also the strings newly added."""
+        if isinstance(column, pa.Array | pa.ChunkedArray):  # strings in C, no object per row
+            enc = pc.dictionary_encode(column)
+            if isinstance(enc, pa.ChunkedArray):
+                enc = enc.combine_chunks()
+            # dictionary order is first appearance, as pandas.factorize's uniques
+            local = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
+            uniques = enc.dictionary.to_pylist()
+        else:
+            local, uniques = pd.factorize(np.asarray(column, dtype=object),
+                                          use_na_sentinel=True)
         # dict lookups through map() run in C; only new strings take the Python loop
         mapped = np.fromiter(map(self.codes.get, uniques, repeat(-1)), dtype=np.int64,
                              count=len(uniques))

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 400
 # modules above the limit while they are being restructured; an entry goes once it is split
-OVER_LIMIT = {"online/eventlog.py"}
+OVER_LIMIT: set[str] = set()
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -76,6 +76,64 @@ class Manifest:
                 "watermark_us": self.watermark_us}
         atomic_write(self.root / "manifest.json", json.dumps(data, indent=1).encode())
 
+    # -- the changes a replay makes, each saved before it returns -------------------------
+
+    def begin_run(self, run: dict[str, Any]) -> None:
+        """Record the run in progress (what a resume compares against)."""
+        self.run = dict(run)
+        self.save()
+
+    def commit_chunk(self, entry: dict[str, Any], state: UserState,
+                     last_offset: np.ndarray) -> None:
+        """A chunk's files are in place: record ``entry`` (replacing the chunk of the same
+        start), checkpoint the state at its end, advance the run in progress."""
+        self.chunks = sorted([c for c in self.chunks if c["start"] != entry["start"]] + [entry],
+                             key=lambda c: c["start"])
+        save_checkpoint(self, entry["end"], state, last_offset)
+        if self.run is not None:
+            self.run["done"] = entry["end"]
+        prune_checkpoints(self, keep_also=entry["end"])
+        self.save()
+
+    def drop_tail(self, root: Path) -> None:
+        """Delete the tail's files (stale once events past its end are replayed)."""
+        for name in self.tail.get("files", []):
+            (root / name).unlink(missing_ok=True)
+        self.tail = {}
+        self.save()
+
+    def replace_tail(self, root: Path, files: list[str], rows: int, watermark_us: int) -> None:
+        """The tail at the replayed end is ``files`` (in place under ``root``); the previous
+        tail's other files are deleted."""
+        stale = set(self.tail.get("files", [])) - set(files)
+        self.tail = {"end": self.end, "files": files, "rows": rows}
+        self.watermark_us = int(watermark_us)
+        self.save()
+        for name in stale:
+            (root / name).unlink(missing_ok=True)
+
+    def replace_all(self, root: Path, chunk: dict[str, Any] | None, tail: dict[str, Any],
+                    watermark_us: int, state: UserState, last_offset: np.ndarray) -> None:
+        """A rebuild of ``[0, chunk end)`` as one chunk (its files in place under ``root``):
+        checkpoint its state, delete every file it does not name, finish the run."""
+        end = chunk["end"] if chunk else 0
+        if end:  # offset 0 is the empty state, never stored
+            save_checkpoint(self, end, state, last_offset)
+        keep = set(chunk["files"] if chunk else []) | set(tail.get("files", []))
+        old = [f for c in self.chunks for f in c["files"]] + self.tail.get("files", [])
+        for name in set(old) - keep:
+            (root / name).unlink(missing_ok=True)
+        self.chunks = [chunk] if end else []
+        self.tail = tail if end else {}
+        self.watermark_us = int(watermark_us)
+        self.finish()
+
+    def finish(self) -> None:
+        """No run in progress; keep only the checkpoints re-runs use."""
+        self.run = None
+        prune_checkpoints(self, keep_also=-1)
+        self.save()
+
     def checkpoint_dir(self, offset: int) -> Path:
         return self.root / "checkpoints" / f"{offset:012d}"
 
@@ -143,14 +201,18 @@ class DayFiles:
     """One parquet file per event date, written under a temporary name until committed.
 
     Rows are buffered per date up to ``_BUFFER_ROWS`` in all, then each date's rows go out as
-    one row group: fewer, larger row groups make reading the snapshot much cheaper.
+    one row group: fewer, larger row groups make reading the snapshot much cheaper.  They are
+    buffered as the kernels wrote them (numpy) and become one Arrow table per date and row
+    group, so each row group has one dictionary per string column (the parquet writer
+    re-encodes every value when the dictionary changes between the tables it is given).
     """
 
     def __init__(self, root: Path, stem: str) -> None:
         self.root, self.stem = root, stem
         self._writers: dict[str, pq.ParquetWriter] = {}
-        self._buffered: dict[str, list[pa.Table]] = {}
+        self._buffered: dict[str, list[sn.RowBlock]] = {}
         self._n_buffered = 0
+        self._source: tuple[UserState, sn.Dictionaries] | None = None
         self.rows = 0
 
     def relpath(self, day: str) -> str:
@@ -160,23 +222,27 @@ class DayFiles:
         return self.root / f"date={day}" / f".{self.stem}.parquet.tmp"
 
     def write(self, block: sn.RowBlock, state: UserState, dicts: sn.Dictionaries) -> None:
+        self._source = (state, dicts)
         for day, part in block.by_day():
-            self._buffered.setdefault(day, []).append(sn.to_table(part, state, dicts))
+            self._buffered.setdefault(day, []).append(part)
             self._n_buffered += len(part)
             self.rows += len(part)
         if self._n_buffered >= _BUFFER_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        for day, tables in self._buffered.items():
-            table = pa.concat_tables(tables, promote_options="permissive")
+        if self._source is None:
+            return
+        state, dicts = self._source
+        for day in list(self._buffered):
+            table = sn.to_table(_concat(self._buffered.pop(day)), state, dicts)
             writer = self._writers.get(day)
             if writer is None:
                 self._tmp(day).parent.mkdir(parents=True, exist_ok=True)
                 writer = pq.ParquetWriter(self._tmp(day), table.schema, **WRITE_OPTIONS)
                 self._writers[day] = writer
             writer.write_table(table, row_group_size=len(table))
-        self._buffered.clear()
+            del table
         self._n_buffered = 0
 
     def commit(self, previous: list[str]) -> list[str]:
@@ -195,6 +261,15 @@ class DayFiles:
         for d in {(self.root / n).parent for n in names}:
             fsync_dir(d)
         return names
+
+
+def _concat(blocks: list[sn.RowBlock]) -> sn.RowBlock:
+    """The row blocks one after the other."""
+    if len(blocks) == 1:
+        return blocks[0]
+    return sn.RowBlock(*(np.concatenate([getattr(b, f) for b in blocks], axis=1 if f in (
+        "ints", "floats") else 0) for f in ("user", "ts", "offset", "ints", "floats", "top",
+                                            "recent")))
 
 
 # -- erasure ---------------------------------------------------------------------------------

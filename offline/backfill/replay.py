@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +55,6 @@ __all__ = ["ReplaySummary", "replay", "replay_state", "replayed_end", "snapshot_
 
 CHUNK_EVENTS = 1_000_000  # offsets per committed chunk (checkpoint + manifest update)
 BATCH_EVENTS = 100_000  # events read and applied at once (bounds memory)
-_IN_FLIGHT = 4  # row blocks queued for the parquet writer thread
 
 
 @dataclass
@@ -146,10 +143,9 @@ def replay(settings_or_paths: Settings | str | os.PathLike, from_offset: int = 0
         if plan:
             begin, end = plan[0][0], plan[-1][1]
             cur = _state_at(man, log, begin, batch_events)
-            man.run = {"request": request, "start": begin, "stop": end, "done": begin}
+            man.begin_run({"request": request, "start": begin, "stop": end, "done": begin})
             if end > man.end and man.tail:
-                _drop_tail(man, root)  # events past the old end make the old tail stale
-            man.save()
+                man.drop_tail(root)  # events past the old end make the old tail stale
             dicts = sn.Dictionaries()
             with _progress(progress, end - begin) as advance:
                 for lo, hi in plan:
@@ -158,18 +154,12 @@ def replay(settings_or_paths: Settings | str | os.PathLike, from_offset: int = 0
                     summary.events += n_ev
                     summary.rows += n_rows
                     summary.chunks += 1
-                    store.save_checkpoint(man, hi, cur.state, cur.last_offset)
-                    man.run["done"] = hi
-                    store.prune_checkpoints(man, keep_also=hi)
-                    man.save()
             summary.from_offset, summary.to_offset = begin, end
         if man.chunks and man.tail.get("end") != man.end:
             if not plan or plan[-1][1] != man.end:
                 cur = _Cursor(*store.load_checkpoint(man, man.end))
             summary.tail_rows = _write_tail(man, root, cur, sn.Dictionaries())
-        man.run = None
-        store.prune_checkpoints(man, keep_also=-1)
-        man.save()
+        man.finish()
     summary.end_offset = man.end
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
@@ -213,55 +203,43 @@ def _note_offsets(uidx: np.ndarray, offsets: np.ndarray, last_offset: np.ndarray
 
 
 def _batches(log: EventLog, lo: int, hi: int, batch_events: int):
-    """Batches of offsets [lo, hi) with their resume offsets; the next read runs meanwhile."""
-    return log.batches(lo, hi, batch_events, prefetch=True)
+    """Batches of offsets [lo, hi) in the kernels' columns, with their resume offsets."""
+    return log.column_batches(lo, hi, batch_events)
 
 
 def _replay_chunk(man: store.Manifest, log: EventLog, root: Path, lo: int, hi: int,
                   cur: _Cursor,
                   dicts: sn.Dictionaries, batch_events: int, advance) -> tuple[int, int]:
+    # One thread: reading, the kernels and parquet encoding take turns.  Threads overlapping
+    # them would make one replay use more than a core, and replays scale by running on
+    # more partitions at once (offline.backfill.replay_ray), not by threads.
     files = store.DayFiles(root, f"part-{lo:012d}-{hi:012d}")
     events, pos = 0, lo
-    # parquet encoding (GIL released) overlaps the kernels (nogil) and the log reads; a few
-    # blocks in flight at most, so memory stays bounded
-    with ThreadPoolExecutor(1, thread_name_prefix="replay-write") as pool:
-        pending: deque = deque()
-        for batch, nxt in _batches(log, lo, hi, batch_events):
-            blocks, cur.last_offset = sn.event_rows(cur.state, batch, cur.last_offset)
-            pending.extend(pool.submit(files.write, b, cur.state, dicts) for b in blocks)
-            while len(pending) > _IN_FLIGHT:
-                pending.popleft().result()
-            events += len(batch)
-            advance(nxt - pos)
-            pos = nxt
-        for done in pending:
-            done.result()
+    for batch, nxt in _batches(log, lo, hi, batch_events):
+        blocks, cur.last_offset = sn.event_rows(cur.state, batch, cur.last_offset)
+        for block in blocks:
+            files.write(block, cur.state, dicts)
+        events += len(batch)
+        advance(nxt - pos)
+        pos = nxt
     advance(hi - pos)
     old = next((c for c in man.chunks if c["start"] == lo), None)
     names = files.commit(old["files"] if old else [])
-    entry = {"start": lo, "end": hi, "files": names, "rows": files.rows, "events": events}
-    man.chunks = sorted([c for c in man.chunks if c["start"] != lo] + [entry],
-                        key=lambda c: c["start"])
+    man.commit_chunk({"start": lo, "end": hi, "files": names, "rows": files.rows,
+                      "events": events}, cur.state, cur.last_offset)
     return events, files.rows
 
 
 def _write_tail(man: store.Manifest, root: Path, cur: _Cursor, dicts: sn.Dictionaries) -> int:
-    _drop_tail(man, root)
+    man.drop_tail(root)
     files = store.DayFiles(root, f"tail-{man.end:012d}")
     for block in sn.tail_rows(cur.state, cur.last_offset):
         files.write(block, cur.state, dicts)
-    man.tail = {"end": man.end, "files": files.commit([]), "rows": files.rows}
     state = cur.state
-    man.watermark_us = int(state.ints[: state.n_users, kn.I_LAST_TS].max()) \
+    watermark = int(state.ints[: state.n_users, kn.I_LAST_TS].max()) \
         if state.n_users else cat.NO_TS
+    man.replace_tail(root, files.commit([]), files.rows, watermark)
     return files.rows
-
-
-def _drop_tail(man: store.Manifest, root: Path) -> None:
-    for name in man.tail.get("files", []):
-        (root / name).unlink(missing_ok=True)
-    man.tail = {}
-    man.save()
 
 
 class _progress:

@@ -28,9 +28,7 @@ import os
 import resource
 import shutil
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +40,13 @@ from offline.backfill.replay import BATCH_EVENTS, ReplaySummary, _progress, _set
 from offline.log_archive import SegmentStore, segment_store
 from online import catalogue as cat
 from online import partitions as pt
-from online.eventlog import EventBatch, EventLog
+from online.eventlog import ColumnBatch, EventLog
 from online.settings import Settings
 from online.state import I_LAST_TS, CodeMap, UserState
 
 __all__ = ["RayReplayFailed", "merge_states", "replay_ray"]
 
 MAX_RETRIES = 3  # per task, on a worker's death
-_IN_FLIGHT = 4  # row blocks queued for a task's parquet writer thread
 _OBJECT_STORE = 512 * 1024 * 1024  # bytes of a local Ray's object store (training-set frames)
 
 
@@ -103,8 +100,7 @@ def replay_ray(settings_or_paths: Settings | str | os.PathLike, to_offset: int |
             summary.resumed_at = 0
             summary.notes.append(f"resumed an interrupted Ray replay: {len(done)} of "
                                  f"{len(plan)} partition groups were done")
-        man.run = key
-        man.save()
+        man.begin_run(key)
         remote = ray.remote(_replay_group).options(num_cpus=1, max_retries=MAX_RETRIES)
         results = dict(done)
         todo = [g for g in range(len(plan)) if g not in results]
@@ -172,19 +168,15 @@ def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end
     rows_dir = out / "rows"
     files = store.DayFiles(rows_dir, f"part-{0:012d}-{end:012d}-g{group:04d}")
     events = 0
-    with EventLog(log_path) as log, \
-            ThreadPoolExecutor(1, thread_name_prefix="replay-write") as pool:
-        pending: deque = deque()
+    # one thread per task: a worker is one core, and tasks scale by running side by side
+    with EventLog(log_path) as log:
         segments = SegmentStore(segments_url) if segments_url else None
         for batch in _group_batches(log, parts, end, batch_events, segments):
             blocks, last_offset = sn.event_rows(state, batch, last_offset)
-            pending.extend(pool.submit(files.write, b, state, dicts) for b in blocks)
-            while len(pending) > _IN_FLIGHT:
-                pending.popleft().result()
+            for block in blocks:
+                files.write(block, state, dicts)
             events += len(batch)
             _maybe_fail(fail_once_dir, group)
-        for job in pending:
-            job.result()
     names = files.commit([])
     tail = store.DayFiles(rows_dir, f"tail-{end:012d}-g{group:04d}")
     for block in sn.tail_rows(state, last_offset):
@@ -210,41 +202,34 @@ def _group_batches(log: EventLog, parts: list[int], end: int, batch_events: int,
                    segments: SegmentStore | None = None):
     """Batches of ~``batch_events`` of the group's events below ``end``, partition after
     partition (each in offset order; users never span partitions, so no global order is
-    needed): sealed segments first, then the live tail from SQLite.  Full batches, not one
-    per partition: rows are encoded per block and per day, and many small blocks cost more
-    than the kernels.  The next batch is read while one is applied."""
-
-    def events():
-        for part in parts:
-            pos = 0
-            if segments is not None:
-                yield from segments.read_partition(part, end, batch_events)
-                pos = segments.end
-            while pos < end:
-                batch, pos = log.read_partitions(part, pos, batch_events, to_offset=end)
-                if not len(batch):
-                    break
-                yield batch
-
-    source = events()
-
-    def fill() -> EventBatch | None:
-        got, n = [], 0
-        for batch in source:
+    needed): sealed segments first, then the live tail from SQLite through the partition
+    index, in the kernels' columns (``ColumnBatch``).  Full batches, not one per partition:
+    rows are encoded per block and per day, and many small blocks cost more than the
+    kernels."""
+    if segments is None and sorted(parts) == list(range(log.partitions)):
+        # every partition: one pass in offset order, cheaper than one index walk per partition
+        for batch, _ in log.column_batches(0, end, batch_events):
+            yield batch
+        return
+    got, n = [], 0
+    for part in parts:
+        pos = 0
+        if segments is not None:
+            for batch in segments.read_partition(part, end, batch_events, columnar=True):
+                got.append(batch)
+                n += len(batch)
+                if n >= batch_events:
+                    yield ColumnBatch.concat(got)
+                    got, n = [], 0
+            pos = segments.end
+        for batch, _ in log.column_batches(pos, end, batch_events, partition=part):
             got.append(batch)
             n += len(batch)
             if n >= batch_events:
-                break
-        return EventBatch.concat(got) if got else None
-
-    with ThreadPoolExecutor(1, thread_name_prefix="replay-read") as pool:
-        pending = pool.submit(fill)
-        while True:
-            batch = pending.result()
-            if batch is None:
-                return
-            pending = pool.submit(fill)
-            yield batch
+                yield ColumnBatch.concat(got)
+                got, n = [], 0
+    if got:
+        yield ColumnBatch.concat(got)
 
 
 def _maybe_fail(fail_once_dir: str | None, group: int) -> None:
@@ -265,8 +250,6 @@ def _commit(man: store.Manifest, root: Path, staging: Path, results: dict[int, d
               np.load(staging / f"g{g:04d}" / "state" / "last_offset.npy")) for g in order]
     state, last_offset = merge_states(parts)
     del parts
-    if end:  # offset 0 is the empty state, never stored
-        store.save_checkpoint(man, end, state, last_offset)
     rows_files, tail_files = [], []
     for g in order:
         r = results[g]
@@ -277,19 +260,12 @@ def _commit(man: store.Manifest, root: Path, staging: Path, results: dict[int, d
         summary.events += r["events"]
         summary.rows += r["rows"]
         summary.tail_rows += r["tail_rows"]
-    keep = set(rows_files) | set(tail_files)
-    old = [f for c in man.chunks for f in c["files"]] + man.tail.get("files", [])
-    for name in set(old) - keep:
-        (root / name).unlink(missing_ok=True)
-    man.chunks = [{"start": 0, "end": end, "files": sorted(rows_files),
-                   "rows": summary.rows, "events": summary.events, "engine": "ray",
-                   "partitions": n_parts, "groups": len(order)}] if end else []
-    man.tail = {"end": end, "files": sorted(tail_files), "rows": summary.tail_rows} \
-        if end else {}
-    man.watermark_us = max((results[g]["watermark_us"] for g in order), default=cat.NO_TS)
-    man.run = None
-    store.prune_checkpoints(man, keep_also=-1)
-    man.save()
+    chunk = {"start": 0, "end": end, "files": sorted(rows_files), "rows": summary.rows,
+             "events": summary.events, "engine": "ray", "partitions": n_parts,
+             "groups": len(order)} if end else None
+    tail = {"end": end, "files": sorted(tail_files), "rows": summary.tail_rows}
+    watermark = max((results[g]["watermark_us"] for g in order), default=cat.NO_TS)
+    man.replace_all(root, chunk, tail, watermark, state, last_offset)
     shutil.rmtree(staging, ignore_errors=True)
     summary.chunks = len(order)
     peaks: dict[str, float] = {}

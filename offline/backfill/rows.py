@@ -42,11 +42,19 @@ KEY_COLUMNS = ("user_id", "event_timestamp", "created", "offset")
 
 def schema() -> pa.Schema:
     """The parquet schema of snapshot rows: key columns, then the catalogue's stored ones."""
-    keys = [pa.field("user_id", pa.string()),
-            pa.field("event_timestamp", pa.timestamp("us", tz="UTC")),
-            pa.field("created", pa.timestamp("us", tz="UTC")),
-            pa.field("offset", pa.int64())]
-    return pa.schema(keys + list(cat.arrow_schema()))
+    global _SCHEMA
+    if _SCHEMA is None:
+        keys = [pa.field("user_id", pa.string()),
+                pa.field("event_timestamp", pa.timestamp("us", tz="UTC")),
+                pa.field("created", pa.timestamp("us", tz="UTC")),
+                pa.field("offset", pa.int64())]
+        _SCHEMA = pa.schema(keys + list(cat.arrow_schema()))
+    return _SCHEMA
+
+
+_SCHEMA: pa.Schema | None = None
+_TS = pa.timestamp("us", tz="UTC")
+_INT_IS_TS = [cat.feature(name).dtype == "timestamp" for name in OUT_INT]
 
 
 class Dictionaries:
@@ -66,24 +74,30 @@ class Dictionaries:
 
 
 def _dictionary(codes: np.ndarray, values: pa.Array) -> pa.DictionaryArray:
-    """Codes (-1: null) over ``values``, with the dictionary cut to the codes used."""
-    if not len(values):
-        return pa.DictionaryArray.from_arrays(
-            pa.array(np.zeros(len(codes), np.int32), mask=np.ones(len(codes), bool)), values)
+    """Codes (-1: null) over ``values``, with the dictionary cut to the codes used (in code
+    order).  Costs O(len(codes)) plus a scan of one bit per value: a block holds a few
+    thousand rows, the state up to millions of values."""
+    valid = codes >= 0
+    all_valid = bool(valid.all())
     used = np.zeros(len(values) + 1, dtype=bool)
     used[codes] = True  # -1 marks the last slot, which is cut off below
-    used = used[:-1]
-    remap = np.cumsum(used, dtype=np.int32) - 1
-    valid = codes >= 0
-    idx = np.where(valid, remap[np.where(valid, codes, 0)], 0).astype(np.int32)
-    mask = None if valid.all() else ~valid
-    picked = values.filter(pa.array(used)) if not used.all() else values
-    return pa.DictionaryArray.from_arrays(pa.array(idx, mask=mask), picked)
+    keep = np.flatnonzero(used[:-1])
+    if not len(keep):
+        return pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(len(codes), np.int32), mask=np.ones(len(codes), bool)),
+            values[:0])
+    remap = np.empty(len(values) + 1, np.int32)  # only the used slots are ever read
+    remap[keep] = np.arange(len(keep), dtype=np.int32)
+    remap[-1] = 0
+    idx = remap[codes]
+    picked = values if len(keep) == len(values) else values.take(pa.array(keep))
+    return pa.DictionaryArray.from_arrays(pa.array(idx, mask=None if all_valid else ~valid),
+                                          picked)
 
 
 def _timestamps(us: np.ndarray) -> pa.Array:
     null = us == cat.NO_TS
-    return pa.array(us, type=pa.timestamp("us", tz="UTC"), mask=null if null.any() else None)
+    return pa.array(us, type=_TS, mask=null if null.any() else None)
 
 
 def to_table(block: RowBlock, state: UserState, dicts: Dictionaries) -> pa.Table:
@@ -94,14 +108,11 @@ def to_table(block: RowBlock, state: UserState, dicts: Dictionaries) -> pa.Table
     cols: dict[str, pa.Array] = {
         "user_id": _dictionary(block.user, users),
         "event_timestamp": _timestamps(block.ts),
-        "created": pa.array(block.offset, type=pa.timestamp("us", tz="UTC")),
+        "created": pa.array(block.offset, type=_TS),
         "offset": pa.array(block.offset),
     }
     for k, name in enumerate(OUT_INT):
-        if cat.feature(name).dtype == "timestamp":
-            cols[name] = _timestamps(block.ints[k])
-        else:
-            cols[name] = pa.array(block.ints[k])
+        cols[name] = _timestamps(block.ints[k]) if _INT_IS_TS[k] else pa.array(block.ints[k])
     for k, name in enumerate(OUT_FLOAT):
         cols[name] = pa.array(block.floats[k])
     for k in range(cat.INTEREST_TOP):

@@ -15,7 +15,7 @@ from numba import njit
 
 from online import catalogue as cat
 from online import state as st
-from online.kernels.events import _apply
+from online.kernels.events import _apply, _prefetch
 from online.kernels.features import EVENT_COLUMNS, checked
 from online.kernels.jit import JIT
 from online.kernels.layout import I_EVENT_COUNT, I_LAST_TS, NO_TS, OUT_FLOAT, OUT_INT, RECENT, TOP
@@ -24,6 +24,28 @@ from online.state import UserState
 
 # At most one expiry row per ring slot between two events, plus the event's own row.
 MAX_ROWS_PER_EVENT = st.WIN_SLOTS + 1
+_PF_ROWS = 2  # events ahead whose user's state is fetched into the cache
+_WIN_SLOTS, _N_INT, _N_FLOAT, _HLL_M = st.WIN_SLOTS, st.N_INT, st.N_FLOAT, st.HLL_M
+
+
+@njit(**JIT)
+def _fetch_user(v, ints, floats, win_spend, win_head, cat_code, cat_weight, hll, recent):
+    """Hint the CPU to fetch user v's whole state: its rows read all of it (~2 KB, at a
+    random place when the state is larger than the caches)."""
+    _prefetch(ints, v, 0)
+    _prefetch(ints, v, _N_INT - 1)
+    _prefetch(floats, v, 0)
+    _prefetch(floats, v, _N_FLOAT - 1)
+    _prefetch(win_head, v, 0)
+    for s in range(0, _WIN_SLOTS, 4):  # 16 bytes per ring slot (count, bucket, spend)
+        _prefetch(win_spend, v, s)
+    _prefetch(win_spend, v, _WIN_SLOTS - 1)
+    _prefetch(cat_code, v, 0)
+    _prefetch(cat_weight, v, 0)
+    for k in range(0, _HLL_M, 64):
+        _prefetch(hll, v, k)
+    _prefetch(recent, v, 0)
+    _prefetch(recent, v, RECENT - 1)
 
 
 @njit(**JIT)
@@ -75,6 +97,9 @@ def _event_rows(i0, uidx, ts, typ, price, qty, item, catg, off, item_hash, ints,
     i = i0
     n = uidx.shape[0]
     while i < n and cap - j >= MAX_ROWS_PER_EVENT:
+        if i + _PF_ROWS < n:
+            _fetch_user(uidx[i + _PF_ROWS], ints, floats, win_spend, win_head, cat_code,
+                        cat_weight, hll, recent)
         u = uidx[i]
         if ints[u, I_EVENT_COUNT] > 0:
             last = ints[u, I_LAST_TS]
@@ -166,11 +191,22 @@ class _Buffers:
         return (self.user, self.ts, self.off, self.out_i, self.out_f, self.out_top,
                 self.out_recent)
 
-    def block(self, n: int) -> RowBlock:
-        return RowBlock(self.user[:n].copy(), self.ts[:n].copy(), self.off[:n].copy(),
-                        np.ascontiguousarray(self.out_i[:n].T),
-                        np.ascontiguousarray(self.out_f[:n].T),
-                        self.out_top[:n].copy(), self.out_recent[:n].copy())
+    def blocks(self, n: int) -> list[RowBlock]:
+        """The first n rows, one block per UTC date of ``event_timestamp`` (each copied once,
+        columns contiguous): ``RowBlock.by_day`` of them is free."""
+        days = self.ts[:n] // cat.DAY_US
+        if days.min() == days.max():
+            return [RowBlock(self.user[:n].copy(), self.ts[:n].copy(), self.off[:n].copy(),
+                             np.ascontiguousarray(self.out_i[:n].T),
+                             np.ascontiguousarray(self.out_f[:n].T),
+                             self.out_top[:n].copy(), self.out_recent[:n].copy())]
+        order = np.argsort(days, kind="stable")
+        cuts = [0, *(np.flatnonzero(np.diff(days[order])) + 1), n]
+        ints, floats = self.out_i.T, self.out_f.T  # [columns, capacity], rows contiguous
+        return [RowBlock(self.user[idx], self.ts[idx], self.off[idx],
+                         np.take(ints, idx, axis=1), np.take(floats, idx, axis=1),
+                         self.out_top[idx], self.out_recent[idx])
+                for idx in (order[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True))]
 
 
 def _state_arrays(state: UserState) -> tuple:
@@ -189,7 +225,8 @@ def grow_offsets(last_offset: np.ndarray, n_users: int) -> np.ndarray:
 
 def event_rows(state: UserState, batch, last_offset: np.ndarray, *, block_rows: int = 65_536,
                ) -> tuple[list[RowBlock], np.ndarray]:
-    """Apply ``batch`` (an ``EventBatch``, log order) to ``state``; return its snapshot rows.
+    """Apply ``batch`` (an ``EventBatch``, log order) to ``state``; return its snapshot rows
+    (in blocks of one UTC date each).
 
     ``last_offset`` is updated in place and returned (grown when new users appear): per
     user, one past the offset of the newest event applied (the rows' ``offset``).  The
@@ -213,7 +250,7 @@ def event_rows(state: UserState, batch, last_offset: np.ndarray, *, block_rows: 
         i, j = _event_rows(i, *cols.values(), off, state.item_hash,
                            *_state_arrays(state), last_offset, eff, *buf.outputs())
         if j:
-            blocks.append(buf.block(j))
+            blocks += buf.blocks(j)
     return blocks, last_offset
 
 
@@ -225,5 +262,5 @@ def tail_rows(state: UserState, last_offset: np.ndarray, *, block_rows: int = 65
     while u < state.n_users:
         u, j = _tail_rows(u, state.n_users, *_state_arrays(state), last_offset, *buf.outputs())
         if j:
-            blocks.append(buf.block(j))
+            blocks += buf.blocks(j)
     return blocks

@@ -111,11 +111,16 @@ def _stored_row(u, tw, ints, floats, win_count, win_spend, win_head, cat_code, c
         count = 0
         spend_w = 0.0
         if n_ev > 0:
-            for k in range(max(head, tw // WIDTHS[r]) - size + 1, head + 1):
-                s = OFFSETS[r] + k % size
+            k0 = max(head, tw // WIDTHS[r]) - size + 1
+            slot = k0 % size  # then stepped: one division per window, not per bucket
+            for k in range(k0, head + 1):
+                s = OFFSETS[r] + slot
                 if win_count[u, s, 1] == k:  # the slot holds bucket k (not an older one)
                     count += win_count[u, s, 0]
                     spend_w += win_spend[u, s]
+                slot += 1
+                if slot == size:
+                    slot = 0
         out_i[j, O_WIN_I + r] = count
         out_f[j, O_WIN_F + r] = spend_w
     taken = 0  # bit s: slot s already ranked
@@ -205,11 +210,15 @@ def _next_window_change(users, after, ints, win_count, win_head, out):
             for r in range(NWIN):
                 size, width, head = SIZES[r], WIDTHS[r], win_head[u, r]
                 b = max(head, after[j] // width)
+                slot = (b - size + 1) % size
                 for k in range(b - size + 1, head + 1):  # oldest non-empty bucket expires first
-                    s = OFFSETS[r] + k % size
+                    s = OFFSETS[r] + slot
                     if win_count[u, s, 1] == k and win_count[u, s, 0] > 0:
                         at = (k + size) * width
                         if best == NO_TS or at < best:
                             best = at
                         break
+                    slot += 1
+                    if slot == size:
+                        slot = 0
         out[j] = best
