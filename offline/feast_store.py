@@ -28,6 +28,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from offline.backfill.rows import schema as snapshot_schema
 from online import catalogue as cat
+from online.durable import replace_file
 from online.extras import require
 from online.settings import Settings
 
@@ -213,9 +214,7 @@ def _record_target(settings: Settings, project_target: dict[str, str]) -> None:
     if target["store"] == "sqlite":  # the file exists now: record the one just written
         target = online_target(settings, target["project"])
     path = _target_path(settings)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(target), "utf-8")
-    os.replace(tmp, path)
+    replace_file(path, json.dumps(target).encode("utf-8"))
 
 
 def historical_stored(settings: Settings, user_ids: np.ndarray, t_us: np.ndarray,

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from offline.backfill import rows as sn
 from online import catalogue as cat
-from online.durable import fsync_dir, fsync_tree
+from online.durable import fsync_dir, fsync_tree, replace_file
 from online.state import UserState
 
 ANCHOR_CHUNKS = 8  # keep the checkpoint of every 8th chunk boundary for re-runs
@@ -151,14 +151,8 @@ class Manifest:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically and durably (tmp, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    """Replace ``path`` with ``data`` atomically and durably (`online.durable.replace_file`)."""
+    replace_file(path, data)
 
 
 def save_checkpoint(man: Manifest, offset: int, state: UserState, last_offset: np.ndarray,

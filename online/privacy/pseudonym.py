@@ -40,11 +40,11 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+from online.durable import replace_file
 from online.settings import Settings
 
 __all__ = [
@@ -213,9 +213,7 @@ def _record_fingerprint(data_dir: Path, key_id: str) -> None:
     path = marker_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"version": 1, "algorithm": "HMAC-SHA256, 128 bits", "key_fingerprint": key_id}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(body), "utf-8")
-    os.replace(tmp, path)
+    replace_file(path, json.dumps(body).encode("utf-8"))
 
 
 def _log_has_events(path: Path) -> bool:
