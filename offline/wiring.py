@@ -111,9 +111,17 @@ def erase_everywhere(settings: Settings, user_id: str, log=None, projector=None)
                       contributors=contributors).as_dict()
 
 
-def create_app(settings: Settings):
-    """The REST app of ``settings``' data dir, composed with the models, Feast and erasure."""
-    from online.api.main import create_app as create_api
+def create_app(settings: Settings | None = None):
+    """The whole REST service of ``settings``' data dir (environment settings when None):
+    the models, the Feast online writes and the every-store erasure, as `portrait serve`
+    runs it. A zero-argument factory for any ASGI server:
+    ``uvicorn --factory offline.wiring:create_app`` (settings from ``PORTRAIT_*``).
 
-    return create_api(settings, projector_factory=build_server_projector,
-                      eraser=erase_everywhere)
+    ``online.api.main.create_app`` is the API alone (features only, log and state erasure):
+    `online` cannot import the models' Feast writer or the stores `offline` owns.
+    """
+    from online.api.main import create_app as create_api
+    from online.api.settings import get_api_settings
+
+    return create_api(settings if settings is not None else get_api_settings(),
+                      projector_factory=build_server_projector, eraser=erase_everywhere)
