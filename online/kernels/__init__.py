@@ -1,6 +1,6 @@
 """The numba kernels of the feature engine, in one package, behind checked public wrappers."""
 
-from online.kernels import asof, events, snapshot, stored
+from online.kernels import asof, events, kmeans, snapshot, stored
 from online.kernels.features import (
     EVENT_COLUMNS,
     apply,
@@ -15,7 +15,7 @@ from online.kernels.jit import guard_cache
 from online.kernels.layout import I_LAST_TS, OUT_FLOAT, OUT_INT
 from online.kernels.stored import decay_factors
 
-guard_cache([f for m in (events, stored, snapshot, asof) for f in vars(m).values()
+guard_cache([f for m in (events, stored, snapshot, asof, kmeans) for f in vars(m).values()
              if hasattr(f, "_cache") and hasattr(f, "py_func")])
 
 __all__ = [

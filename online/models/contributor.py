@@ -210,8 +210,10 @@ class ModelContributor(ProfileContributor):
             return []
         part = slice(a, b)
         self.models.observe_rows(users[part], eff_ts[part], {k: v[part] for k, v in rows.items()})
+        # the per-event scores only for a recorder (the evaluation's replay): learning is the
+        # same without them, and the events that open no question are then not scored
         return self.models.observe_many(users[part], eff_ts[part], X[part], is_purchase[part],
-                                        self.columns)
+                                        self.columns, scores=self.recorder is not None)
 
     def _version_starts(self, eff_ts: np.ndarray) -> list[tuple[int, int]]:
         """(position, period start) of each event at which event time enters a new period."""

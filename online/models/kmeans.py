@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from online.kernels.kmeans import lloyd_steps, sq_distances
+
 __all__ = ["inertia", "kmeans_pp", "lloyd", "matching"]
 
 
 def lloyd(Z: np.ndarray, C: np.ndarray, iterations: int) -> tuple[np.ndarray, int]:
     """Lloyd steps from centres C; an empty centre jumps to the worst-served row."""
+    if _compiled(Z, C):  # the same steps, compiled (`online.kernels.kmeans`)
+        return C, int(lloyd_steps(Z, C, iterations))
     reseeded, before = 0, None
     for _ in range(iterations):
         d = ((Z[:, None, :] - C[None, :, :]) ** 2).sum(axis=2)
@@ -34,15 +38,29 @@ def lloyd(Z: np.ndarray, C: np.ndarray, iterations: int) -> tuple[np.ndarray, in
     return C, reseeded
 
 
+def _compiled(Z: np.ndarray, C: np.ndarray) -> bool:
+    """Whether the compiled steps give numpy's result bit for bit here: C-ordered float64
+    rows of 2 dims or more (one dim: numpy sums a centre's members pairwise)."""
+    return bool(Z.ndim == C.ndim == 2 and Z.shape[1] == C.shape[1] >= 2 and len(Z) and len(C)
+            and Z.dtype == C.dtype == np.float64 and Z.flags.c_contiguous
+            and C.flags.c_contiguous and C.flags.writeable)
+
+
+def _sq_distances(Z: np.ndarray, C: np.ndarray) -> np.ndarray:
+    if _compiled(Z, C):
+        return sq_distances(Z, C)
+    return ((Z[:, None, :] - C[None, :, :]) ** 2).sum(axis=2)
+
+
 def inertia(Z: np.ndarray, C: np.ndarray) -> float:
-    return float(((Z[:, None, :] - C[None, :, :]) ** 2).sum(axis=2).min(axis=1).sum())
+    return float(_sq_distances(Z, C).min(axis=1).sum())
 
 
 def kmeans_pp(Z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """k-means++ starting centres drawn from the rows of Z."""
     centres = [Z[int(rng.integers(len(Z)))]]
     for _ in range(1, k):
-        d = ((Z[:, None, :] - np.array(centres)[None, :, :]) ** 2).sum(axis=2).min(axis=1)
+        d = _sq_distances(Z, np.array(centres)).min(axis=1)
         total = d.sum()
         i = int(rng.choice(len(Z), p=d / total)) if total > 0 else int(rng.integers(len(Z)))
         centres.append(Z[i])

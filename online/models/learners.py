@@ -13,6 +13,7 @@ import operator
 
 import numpy as np
 from river import base, preprocessing
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["SignedLogScaler", "WindowedLogistic", "signed_log1p"]
 
@@ -173,6 +174,10 @@ class WindowedLogistic(base.Classifier):
         return math.log(p / (1.0 - p))
 
     def _fit(self) -> None:
+        with _one_blas_thread():
+            self._fit_window()
+
+    def _fit_window(self) -> None:
         m = min(self._n, self.window)
         Z, y = self._Z[:m], self._y[:m]
         d = Z.shape[1]
@@ -307,6 +312,20 @@ class WindowedLogistic(base.Classifier):
         means = self.means
         return {k: math.copysign(math.expm1(abs(means.get(k, 0.0))), means.get(k, 0.0))
                 for k in names}
+
+
+_BLAS: ThreadpoolController | None = None
+
+
+def _one_blas_thread():
+    """BLAS on one thread for a refit: its products are a few ms on one core, while OpenBLAS's
+    threads, contending with the server's (and a shared machine's) other work, made them 10 to
+    100 times slower; and the rounding of a product depends on how many threads split it, so
+    on one thread the same examples give the same model on every machine."""
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 def _newton(A: np.ndarray, y: np.ndarray, theta: np.ndarray, l2: float,

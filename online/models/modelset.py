@@ -121,8 +121,10 @@ class ModelSet:
             self.segments.observe(user, t_us, x)
         return self.propensity.observe(user, t_us, x, is_purchase)
 
-    def observe_many(self, users, t_us, X, is_purchase, columns: Sequence[str]) -> list[float]:
-        """`observe` for a batch of events given as columns; the scores, in order.
+    def observe_many(self, users, t_us, X, is_purchase, columns: Sequence[str], *,
+                     scores: bool = True) -> list[float]:
+        """`observe` for a batch of events given as columns; the scores, in order (none with
+        ``scores=False``: only the events held as questions are then scored).
 
         `X` is a 2-D float array with one row per event (log order) and one column per name
         in `columns` (e.g. every numeric served feature of the catalogue, in its order); it
@@ -141,7 +143,8 @@ class ModelSet:
             X_propensity = X[:, wanted]
         else:
             X_propensity = [[row[j] for j in wanted] for row in X]
-        return self.propensity.observe_many(users, t_us, X_propensity, is_purchase)
+        return self.propensity.observe_many(users, t_us, X_propensity, is_purchase,
+                                            scores=scores)
 
     def observe_rows(self, users, t_us, rows: dict) -> int:
         """Per batch, with snapshots: the stored row after each event (the projector's

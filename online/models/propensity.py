@@ -215,8 +215,10 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         """Resolve what event time t_us settles, then score `x` and hold it as a question."""
         return self._observe(user, t_us, self._vector(x), is_purchase)
 
-    def observe_many(self, users, t_us, X, is_purchase) -> list[float]:
-        """`observe` for each row of `X` (columns: `features`, in order); the scores, in order.
+    def observe_many(self, users, t_us, X, is_purchase, *, scores: bool = True) -> list[float]:
+        """`observe` for each row of `X` (columns: `features`, in order); the scores, in order
+        (``scores=False``: an empty list, and only the events held as questions are scored;
+        the same learning either way).
 
         `X` is a 2-D float array (or a list of rows) as the projector's kernels produce it, so
         no dict per event has to be built; `users`, `t_us` and `is_purchase` are equally long
@@ -230,6 +232,10 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
                 f"{len(users)}, {len(ts)}, {len(flags)}, {len(rows)}"
             )
         observe, checked = self._observe, self._checked
+        if not scores:
+            for u, t, row, p in zip(users, ts, rows, flags, strict=True):
+                observe(u, t, checked(tuple(row)), p, False)
+            return []
         return [
             observe(u, t, checked(tuple(row)), p)
             for u, t, row, p in zip(users, ts, rows, flags, strict=True)

@@ -70,7 +70,14 @@ class DelayedLabels:
     def _learn(self, vals: tuple, y: bool) -> None:
         raise NotImplementedError
 
-    def _observe(self, user: str, t_us: int, vals: tuple, is_purchase) -> float:
+    def _ask(self, vals: tuple) -> float:
+        return self._model.predict_proba_one(self._dict(vals)).get(True, 0.0)
+
+    def _observe(self, user: str, t_us: int, vals: tuple, is_purchase,
+                 scored: bool = True) -> float | None:
+        """Settle what t_us settles, hold `vals` as a question; the score (None when not
+        `scored` and no question took it: the model is asked only where its answer is kept,
+        at the same point of the sequence, so what is learnt does not change)."""
         if t_us > self._watermark:
             self._watermark = t_us
             heap = self._heap
@@ -88,7 +95,7 @@ class DelayedLabels:
                 self._settle(user, t_us)
             if is_purchase and user in opened:
                 self._resolve_positives(user, t_us)
-        score = self._model.predict_proba_one(self._dict(vals)).get(True, 0.0)
+        score = self._ask(vals) if scored else None
 
         # Hold the question, unless the user has one held less than min_spacing_us ago. A
         # negative gap (an out-of-order time) also skips, which keeps each user's queue
@@ -105,6 +112,8 @@ class DelayedLabels:
                 k = held[5] + 1
                 self._draws = draws = self._draws + 1
                 if t_us >= held[1] and _unit(draws) * k < 1.0:
+                    if score is None:
+                        score = self._ask(vals)
                     seq = self._seq
                     q[-1] = (seq, t_us, score, array("d", vals), held[4], k, False)
                     heapq.heappush(self._heap, (t_us + self.horizon_us, seq, user))
@@ -115,6 +124,8 @@ class DelayedLabels:
                 else:
                     q[-1] = held[:5] + (k, False)
                 return score
+        if score is None:
+            score = self._ask(vals)
         if self._n_open >= self.max_pending:
             self._drop_oldest()
             q = self._open.get(user)
