@@ -128,8 +128,8 @@ class UserSegments(base.Clusterer):
 
         self._scaler = preprocessing.StandardScaler()
         self._kmeans = cluster.KMeans(n_clusters=n_clusters, halflife=halflife, seed=seed)
-        # Draw every initial coordinate now, in a fixed order: River's centres are
-        # defaultdicts that draw on first read, which would make predict_one mutate the model.
+        # Draw every initial coordinate now, in a fixed order: River's centres are defaultdicts
+        # that draw on first read (predict_one would mutate the model).
         for c in range(n_clusters):
             for d in range(len(RFM)):
                 self._kmeans.centers[c][d]
@@ -139,6 +139,9 @@ class UserSegments(base.Clusterer):
         self._bucket = -(2**63)
         self._seen: set[str] = set()
         self._labels: list[str] | None = None  # every label, until the centres change
+
+    def __getstate__(self) -> dict:  # labels derive from the centres: rebuilt on first read
+        return {**self.__dict__, "_labels": None}
 
     # -- features ----------------------------------------------------------------------------
 
@@ -247,8 +250,7 @@ class UserSegments(base.Clusterer):
         position = {c: i for i, c in enumerate(columns)}
         wanted = [(n, position[n]) for n in self.inputs if n in position]
         out = []
-        # Rows are read only for the few events admitted (one per user and period), so the
-        # array is never converted as a whole.
+        # Rows are read only for the events admitted (one per user and period).
         for i, (user, t) in enumerate(zip(users, ts, strict=True)):
             admitted = self._admit(user, t)
             if admitted:
@@ -269,8 +271,7 @@ class UserSegments(base.Clusterer):
         if bucket > self._bucket:
             self._bucket = bucket
             self._seen = set()
-        # An out-of-order (older) time counts against the current period, keeping this a
-        # function of the event sequence alone.
+        # An older time counts against the current period: a function of the event sequence.
         if user in self._seen:
             return False
         self._seen.add(user)
@@ -332,8 +333,7 @@ class UserSegments(base.Clusterer):
         return (1.0 - self.halflife) ** self._sizes[c] < 0.05
 
     def _all_labels(self) -> list[str]:
-        # A model pickled before the cache existed has no `_labels`: build them then.
-        labels = self.__dict__.get("_labels")
+        labels = self.__dict__.get("_labels")  # absent in pickles older than the cache
         if labels is None:
             labels = self._labels = self._build_labels()
         return labels
