@@ -9,6 +9,9 @@ seeded synthetic shop (`offline.datasets.shop`), with the horizon it is judged a
   shop log on which the online model once scored chance (AUC 0.53).
 - ``funnel_strong`` / ``funnel_weak``: the synthetic clickstream (views, carts, purchases)
   with a wide or a narrow spread of the users' latent propensity to buy.
+- ``funnel_weak_rare`` / ``funnel_weak_common``: weak signal again (other seeds), with buyers
+  who check out far less (a base rate of a few percent at 1 day) or far more readily (about
+  half the users buy within 7 days).
 - ``funnel_drift``: two synthetic shops one after the other (the second one re-draws every
   user's activity and propensity and buys twice as readily): a drift in the middle.
 - ``purchases_strong`` / ``purchases_drift``: the synthetic shop with only its purchases.
@@ -111,6 +114,17 @@ def funnel_weak(fraction: float, scale: int) -> list[dict]:
                       "2024-01-01T00:00:00+00:00", fraction)
 
 
+def funnel_weak_rare(fraction: float, scale: int) -> list[dict]:
+    return _synthetic(3_000 * scale, 150_000 * scale, 21, replace(_WEAK, purchase_rate=0.06),
+                      "2024-01-01T00:00:00+00:00", fraction)
+
+
+def funnel_weak_common(fraction: float, scale: int) -> list[dict]:
+    return _synthetic(3_000 * scale, 150_000 * scale, 22,
+                      replace(_WEAK, add_rate=0.06, purchase_rate=0.9),
+                      "2024-01-01T00:00:00+00:00", fraction)
+
+
 def funnel_drift(fraction: float, scale: int) -> list[dict]:
     return _two_periods(3_000 * scale, 150_000 * scale, 13, _STRONG, _DRIFTED, fraction)
 
@@ -142,6 +156,10 @@ SHAPES: dict[str, DataShape] = {s.name: s for s in (
               "Online Retail, one purchase per customer-day at noon"),
     DataShape("funnel_strong", "1d", funnel_strong, "synthetic funnel, strong signal"),
     DataShape("funnel_weak", "7d", funnel_weak, "synthetic funnel, weak signal"),
+    DataShape("funnel_weak_rare", "1d", funnel_weak_rare,
+              "synthetic funnel, weak signal, rare purchases"),
+    DataShape("funnel_weak_common", "7d", funnel_weak_common,
+              "synthetic funnel, weak signal, common purchases"),
     DataShape("funnel_drift", "7d", funnel_drift, "synthetic funnel, drift in the middle"),
     DataShape("purchases_strong", "30d", purchases_strong,
               "synthetic purchases only, strong signal"),

@@ -14,7 +14,13 @@ learner's internals and the installed model goes on learning online exactly as b
    after it, next to the serving model and the base rate. The serving model has learnt online
    from the held-out period's labels too, so its figure there is optimistic.
 3. The installed model: a fresh copy with the same recipe over every known row. Each epoch
-   visits the rows in a seeded random order through the public `learn_one`.
+   visits the rows in time order (ties: a seeded order) through the public `learn_one`: the
+   order in which the learner meets labels online. The served `WindowedLogistic` reads the
+   newest rows of its window as the present (its ridge is chosen on them, its intercept set
+   on them), so shuffled rows would make it validate on rows it also fitted and centre its
+   base rate on a random fifth (held-out AUC 0.48, 0.83 and 0.52 on three synthetic shops of
+   150 users where one time-ordered pass gets 0.79, 0.87 and 0.88). One epoch is the
+   default; more repeat each row in the window.
 4. It is installed through `offline.federation.install.install_model` (the writer lock, a new
    model version valid from the watermark, the registry entry with the figures of step 2).
 """
@@ -67,19 +73,22 @@ def point_in_time_rows(settings: Settings, features: tuple[str, ...], horizon_us
             "to_offset": end}
 
 
-def fit_copy(serving, X: np.ndarray, y: np.ndarray, *, epochs: int, seed: int):
-    """A fresh copy of ``serving`` (same learner and configuration) that learnt the rows."""
+def fit_copy(serving, X: np.ndarray, y: np.ndarray, t_us: np.ndarray, *, epochs: int,
+             seed: int):
+    """A fresh copy of ``serving`` (same learner and configuration) that learnt the rows, in
+    time order ``t_us`` (rows at the same time in a seeded order), `epochs` times."""
     model = serving.clone()
     rows = X.tolist()
     features = model.features
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
-        for i in rng.permutation(len(rows)):
+        shuffled = rng.permutation(len(rows))
+        for i in shuffled[np.argsort(np.asarray(t_us)[shuffled], kind="stable")]:
             model.learn_one(dict(zip(features, rows[i], strict=True)), bool(y[i]))
     return model
 
 
-def train(settings: Settings, *, epochs: int = 3, holdout: float = 0.2,
+def train(settings: Settings, *, epochs: int = 1, holdout: float = 0.2,
           max_per_user: int = 20, max_rows: int = 20_000, seed: int = 0,
           install: bool = True, progress: bool = False) -> dict[str, Any]:
     """Train a copy of the serving propensity model on point-in-time rows; install it."""
@@ -118,7 +127,7 @@ def train(settings: Settings, *, epochs: int = 3, holdout: float = 0.2,
         raise ValueError(f"not enough labelled rows before and after the cut ({int(tr.sum())} "
                          f"and {int(te.sum())} of {len(t)}): a longer log or a shorter horizon")
     say(f"held-out fit on {int(tr.sum()):,} rows, scored on {int(te.sum()):,}")
-    held = fit_copy(serving, X[tr], y[tr], epochs=epochs, seed=seed)
+    held = fit_copy(serving, X[tr], y[tr], t[tr], epochs=epochs, seed=seed)
     names = serving.features
 
     def score(model, part) -> list[float]:
@@ -132,10 +141,10 @@ def train(settings: Settings, *, epochs: int = 3, holdout: float = 0.2,
                     "model_version": serving_version,
                     "note": "learnt online from the held-out period's labels too (optimistic)"},
         "base_rate": scores(y[te], np.full(int(te.sum()), float(y[tr].mean()))),
-        "recipe": {"epochs": epochs, "seed": seed, "order": "seeded permutation per epoch",
+        "recipe": {"epochs": epochs, "seed": seed, "order": "time order per epoch",
                    "holdout": holdout}}
     say(f"final fit on all {len(t):,} labelled rows")
-    final = fit_copy(serving, X, y, epochs=epochs, seed=seed)
+    final = fit_copy(serving, X, y, t, epochs=epochs, seed=seed)
     trained_on = {"from_offset": 0, "to_offset": int(rows["to_offset"]),
                   "from": cat.iso_utc(int(t.min())), "to": cat.iso_utc(int(t.max())),
                   "labels_until": cat.iso_utc(rows["watermark_us"]), "rows": int(len(t)),

@@ -70,8 +70,10 @@ def canonical(obj, depth: int = 0):
         return obj.tolist()
     if isinstance(obj, operator.itemgetter):
         return repr(obj)
-    if hasattr(obj, "__dict__"):
-        return (type(obj).__name__, canonical(vars(obj), depth + 1))
+    if hasattr(obj, "__dict__"):  # the state pickle carries (derived caches left out)
+        state = obj.__getstate__()
+        return (type(obj).__name__,
+                canonical(state if isinstance(state, dict) else vars(obj), depth + 1))
     return (type(obj).__name__, pickle.dumps(obj))  # e.g. River's Rust ADWIN
 
 

@@ -112,3 +112,28 @@ def test_train_and_models_explain_themselves_and_check_their_input(tmp_path):
     assert missing.exit_code == 2 and "portrait ingest" in missing.output
     empty = _run(tmp_path, "models")
     assert empty["models"] == [] and empty["serving"] is None
+
+
+def test_fit_copy_learns_rows_in_time_order():
+    """The copy meets rows as the online learner meets labels: in time order, whatever order
+    they come in (the windowed learner reads its newest rows as the present)."""
+    from offline.warm_start import fit_copy
+    from online.models.contributor import propensity_model
+    from online.models.propensity import PurchasePropensity
+
+    features = ("event_count", "cart_add_count")
+    serving = PurchasePropensity(features, model=propensity_model())
+    rng = np.random.default_rng(0)
+    n = 600
+    X = rng.poisson(3.0, size=(n, 2)).astype(np.float64)
+    t = np.arange(n, dtype=np.int64) * 1_000_000
+    y = (X[:, 1] + rng.normal(0.0, 1.0, n)) > 3.5
+    order = rng.permutation(n)  # rows handed over in no particular order
+    forward = fit_copy(serving, X[order], y[order], t[order], epochs=1, seed=0)
+    by_hand = serving.clone()
+    for i in range(n):  # what the online learner would have met: oldest first
+        by_hand.learn_one(dict(zip(features, X[i].tolist(), strict=True)), bool(y[i]))
+    probes = [{"event_count": 3.0, "cart_add_count": c} for c in (0.0, 8.0)]
+    scores = [forward.predict_proba_one(x) for x in probes]
+    assert scores == [by_hand.predict_proba_one(x) for x in probes]
+    assert scores[0] < scores[1]

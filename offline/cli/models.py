@@ -10,8 +10,8 @@ from offline.cli.app import Context, cli, emit, fail, pass_context
 
 
 @cli.command()
-@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Passes over the training rows (a seeded order each).")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Passes over the training rows (in time order each).")
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.2, show_default=True,
               help="Share of the latest rows held out to evaluate the recipe.")

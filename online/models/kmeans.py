@@ -1,8 +1,9 @@
 """Batch k-means steps on a snapshot of standardised rows: Lloyd, k-means++ starts, matching.
 
 `UserSegments.learn_snapshot` runs them on each snapshot of sampled users: Lloyd steps from
-the current centres (a warm start) and from fresh k-means++ starts, the lowest inertia wins,
-its centres matched to the current ones so that a segment keeps its id.
+the current centres (a warm start) and from fresh k-means++ starts; `choose` picks one of them
+(the best separated of those whose inertia is near the lowest), its centres matched to the
+current ones so that a segment keeps its id.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 
 from online.kernels.kmeans import lloyd_steps, sq_distances
 
-__all__ = ["inertia", "kmeans_pp", "lloyd", "matching"]
+__all__ = ["choose", "inertia", "kmeans_pp", "lloyd", "matching", "separation"]
 
 
 def lloyd(Z: np.ndarray, C: np.ndarray, iterations: int) -> tuple[np.ndarray, int]:
@@ -54,6 +55,32 @@ def _sq_distances(Z: np.ndarray, C: np.ndarray) -> np.ndarray:
 
 def inertia(Z: np.ndarray, C: np.ndarray) -> float:
     return float(_sq_distances(Z, C).min(axis=1).sum())
+
+
+def separation(Z: np.ndarray, C: np.ndarray) -> float:
+    """Mean simplified silhouette of the rows of Z under centres C: (b - a) / max(a, b) with a
+    the distance to the nearest centre and b to the second nearest (1 when k = 1)."""
+    if len(C) < 2:
+        return 1.0
+    d = np.sqrt(np.partition(_sq_distances(Z, C), 1, axis=1)[:, :2])
+    a, b = d[:, 0], d[:, 1]
+    return float(np.mean((b - a) / np.maximum(b, 1e-12)))
+
+
+def choose(Z: np.ndarray, candidates: list[np.ndarray], tolerance: float) -> int:
+    """Index of the candidate centres to keep: of those whose inertia is within `tolerance`
+    (relative) of the lowest, the best separated (`separation`); ties go to the first.
+
+    Two partitions a fraction of a percent apart in inertia trade places from one snapshot
+    to the next (a few hours of event time shift every recency), so inertia alone flips a
+    segmentation on noise; among partitions that fit about equally well, the one whose
+    segments stand apart is the one worth naming.
+    """
+    costs = [inertia(Z, C) for C in candidates]
+    bound = min(costs) * (1.0 + tolerance) + 1e-9
+    near = [i for i, c in enumerate(costs) if c <= bound]
+    scores = [separation(Z, candidates[i]) for i in near]
+    return near[int(np.argmax(scores))]
 
 
 def kmeans_pp(Z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -65,7 +65,10 @@ class WindowedLogistic(base.Classifier):
       forward validation: fitted on the older 80% of the window, scored on the newest 20%
       (weak signal wants a strong ridge, strong signal a weak one; with one value of l2 for
       every shop, a synthetic funnel with weak signal lost 0.03 AUC and predicted worse than
-      the base rate); until both parts hold `min_class` of each class, the strongest;
+      the base rate); until both parts hold `min_class` of each class, the strongest (with
+      10 positives in the validation fifth the choice was noise: on a weak-signal funnel
+      with 2% positives AUC 0.539, with 30 0.576; the weak funnel's log loss 0.527 -> 0.519,
+      base rate 0.535);
     - the intercept is then re-set so that the newest fifth's mean score is its share of
       positives: labels come a horizon late and a fit over the whole window puts the base
       rate where it was on average, not where it went;
@@ -93,7 +96,7 @@ class WindowedLogistic(base.Classifier):
 
     def __init__(self, window: int = 10_000, refit_every: int = 1_000, first_fit: int = 50,
                  l2_grid: tuple = (1.0, 10.0, 100.0, 1000.0), iterations: int = 3,
-                 min_class: int = 10):
+                 min_class: int = 30):
         if (window < 2 or refit_every < 1 or first_fit < 1 or not l2_grid
                 or min(l2_grid) <= 0 or iterations < 1 or min_class < 1):
             raise ValueError(

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from river import base, cluster, preprocessing
 
-from .kmeans import inertia, kmeans_pp, lloyd, matching
+from .kmeans import choose, kmeans_pp, lloyd, matching
 from .propensity import DAY_US
 from .questions import _as_list
 
@@ -70,9 +70,10 @@ class UserSegments(base.Clusterer):
         Standard deviations from the mean a centroid needs to earn a word.
     fresh_starts
         k-means++ restarts tried on each snapshot beside the warm start (`learn_snapshot`),
-        as many as a batch k-means's usual ``n_init``: with 4, the warm start and the restarts
-        missed the lowest-inertia basin on one snapshot in six of a synthetic shop with a
-        drift (silhouette 0.28 where a batch k-means gets 0.315); with 10, on none in twelve.
+        as many as a batch k-means's usual ``n_init``.
+    inertia_tolerance
+        Candidates whose inertia is within this share of the lowest count as fitting equally
+        well; the best separated of them is kept (`kmeans.choose`). 0 keeps the lowest.
 
     Examples
     --------
@@ -104,12 +105,13 @@ class UserSegments(base.Clusterer):
         recency_cap_days: float = 365.0,
         label_threshold: float = 0.5,
         fresh_starts: int = 10,
+        inertia_tolerance: float = 0.02,
     ):
-        if n_clusters < 1 or period_us < 1 or recency_days_per_unit <= 0:
-            raise ValueError(
-                "need n_clusters >= 1, period_us >= 1, recency_days_per_unit > 0; got "
-                f"{n_clusters}, {period_us}, {recency_days_per_unit}"
-            )
+        if (n_clusters < 1 or period_us < 1 or recency_days_per_unit <= 0
+                or not inertia_tolerance >= 0):
+            raise ValueError("need n_clusters >= 1, period_us >= 1, recency_days_per_unit > 0, "
+                             f"inertia_tolerance >= 0; got {n_clusters}, {period_us}, "
+                             f"{recency_days_per_unit}, {inertia_tolerance}")
         self.recency = recency
         self.frequency = frequency
         self.monetary = monetary
@@ -122,11 +124,12 @@ class UserSegments(base.Clusterer):
         self.recency_cap_days = recency_cap_days
         self.label_threshold = label_threshold
         self.fresh_starts = fresh_starts
+        self.inertia_tolerance = inertia_tolerance
 
         self._scaler = preprocessing.StandardScaler()
         self._kmeans = cluster.KMeans(n_clusters=n_clusters, halflife=halflife, seed=seed)
-        # Draw every initial coordinate now, in a fixed order: River's centres are
-        # defaultdicts that draw on first read, which would make predict_one mutate the model.
+        # Draw every initial coordinate now, in a fixed order: River's centres are defaultdicts
+        # that draw on first read (predict_one would mutate the model).
         for c in range(n_clusters):
             for d in range(len(RFM)):
                 self._kmeans.centers[c][d]
@@ -135,6 +138,10 @@ class UserSegments(base.Clusterer):
         self._n_reseeded = 0
         self._bucket = -(2**63)
         self._seen: set[str] = set()
+        self._labels: list[str] | None = None  # every label, until the centres change
+
+    def __getstate__(self) -> dict:  # labels derive from the centres: rebuilt on first read
+        return {**self.__dict__, "_labels": None}
 
     # -- features ----------------------------------------------------------------------------
 
@@ -165,6 +172,7 @@ class UserSegments(base.Clusterer):
         self._scaler.learn_one(r)
         z = self._scaler.transform_one(r)
         self._sizes[self._kmeans.learn_predict_one(z)] += 1
+        self._labels = None
 
     def learn_snapshot(self, X, columns: Sequence[str], iterations: int = 50) -> None:
         """Learn from many users' features taken at one time (`SegmentSnapshots`).
@@ -176,7 +184,9 @@ class UserSegments(base.Clusterer):
         keeps its id from one snapshot to the next. (Moving the centres only part of the way,
         or fewer steps, gave silhouettes 0.03-0.07 below a batch k-means on Online Retail.)
         A centre that no row is nearest to is re-seeded on the row farthest from every
-        centre (`stats()["reseeded"]`). Sizes become this snapshot's.
+        centre (`stats()["reseeded"]`). Fresh k-means++ starts run too; of all these candidates
+        `kmeans.choose` keeps the best separated of those within `inertia_tolerance` of the
+        lowest inertia (the warm start on a tie). Sizes become this snapshot's.
         """
         position = {c: i for i, c in enumerate(columns)}
         wanted = [(n, position[n]) for n in self.inputs]
@@ -186,8 +196,6 @@ class UserSegments(base.Clusterer):
         R = np.array([list(self.rfm({n: row[j] for n, j in wanted}).values()) for row in rows])
         centers = self._kmeans.centers
         C = np.array([[centers[c][k] for k in range(len(RFM))] for c in range(self.n_clusters)])
-        # Standardise by this snapshot (the population as it is now, the one profiles are
-        # assigned in), and re-express the centres in the new units.
         sc, dims = self._scaler, range(len(RFM))
         if self._n_snapshots:
             old_mean = np.array([sc.means[k] for k in dims])
@@ -202,14 +210,14 @@ class UserSegments(base.Clusterer):
             C = (C - mean) / std
         Z = (R - mean) / std
         warm, reseeded = lloyd(Z, C.copy(), iterations)
-        # Fresh k-means++ starts too (seeded by the snapshot count: replays agree); the
-        # lower inertia wins, its centres matched to the current ones so that ids stay.
+        # Fresh k-means++ starts too (seeded by the snapshot count: replays agree); a fresh
+        # one kept has its centres matched to the current ones so that ids stay.
         rng = np.random.default_rng((self.seed, self._n_snapshots))
-        starts = [lloyd(Z, kmeans_pp(Z, self.n_clusters, rng), iterations)[0]
-                  for _ in range(self.fresh_starts)]
-        fresh = min(starts, key=lambda c: inertia(Z, c)) if starts else warm
-        if inertia(Z, fresh) < inertia(Z, warm) - 1e-9:
-            C = fresh[matching(C, fresh)]
+        candidates = [warm] + [lloyd(Z, kmeans_pp(Z, self.n_clusters, rng), iterations)[0]
+                               for _ in range(self.fresh_starts)]
+        kept = choose(Z, candidates, self.inertia_tolerance)
+        if kept:
+            C = candidates[kept][matching(C, candidates[kept])]
         else:
             C = warm
             self._n_reseeded += reseeded
@@ -219,6 +227,7 @@ class UserSegments(base.Clusterer):
                 centers[c][k] = float(C[c, k])
         self._sizes = np.bincount(nearest, minlength=self.n_clusters).tolist()
         self._n_snapshots += 1
+        self._labels = None
 
     def observe(self, user: str, t_us: int, x: dict) -> bool:
         """Learn from `user`'s snapshot unless they already contributed in this period."""
@@ -241,8 +250,7 @@ class UserSegments(base.Clusterer):
         position = {c: i for i, c in enumerate(columns)}
         wanted = [(n, position[n]) for n in self.inputs if n in position]
         out = []
-        # Rows are read only for the few events admitted (one per user and period), so the
-        # array is never converted as a whole.
+        # Rows are read only for the events admitted (one per user and period).
         for i, (user, t) in enumerate(zip(users, ts, strict=True)):
             admitted = self._admit(user, t)
             if admitted:
@@ -263,8 +271,7 @@ class UserSegments(base.Clusterer):
         if bucket > self._bucket:
             self._bucket = bucket
             self._seen = set()
-        # An out-of-order (older) time counts against the current period, keeping this a
-        # function of the event sequence alone.
+        # An older time counts against the current period: a function of the event sequence.
         if user in self._seen:
             return False
         self._seen.add(user)
@@ -314,7 +321,7 @@ class UserSegments(base.Clusterer):
         Labels are distinct: where two segments would read the same, each gets the word of
         its next most distinctive axis (even below the threshold), and where the words of
         all four axes are still the same, its rank on the axis where they differ most
-        ("frequent, high spend (spend rank 1 of 2)").
+        ("frequent, high spend (spend rank 1 of 2)"). Built once per change of the centres.
         """
         return self._all_labels()[c]
 
@@ -326,6 +333,12 @@ class UserSegments(base.Clusterer):
         return (1.0 - self.halflife) ** self._sizes[c] < 0.05
 
     def _all_labels(self) -> list[str]:
+        labels = self.__dict__.get("_labels")  # absent in pickles older than the cache
+        if labels is None:
+            labels = self._labels = self._build_labels()
+        return labels
+
+    def _build_labels(self) -> list[str]:
         centers = [self._kmeans.centers[c] for c in range(self.n_clusters)]
         # axes by distance from the mean, strongest first (ties: the marketer's order)
         ranked = [sorted(_LABEL_ORDER, key=lambda k, z=z: (-abs(z[k]), _LABEL_ORDER.index(k)))
