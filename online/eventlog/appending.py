@@ -41,7 +41,7 @@ class Unparsed(NamedTuple):
 class Outcome(NamedTuple):
     """What happened to payload ``index`` of an append batch."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index, on purpose
     status: Status
     offset: int | None  # the event's offset (for a duplicate: the offset already holding it)
     event_id: str | None
@@ -65,6 +65,8 @@ class AppendResult:
 
 class Appending(LogFile):
     """``append`` and ``erase_user`` of ``EventLog``."""
+
+    next_offset: int  # `Reading.next_offset`, beside it in `EventLog`
 
     def stored_user_id(self, user_id: str) -> str:
         """The id under which ``user_id``'s events are stored (pseudonymized when configured)."""
@@ -179,7 +181,7 @@ class Appending(LogFile):
             if isinstance(value, dict | list):  # a container never passes a field's rule
                 obj[key] = "<redacted>"
         uid = obj.get("user_id")
-        if isinstance(uid, str | int) and not isinstance(uid, bool):
+        if isinstance(uid, str | int) and not isinstance(uid, bool) and self._pseudonymize:
             obj["user_id"] = self._pseudonymize(str(uid))
         elif "user_id" in obj:
             obj["user_id"] = "<redacted>"

@@ -111,7 +111,7 @@ class Reading(LogFile):
         ``before_offset`` keeps ``offset < before_offset``, the next page of such a read
         (offsets are unique, times are not: many events may share one).
         """
-        where, args = ["user_id = ?"], [user_id]
+        where, args = ["user_id = ?"], list[object]([user_id])
         if before_offset is not None:
             where.append('"offset" < ?')
             args.append(before_offset)

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import sqlite_utils
 
@@ -46,7 +46,7 @@ class LogFile:
         self._readers: list[sqlite3.Connection] = []  # every reader connection, to close
         self._readers_lock = threading.Lock()
         self._closed = False
-        self._columnar = None  # the arrow reader (online.eventlog.columnar), opened on use
+        self._columnar: Any = None  # the arrow reader (online.eventlog.columnar), on use
         self._writer = self._connect()
         try:
             self._create_schema(None if partitions is None else pt.check_partitions(partitions))
@@ -80,7 +80,7 @@ class LogFile:
         with self._write_lock:
             self._writer.execute("BEGIN IMMEDIATE")  # two processes opening a new log at once
             try:
-                db["events"].create(
+                db.table("events").create(
                     {
                         "offset": int, "event_id": str, "user_id": str, "type": int, "ts": int,
                         "item_id": str, "category": str, "session_id": str, "price": float,
@@ -90,13 +90,13 @@ class LogFile:
                     not_null={"event_id", "user_id", "type", "ts", "quantity", "ingested_at"},
                     if_not_exists=True,
                 )  # fmt: skip
-                events = db["events"]
+                events = db.table("events")
                 # the unique index is what makes event_id the idempotency key
                 events.create_index(["event_id"], unique=True, if_not_exists=True)
                 events.create_index(["user_id", "offset"], if_not_exists=True)
                 events.create_index(["ts"], if_not_exists=True)
-                db["meta"].create({"key": str, "value": int}, pk="key", if_not_exists=True)
-                db["quarantine"].create(
+                db.table("meta").create({"key": str, "value": int}, pk="key", if_not_exists=True)
+                db.table("quarantine").create(
                     {
                         "id": int, "received_at": int, "source": str, "batch_index": int,
                         "raw": str, "field": str, "reason": str,

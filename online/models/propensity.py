@@ -14,6 +14,7 @@ import copy
 import math
 import operator
 from collections import deque
+from typing import Any, cast
 
 from river import base, linear_model, preprocessing
 
@@ -187,6 +188,7 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
             contributions = explain.linear_contributions(self._model, xs)
         else:
             n = max(self.stats()["n_learnt"], 1)
+            assert self._sums is not None  # kept whenever the model is not additive
             baseline = {f: s / n for f, s in zip(self.features, self._sums, strict=True)}
             contributions = explain.occlusion_contributions(self._score_dict, xs, baseline)
         return explain.top_contributions(xs, contributions, top, self.features)
@@ -213,7 +215,9 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
 
     def observe(self, user: str, t_us: int, x: dict, is_purchase: bool = False) -> float:
         """Resolve what event time t_us settles, then score `x` and hold it as a question."""
-        return self._observe(user, t_us, self._vector(x), is_purchase)
+        score = self._observe(user, t_us, self._vector(x), is_purchase)
+        assert score is not None  # scored: the default of `_observe`
+        return score
 
     def observe_many(self, users, t_us, X, is_purchase, *, scores: bool = True) -> list[float]:
         """`observe` for each row of `X` (columns: `features`, in order); the scores, in order
@@ -236,10 +240,10 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
             for u, t, row, p in zip(users, ts, rows, flags, strict=True):
                 observe(u, t, checked(tuple(row)), p, False)
             return []
-        return [
+        return cast(list[float], [
             observe(u, t, checked(tuple(row)), p)
             for u, t, row, p in zip(users, ts, rows, flags, strict=True)
-        ]
+        ])
 
     def frozen(self) -> PurchasePropensity:
         """A copy that scores and explains as this one does now and holds no questions (no
@@ -257,5 +261,5 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         return self._drift
 
 
-def _default_model() -> base.Classifier:
+def _default_model() -> Any:
     return preprocessing.StandardScaler() | linear_model.LogisticRegression()

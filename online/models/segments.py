@@ -341,7 +341,7 @@ class UserSegments(base.Clusterer):
     def _build_labels(self) -> list[str]:
         centers = [self._kmeans.centers[c] for c in range(self.n_clusters)]
         # axes by distance from the mean, strongest first (ties: the marketer's order)
-        ranked = [sorted(_LABEL_ORDER, key=lambda k, z=z: (-abs(z[k]), _LABEL_ORDER.index(k)))
+        ranked = [sorted(_LABEL_ORDER, key=lambda k, z=z: (-abs(z[k]), _LABEL_ORDER.index(k)))  # type: ignore[misc]
                   for z in centers]
         used = [sorted((k for k in _LABEL_ORDER if abs(z[k]) >= self.label_threshold),
                        key=_LABEL_ORDER.index) for z in centers]
@@ -372,8 +372,8 @@ class UserSegments(base.Clusterer):
             axis = max(_LABEL_ORDER, key=lambda k: (
                 max(centers[c][k] for c in group) - min(centers[c][k] for c in group),
                 -_LABEL_ORDER.index(k)))
-            ranked = sorted(group, key=lambda c: (-centers[c][axis], c))
-            for r, c in enumerate(ranked, 1):
+            order = sorted(group, key=lambda c: (-centers[c][axis], c))
+            for r, c in enumerate(order, 1):
                 out[c] = f"{t} ({_AXIS[axis]} rank {r} of {len(group)})"
         return out
 
