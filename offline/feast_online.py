@@ -28,6 +28,7 @@ from offline.feast_store import PUSH_SOURCE, VERSION_VIEW, feature_store, repo_c
 from online import catalogue as cat
 from online.projector import ProfileContributor
 from online.settings import Settings
+from online.state import last_per_user
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -84,7 +85,7 @@ class OnlineWriter(ProfileContributor):
         return self._store
 
     def on_batch(self, projector, batch, user_idx: np.ndarray, eff_ts: np.ndarray) -> None:
-        users, last = _last_per_user(np.asarray(user_idx, np.int64))
+        users, last = last_per_user(np.asarray(user_idx, np.int64))
         self.push_state(projector.state, users, np.asarray(batch.offset)[last] + 1)
 
     def contribute(self, body: dict[str, Any], features) -> None:
@@ -162,12 +163,6 @@ class OnlineWriter(ProfileContributor):
                 when = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
                 out[u] = (int(values["offset"].int64_val), _us_of(when))
         return out
-
-
-def _last_per_user(user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct users of a batch and the position of each one's last event."""
-    users, first_from_end = np.unique(user_idx[::-1], return_index=True)
-    return users, len(user_idx) - 1 - first_from_end
 
 
 def _us(ts: pd.Series) -> np.ndarray:

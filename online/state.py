@@ -330,3 +330,14 @@ def _write(path: Path, writer) -> None:
         writer(f)
         f.flush()
         os.fsync(f.fileno())
+
+
+def last_per_user(user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct users of a batch (state rows, ascending) and the position of each one's last
+    event in it: the one rule the online writes and the replay's offsets share.
+
+    >>> last_per_user(np.array([3, 1, 3, 2, 1]))
+    (array([1, 2, 3]), array([4, 3, 2]))
+    """
+    users, first_from_end = np.unique(user_idx[::-1], return_index=True)
+    return users, len(user_idx) - 1 - first_from_end

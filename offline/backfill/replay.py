@@ -48,7 +48,7 @@ from online import catalogue as cat
 from online import kernels as kn
 from online.eventlog import EventLog
 from online.settings import Settings
-from online.state import UserState
+from online.state import UserState, last_per_user
 
 __all__ = ["ReplaySummary", "replay", "replay_state", "replayed_end", "snapshot_dir",
            "snapshot_files", "watermark"]
@@ -198,8 +198,8 @@ def _state_at(man: store.Manifest, log: EventLog, offset: int, batch_events: int
 
 
 def _note_offsets(uidx: np.ndarray, offsets: np.ndarray, last_offset: np.ndarray) -> None:
-    users, first_from_end = np.unique(uidx[::-1], return_index=True)
-    last_offset[users] = offsets[len(offsets) - 1 - first_from_end] + 1
+    users, last = last_per_user(uidx)
+    last_offset[users] = offsets[last] + 1
 
 
 def _batches(log: EventLog, lo: int, hi: int, batch_events: int):
