@@ -16,31 +16,14 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from helpers.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from helpers.servers import LiveServer
 
 from offline.datasets.synthetic import generate
 
-CHROMIUM = os.environ.get("PORTRAIT_CHROMIUM", "/usr/bin/chromium")
 READ_KEY, WRITE_KEY = "console-read-key", "console-write-key"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 
 pytestmark = pytest.mark.slow
-
-
-def _require_browser() -> None:
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        missing = "playwright (pip install -e '.[dev]')"
-    else:
-        missing = None if Path(CHROMIUM).exists() else f"Chromium at {CHROMIUM}"
-    if missing:
-        if os.environ.get("PORTRAIT_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"the browser tests need {missing} (PORTRAIT_REQUIRE_BROWSER=1)")
-        pytest.skip(f"no {missing}")
 
 
 def Server(data_dir: Path, log_file: Path) -> LiveServer:
@@ -53,7 +36,7 @@ def Server(data_dir: Path, log_file: Path) -> LiveServer:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[LiveServer]:
-    _require_browser()
+    require_browser()
     tmp = tmp_path_factory.mktemp("console")
     srv = Server(tmp / "data", tmp / "server.log")
     try:

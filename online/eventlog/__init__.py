@@ -21,10 +21,6 @@ their reason, in the same transaction, so nothing is half-applied or silently lo
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-from typing import Literal
-
 from online.eventlog.appending import Appending, AppendResult, Outcome, Unparsed
 from online.eventlog.columnar import ColumnBatch, ColumnReading
 from online.eventlog.reading import Reading
@@ -39,20 +35,10 @@ class EventLog(Appending, Reading, ColumnReading):
 
     ``pseudonymizer`` maps a user id to the id stored (e.g. a keyed hash); it is applied to
     accepted events and to the ``user_id`` of quarantined payloads, and ``read_user`` /
-    ``erase_user`` take the stored id (``stored_user_id`` converts).
+    ``erase_user`` take the stored id (``stored_user_id`` converts). The constructor is
+    `LogFile`'s (``online.eventlog.store``): path, pseudonymizer, synchronous, busy timeout,
+    partitions.
     """
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        pseudonymizer: Callable[[str], str] | None = None,
-        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
-        busy_timeout_s: float = 30.0,
-        partitions: int | None = None,
-    ) -> None:
-        super().__init__(path, pseudonymizer=pseudonymizer, synchronous=synchronous,
-                         busy_timeout_s=busy_timeout_s, partitions=partitions)
 
     def __enter__(self) -> EventLog:
         return self
