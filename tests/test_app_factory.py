@@ -11,7 +11,6 @@ from offline.wiring import create_app
 
 def test_zero_argument_factory_serves_models_and_erases_everywhere(tmp_path, monkeypatch):
     monkeypatch.setenv("PORTRAIT_DATA_DIR", str(tmp_path / "shop"))
-    monkeypatch.setenv("PORTRAIT_API_KEYS", "")
     events = [e for chunk in generate(20, 600, seed=3) for e in chunk]
     with TestClient(create_app()) as client:
         for start in range(0, len(events), 200):
