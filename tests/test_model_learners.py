@@ -162,3 +162,57 @@ def test_a_rare_class_with_few_examples_gives_no_weights_yet():
     for x, _ in data[:20]:
         model.learn_one(x, False)  # a refit with 10 positives in the window
     assert model.weights["a"] != 0.0
+
+
+def test_a_weighted_refit_is_the_batch_fit_with_those_sample_weights():
+    from sklearn.linear_model import LogisticRegression
+
+    data = _examples(600, seed=5)
+    w = np.random.default_rng(5).lognormal(0.0, 1.0, len(data))
+    model = WindowedLogistic(window=600, first_fit=600, iterations=30, l2_grid=(1.0,))
+    for (x, y), wi in zip(data, w, strict=True):
+        model.learn_one(x, y, w=float(wi))
+    names = list(data[0][0])
+    Z = np.array([[signed_log1p(x[k]) for k in names] for x, _ in data])
+    y = np.array([y for _, y in data])
+    sw = w * len(w) / w.sum()  # the weights of mean 1 the ridge is counted against
+    mean = sw @ Z / len(w)
+    std = np.sqrt(sw @ (Z - mean) ** 2 / len(w))
+    batch = LogisticRegression(C=1.0, tol=1e-10, max_iter=1000).fit((Z - mean) / std, y,
+                                                                      sample_weight=sw)
+    np.testing.assert_allclose([model.weights[k] for k in names], batch.coef_[0],
+                               rtol=1e-5, atol=1e-6)
+    # equal weights are no weights
+    plain, scaled = WindowedLogistic(first_fit=600), WindowedLogistic(first_fit=600)
+    for x, y in data:
+        plain.learn_one(x, y)
+        scaled.learn_one(x, y, w=3.0)
+    np.testing.assert_allclose([scaled.weights[k] for k in names],
+                               [plain.weights[k] for k in names], rtol=1e-9)
+
+
+def test_a_heavy_user_weighed_down_no_longer_sets_the_model():
+    """Light users buy after carts; one heavy user, with as many examples as all of them
+    together, does the opposite. Unweighted, the fit splits the difference; weighted by one
+    over each user's count, every user counts once and the light users' rule wins."""
+    rng = random.Random(3)
+    rows = []
+    for _ in range(1500):  # light users, one example each
+        carts = float(rng.randrange(4))
+        rows.append(({"carts": carts}, rng.random() < (0.8 if carts >= 2 else 0.1), 1.0))
+    for _ in range(1500):  # the heavy user
+        carts = float(rng.randrange(4))
+        rows.append(({"carts": carts}, rng.random() < (0.1 if carts >= 2 else 0.8), 1 / 1500))
+    rng.shuffle(rows)
+    plain, weighted = WindowedLogistic(first_fit=3000), WindowedLogistic(first_fit=3000)
+    for x, y, w in rows:
+        plain.learn_one(x, y)
+        weighted.learn_one(x, y, w=w)
+    assert abs(plain.weights["carts"]) < 0.3 < weighted.weights["carts"]
+
+
+def test_weights_must_be_positive_and_finite():
+    model = WindowedLogistic()
+    for bad in (0.0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="w must be"):
+            model.learn_one({"a": 1.0}, True, w=bad)

@@ -407,8 +407,8 @@ def test_question_of_a_window_is_a_uniform_draw_of_its_events():
     for u in range(600):
         spy = SpyClassifier()
         m = PurchasePropensity(("f",), model=spy, horizon_us=DAY_US, min_spacing_us=HOUR_US)
-        for _ in range(u):  # other users first: the draws come from one counter
-            m.observe("x", 0, {"f": -1.0})
+        for j in range(u):  # another user first (moments of its own): one draw counter
+            m.observe("x", j, {"f": -1.0})
         for k in range(6):
             m.observe("ann", k * 60_000_000, {"f": float(k)})
         m.advance(3 * DAY_US)
@@ -428,7 +428,7 @@ def test_event_behind_the_watermark_is_held_and_answered_when_the_log_moves_on()
     m = PurchasePropensity(("f",), model=spy, horizon_us=DAY_US)
     m.observe("ann", 10 * DAY_US, {"f": 1.0})
     score = m.observe("bob", 2 * DAY_US, {"f": 2.0})
-    assert score == m.predict_proba_one({"f": 2.0})
+    assert score == 0.5  # scored: nothing learnt and no exposure yet, the prior reads 0.5
     assert m.stats()["n_late"] == 1 and m.pending_size == 2 and spy.calls == []
     m.observe("cat", 10 * DAY_US, {"f": 3.0})  # another user: bob's window is over
     assert [(x["f"], y) for _, x, y in spy.calls] == [(2.0, False)]

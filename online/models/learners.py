@@ -13,7 +13,8 @@ import operator
 
 import numpy as np
 from river import base, preprocessing
-from threadpoolctl import ThreadpoolController
+
+from .newton import newton, normalised, one_blas_thread, sigmoid_array, weighted_moments
 
 __all__ = ["SignedLogScaler", "WindowedLogistic", "signed_log1p"]
 
@@ -72,7 +73,14 @@ class WindowedLogistic(base.Classifier):
     - the intercept is then re-set so that the newest fifth's mean score is its share of
       positives: labels come a horizon late and a fit over the whole window puts the base
       rate where it was on average, not where it went;
-    - the window follows drift (a fit only ever sees the newest `window` examples).
+    - the window follows drift (a fit only ever sees the newest `window` examples);
+    - examples have weights (``learn_one(x, y, w, group)``), and the weights of one `group`
+      (a user) in the window are capped at `group_cap` in total: a heavy user's hundreds of
+      examples would otherwise set the weights for everyone, while a shop ranks users (and
+      `portrait train` and the evaluation's training sets take at most 20 rows a user). On
+      synthetic funnels with weak signal, over ten logs, this raised the test AUC by 0.02
+      on average (up to 0.075). The intercept is re-set with the uncapped weights (a score
+      is asked at every moment, heavy users' included).
 
     It refits after `first_fit` examples and then every time the examples learnt since the
     last fit reach a quarter of those before it, at most `refit_every`: cheap while the window
@@ -96,13 +104,15 @@ class WindowedLogistic(base.Classifier):
 
     def __init__(self, window: int = 10_000, refit_every: int = 1_000, first_fit: int = 50,
                  l2_grid: tuple = (1.0, 10.0, 100.0, 1000.0), iterations: int = 3,
-                 min_class: int = 30):
+                 min_class: int = 30, group_cap: float | None = 20.0):
         if (window < 2 or refit_every < 1 or first_fit < 1 or not l2_grid
-                or min(l2_grid) <= 0 or iterations < 1 or min_class < 1):
+                or min(l2_grid) <= 0 or iterations < 1 or min_class < 1
+                or (group_cap is not None and not 0 < group_cap < math.inf)):
             raise ValueError(
                 "need window >= 2, refit_every >= 1, first_fit >= 1, a non-empty l2_grid of "
-                f"values > 0, iterations >= 1, min_class >= 1; got {window}, {refit_every}, "
-                f"{first_fit}, {l2_grid}, {iterations}, {min_class}")
+                "values > 0, iterations >= 1, min_class >= 1, group_cap None or a finite "
+                f"value > 0; got {window}, {refit_every}, {first_fit}, {l2_grid}, "
+                f"{iterations}, {min_class}, {group_cap}")
         self.window = window
         self.refit_every = refit_every
         self.first_fit = first_fit
@@ -112,10 +122,13 @@ class WindowedLogistic(base.Classifier):
         self.l2_ = max(self.l2_grid)
         self.iterations = iterations
         self.min_class = min_class
+        self.group_cap = group_cap
         self._names: list = []
         self._column: dict = {}
         self._Z = np.zeros((min(window, 256), 0))
         self._y = np.zeros(min(window, 256))
+        self._w = np.ones(min(window, 256))
+        self._g = np.full(min(window, 256), -1, dtype=np.int64)  # -1: in no group
         self._n = 0
         self._n_positive = 0
         self._next_fit = first_fit
@@ -134,15 +147,24 @@ class WindowedLogistic(base.Classifier):
         self._slopes: list = []
 
     @property
+    def fitted(self) -> bool:
+        """Whether the weights come from data: a fit, or one installed by `warm_start`."""
+        return self._n_fits > 0
+
+    @property
     def _multiclass(self):
         return False
 
-    def learn_one(self, x, y):
+    def learn_one(self, x, y, w: float = 1.0, group: int | None = None):
+        if not 0.0 < w < math.inf:
+            raise ValueError(f"w must be a finite weight > 0, got {w!r}")
         row = self._n % self.window
         if row >= len(self._Z):
             grow = min(self.window, max(2 * len(self._Z), 256))
             self._Z = np.vstack([self._Z, np.zeros((grow - len(self._Z), self._Z.shape[1]))])
             self._y = np.r_[self._y, np.zeros(grow - len(self._y))]
+            self._w = np.r_[self._w, np.ones(grow - len(self._w))]
+            self._g = np.r_[self._g, np.full(grow - len(self._g), -1, dtype=np.int64)]
         Z = self._Z
         # the usual case (the same names in the same order every time) writes the row at once
         zs = _signed_logs(x.values()) if tuple(x) == self._keys else None
@@ -151,6 +173,8 @@ class WindowedLogistic(base.Classifier):
         else:
             self._learn_slowly(x, row)
         self._y[row] = 1.0 if y else 0.0
+        self._w[row] = w
+        self._g[row] = -1 if group is None else group
         self._n += 1
         self._n_positive += bool(y)
         if self._n >= self._next_fit:
@@ -177,16 +201,14 @@ class WindowedLogistic(base.Classifier):
         return math.log(p / (1.0 - p))
 
     def _fit(self) -> None:
-        with _one_blas_thread():
+        with one_blas_thread():
             self._fit_window()
 
     def _fit_window(self) -> None:
         m = min(self._n, self.window)
-        Z, y = self._Z[:m], self._y[:m]
+        Z, y, sw = self._Z[:m], self._y[:m], normalised(self._weights(m))
         d = Z.shape[1]
-        mean = Z.mean(axis=0)
-        std = Z.std(axis=0)
-        std[std < 1e-12] = 1.0
+        mean, std = weighted_moments(Z, sw)
         names = self._names
         # the previous fit in raw signed-log units, re-expressed in this window's units
         slope = np.array([self._slope.get(k, 0.0) for k in names])
@@ -195,12 +217,14 @@ class WindowedLogistic(base.Classifier):
         positives = float(y.sum())
         if min(positives, m - positives) >= self.min_class:
             if len(self.l2_grid) > 1:
-                self.l2_ = self._select_l2(Z, y, slope, self._offset)
+                self.l2_ = self._select_l2(Z, y, sw, slope, self._offset)
             X = (Z - mean) / std
             A = np.hstack([X, np.ones((m, 1))])
-            theta = _newton(A, y, np.r_[w, b], self.l2_ / m, self.iterations)
+            theta = newton(A, y, sw, np.r_[w, b], self.l2_ / m, self.iterations)
             w, b = theta[:-1], float(theta[-1])
-            b = self._recent_intercept(A[:, :-1] @ w, y, b)
+            # the base rate as events see it: weights uncapped (heavy users buy at their own
+            # rate, and a score is asked at every moment)
+            b = self._recent_intercept(A[:, :-1] @ w, y, normalised(self._w[:m]), b)
         else:
             w, b = np.zeros(d), self._base_logit()
         self.means = dict(zip(names, mean.tolist(), strict=True))
@@ -213,24 +237,40 @@ class WindowedLogistic(base.Classifier):
         self._fit_keys, self._slopes = tuple(names), slope.tolist()
         self._n_fits += 1
 
+    def _weights(self, m: int) -> np.ndarray:
+        """The window's sample weights, each group's total capped at `group_cap`."""
+        w = self._w[:m]
+        if self.group_cap is None:
+            return w
+        g = self._g[:m]
+        grouped = g >= 0
+        if not grouped.any():
+            return w
+        _, inverse = np.unique(g[grouped], return_inverse=True)
+        totals = np.bincount(inverse, weights=w[grouped])
+        w = w.copy()
+        w[grouped] *= np.minimum(1.0, self.group_cap / totals)[inverse]
+        return w
+
     def _newest(self, m: int) -> np.ndarray:
         """Rows of the newest fifth of the window (the ring wraps at n % window)."""
         start = self._n % self.window if self._n > self.window else 0
         order = np.r_[start:m, 0:start]  # oldest first
         return order[int(0.8 * m):]
 
-    def _recent_intercept(self, s: np.ndarray, y: np.ndarray, b: float) -> float:
+    def _recent_intercept(self, s: np.ndarray, y: np.ndarray, sw: np.ndarray,
+                          b: float) -> float:
         """The intercept that makes the newest fifth's mean score its share of positives
         (weights kept): labels arrive a horizon late, and a fit over the whole window puts
         the base rate where it was on average, not where it went. Unchanged when that fifth
         holds fewer than `min_class` examples of a class."""
         rows = self._newest(len(y))
-        s, y = s[rows], y[rows]
+        s, y, sw = s[rows], y[rows], sw[rows]
         if min(y.sum(), len(y) - y.sum()) < self.min_class:
             return b
         for _ in range(20):
-            p = _sigmoid_array(s + b)
-            g, h = float((p - y).sum()), float((p * (1.0 - p)).sum())
+            p = sigmoid_array(s + b)
+            g, h = float(sw @ (p - y)), float(sw @ (p * (1.0 - p)))
             if h <= 0.0:
                 break
             step = max(-1.0, min(1.0, g / h))
@@ -239,7 +279,7 @@ class WindowedLogistic(base.Classifier):
                 break
         return b
 
-    def _select_l2(self, Z: np.ndarray, y: np.ndarray, slope: np.ndarray,
+    def _select_l2(self, Z: np.ndarray, y: np.ndarray, sw: np.ndarray, slope: np.ndarray,
                    offset: float) -> float:
         """The ridge of `l2_grid` whose fit on the older 80% of the window predicts the newest
         20% best (log loss): a forward validation, as the model is used. The current one when
@@ -253,17 +293,16 @@ class WindowedLogistic(base.Classifier):
         if min(y_old.sum(), len(old) - y_old.sum(), y_new.sum(),
                len(new) - y_new.sum()) < self.min_class:
             return self.l2_
-        Z_old = Z[old]
-        mean, std = Z_old.mean(axis=0), Z_old.std(axis=0)
-        std[std < 1e-12] = 1.0
+        Z_old, w_old, w_new = Z[old], normalised(sw[old]), normalised(sw[new])
+        mean, std = weighted_moments(Z_old, w_old)
         A_old = np.hstack([(Z_old - mean) / std, np.ones((len(old), 1))])
         A_new = np.hstack([(Z[new] - mean) / std, np.ones((len(new), 1))])
         start_theta = np.r_[slope * std, offset + float(slope @ mean)]
         losses = []
         for l2 in self.l2_grid:
-            theta = _newton(A_old, y_old, start_theta, l2 / len(old), self.iterations)
+            theta = newton(A_old, y_old, w_old, start_theta, l2 / len(old), self.iterations)
             a = A_new @ theta
-            losses.append(float(np.mean(np.logaddexp(0.0, a) - y_new * a)))
+            losses.append(float(np.mean(w_new * (np.logaddexp(0.0, a) - y_new * a))))
         return float(self.l2_grid[int(np.argmin(losses))])
 
     def predict_proba_one(self, x):
@@ -285,6 +324,7 @@ class WindowedLogistic(base.Classifier):
         model version keeps: a few floats per feature instead of `window` rows)."""
         twin = copy.copy(self)
         twin._Z, twin._y = np.zeros((0, len(self._names))), np.zeros(0)
+        twin._w, twin._g = np.ones(0), np.full(0, -1, dtype=np.int64)
         twin._names, twin._column = list(self._names), dict(self._column)
         twin._n = twin._n_positive = 0
         twin._next_fit = self.first_fit
@@ -317,50 +357,6 @@ class WindowedLogistic(base.Classifier):
                 for k in names}
 
 
-_BLAS: ThreadpoolController | None = None
-
-
-def _one_blas_thread():
-    """BLAS on one thread for a refit: its products are a few ms on one core, while OpenBLAS's
-    threads, contending with the server's (and a shared machine's) other work, made them 10 to
-    100 times slower; and the rounding of a product depends on how many threads split it, so
-    on one thread the same examples give the same model on every machine."""
-    global _BLAS
-    if _BLAS is None:
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
-
-
-def _newton(A: np.ndarray, y: np.ndarray, theta: np.ndarray, l2: float,
-            iterations: int) -> np.ndarray:
-    """`iterations` Newton steps with backtracking on the mean log loss of rows `A` (the last
-    column the intercept's ones) + ``l2 / 2 |w|^2``, from `theta`."""
-    m, d1 = A.shape
-    reg = np.full(d1, l2)
-    reg[-1] = 1e-9
-    theta = np.array(theta, dtype=np.float64)
-    a = A @ theta
-    loss = _objective(a, y, theta, reg)
-    for _ in range(iterations):
-        p = _sigmoid_array(a)
-        g = A.T @ (p - y) / m + reg * theta
-        H = (A * (p * (1.0 - p))[:, None]).T @ A / m + np.diag(reg)
-        step = np.linalg.solve(H, g)
-        # backtracking: a full Newton step can overshoot where classes nearly separate
-        t, along = 1.0, float(g @ step)
-        while True:
-            trial = theta - t * step
-            a_trial = A @ trial
-            trial_loss = _objective(a_trial, y, trial, reg)
-            if trial_loss <= loss - 1e-4 * t * along or t < 1e-3:
-                break
-            t *= 0.5
-        if trial_loss > loss:
-            break
-        theta, a, loss = trial, a_trial, trial_loss
-    return theta
-
-
 def _signed_logs(values) -> list | None:
     """sign(v) log1p(|v|) of each value; None if one is None or not finite (the slow path)."""
     log1p = math.log1p
@@ -375,15 +371,6 @@ def _signed_log_or_zero(v) -> float:
     if v is None or v != v or v in (math.inf, -math.inf):
         return 0.0
     return math.log1p(v) if v >= 0 else -math.log1p(-v)
-
-
-def _sigmoid_array(a: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * a))
-
-
-def _objective(a: np.ndarray, y: np.ndarray, theta: np.ndarray, reg: np.ndarray) -> float:
-    """Mean log loss of logits `a` on labels `y`, plus the ridge ``reg / 2 * theta^2``."""
-    return float(np.mean(np.logaddexp(0.0, a) - y * a) + 0.5 * reg @ (theta * theta))
 
 
 def _sigmoid(a: float) -> float:

@@ -11,6 +11,8 @@ the newest event time seen, so the same event sequence always gives the same mod
 from __future__ import annotations
 
 import copy
+import hashlib
+import inspect
 import math
 import operator
 from collections import deque
@@ -39,6 +41,19 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
 
     How questions are held (one per user and hour, a bound, logs out of time order): see
     `online.models.questions.DelayedLabels`.
+
+    What a question weighs: a learner whose ``learn_one`` takes a ``group`` (the served
+    `WindowedLogistic`) learns each answer with ``w`` = the moments its spacing window held
+    and ``group`` = `user_key` of the user, so that it can cap what one user weighs; any
+    other River classifier learns plain ``learn_one(x, y)``.
+
+    Before anything is learnt (a fresh log: no answer is known for a whole horizon), a
+    learner's score carries no information (0.5 for a fresh logistic regression; a log loss
+    of 0.69 over a whole first horizon, 1/8 of a 60-day log at 7 days). Until then every
+    score is `prior_proba`, the Kaplan-Meier estimate of the share of questions answered yes
+    within the horizon (see `online.models.questions.kaplan_meier`); a learner that comes
+    fitted (a `fitted` attribute that is true, as after `WindowedLogistic.warm_start`)
+    scores from the start.
 
     Missing features and non-finite values (NaN, inf, None) read as `fill_value`; held values
     are stored as float64. Times are the projector's effective event times (µs), which never
@@ -122,6 +137,7 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         self._model = model if model is not None else _default_model()
         self._drift = drift if drift is not None else ErrorDrift()
         self._linear = explain.is_additive(self._model)
+        self._grouped = "group" in inspect.signature(self._model.learn_one).parameters
         self._getter = operator.itemgetter(*self.features)
         self._single = len(self.features) == 1
         self._watermark = NEVER
@@ -135,6 +151,12 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         self._seq = 0
         self._n_late = self._n_dropped = self._n_positive = self._n_negative = 0
         self._n_replaced = self._draws = 0
+        # the prior's tallies (`DelayedLabels.prior_proba`): it scores until the learner knows
+        # something (a learnt label, or a fit installed into it: its `fitted` attribute)
+        self._uninformed = not getattr(self._model, "fitted", False)
+        self._prior, self._prior_at = 0.5, None
+        self._prior_yes: list[int] = []  # ages at a yes, and of questions that left
+        self._prior_gone: list[int] = []  # unanswered, while the prior scores
         # Running sums of learnt x: the occlusion baseline, kept only for a non-linear model.
         self._sums = None if self._linear else [0.0] * len(self.features)
 
@@ -171,6 +193,8 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         return dict(zip(self.features, vals))  # noqa: B905
 
     def _score(self, vals: tuple) -> float:
+        if self._uninformed:
+            return self.prior_proba()
         return self._model.predict_proba_one(self._dict(vals)).get(True, 0.0)
 
     def predict_proba_one(self, x: dict) -> float:
@@ -204,8 +228,14 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         """Learn one labelled example now (warm start, tests); live labels go through observe."""
         self._learn(self._vector(x), bool(y))
 
-    def _learn(self, vals, y: bool) -> None:
-        self._model.learn_one(self._dict(vals), y)
+    def _learn(self, vals, y: bool, user: str | None = None, k: int = 1) -> None:
+        if self._uninformed:
+            self._uninformed = False
+            self._prior_yes, self._prior_gone = [], []
+        if self._grouped and user is not None:
+            self._model.learn_one(self._dict(vals), y, w=float(k), group=user_key(user))
+        else:
+            self._model.learn_one(self._dict(vals), y)
         if self._sums is not None:
             self._sums = [s + v for s, v in zip(self._sums, vals, strict=True)]
         if y:
@@ -259,6 +289,13 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
     @property
     def drift_monitor(self) -> ErrorDrift:
         return self._drift
+
+
+def user_key(user: str) -> int:
+    """A stable 63-bit key of a (stored, pseudonymized) user id: the group a learner's window
+    counts a user's examples by, the same in every process (unlike `hash`)."""
+    digest = hashlib.blake2b(user.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 def _default_model() -> Any:

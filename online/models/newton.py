@@ -1,0 +1,79 @@
+"""The weighted ridge logistic fit behind `WindowedLogistic`: Newton steps with backtracking
+on standardised columns, sample weights of mean 1, BLAS on one thread."""
+
+from __future__ import annotations
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+__all__ = ["normalised", "newton", "one_blas_thread", "sigmoid_array", "weighted_moments"]
+
+
+_BLAS: ThreadpoolController | None = None
+
+
+def one_blas_thread():
+    """BLAS on one thread for a refit: its products are a few ms on one core, while OpenBLAS's
+    threads, contending with the server's (and a shared machine's) other work, made them 10 to
+    100 times slower; and the rounding of a product depends on how many threads split it, so
+    on one thread the same examples give the same model on every machine."""
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+def normalised(sw: np.ndarray) -> np.ndarray:
+    """Sample weights scaled to a mean of 1: the ridge keeps its meaning per example."""
+    total = float(sw.sum())
+    return sw * (len(sw) / total) if total > 0.0 else np.ones(len(sw))
+
+
+def weighted_moments(Z: np.ndarray, sw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column mean and deviation under weights `sw` (mean 1); a constant column's
+    deviation reads 1."""
+    mean = sw @ Z / len(sw)
+    std = np.sqrt(sw @ (Z - mean) ** 2 / len(sw))
+    std[std < 1e-12] = 1.0
+    return mean, std
+
+
+def newton(A: np.ndarray, y: np.ndarray, sw: np.ndarray, theta: np.ndarray, l2: float,
+            iterations: int) -> np.ndarray:
+    """`iterations` Newton steps with backtracking on the weighted mean log loss of rows `A`
+    (the last column the intercept's ones; weights `sw` of mean 1) + ``l2 / 2 |w|^2``, from
+    `theta`."""
+    m, d1 = A.shape
+    reg = np.full(d1, l2)
+    reg[-1] = 1e-9
+    theta = np.array(theta, dtype=np.float64)
+    a = A @ theta
+    loss = _objective(a, y, sw, theta, reg)
+    for _ in range(iterations):
+        p = sigmoid_array(a)
+        g = A.T @ (sw * (p - y)) / m + reg * theta
+        H = (A * (sw * p * (1.0 - p))[:, None]).T @ A / m + np.diag(reg)
+        step = np.linalg.solve(H, g)
+        # backtracking: a full Newton step can overshoot where classes nearly separate
+        t, along = 1.0, float(g @ step)
+        while True:
+            trial = theta - t * step
+            a_trial = A @ trial
+            trial_loss = _objective(a_trial, y, sw, trial, reg)
+            if trial_loss <= loss - 1e-4 * t * along or t < 1e-3:
+                break
+            t *= 0.5
+        if trial_loss > loss:
+            break
+        theta, a, loss = trial, a_trial, trial_loss
+    return theta
+
+
+def sigmoid_array(a: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+
+def _objective(a: np.ndarray, y: np.ndarray, sw: np.ndarray, theta: np.ndarray,
+               reg: np.ndarray) -> float:
+    """Weighted mean log loss of logits `a` on labels `y`, plus ``reg / 2 * theta^2``."""
+    return float(sw @ (np.logaddexp(0.0, a) - y * a) / len(a) + 0.5 * reg @ (theta * theta))
