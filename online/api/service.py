@@ -35,7 +35,7 @@ from .consistency import ProfileSampler
 from .deferred_writes import DeferredWrites
 from .errors import AsOfWorkLimit, UnknownFeature, UnknownUserError
 from .metrics import ApiMetrics
-from .profile_cache import ProfileCache, profile_json
+from .profile_cache import ProfileCache, profile_json, served_body, warm_up
 from .rwlock import ReadWriteLock
 from .service_gauges import service_gauges, service_stats
 from .settings import ApiSettings
@@ -124,6 +124,7 @@ class ProfileService:
             self.projector = self._projector_factory(self.log, s)
             self._checkpoint_offset = self.projector.offset
             self._project()
+            warm_up(self.projector)
         except BaseException:
             if self.log is not None:
                 self.log.close()
@@ -265,7 +266,7 @@ class ProfileService:
         entry = self.cache.get(user_id)
         if entry is None:
             return None
-        if self.sampler is not None:
+        if self.sampler is not None and entry[0] is not None:
             self.sampler.maybe_record(entry[0], self.log.stored_user_id(user_id))
         return entry[1]
 
@@ -281,9 +282,12 @@ class ProfileService:
             if todo:
                 bodies, missing = self.projector.profiles(todo)
                 for body in bodies:
-                    body = _served(body, None, None)
-                    entry = found[body["user_id"]] = (body, profile_json(body))
-                    self.cache.put(entries, body["user_id"], *entry)
+                    body = served_body(body, None)
+                    data = profile_json(body)
+                    found[body["user_id"]] = (body, data)
+                    # the body dict is kept only for the sampler (see profile_cache)
+                    kept = body if self.sampler is not None else None
+                    self.cache.put(entries, body["user_id"], kept, data)
                 self.cache.hits += len(ids) - len(todo)
             else:
                 missing = []
@@ -292,7 +296,8 @@ class ProfileService:
         out = [found[u] for u in ids if u not in absent]
         if self.sampler is not None:
             for body, _ in out:
-                self.sampler.maybe_record(body, self.log.stored_user_id(body["user_id"]))
+                if body is not None:
+                    self.sampler.maybe_record(body, self.log.stored_user_id(body["user_id"]))
         return offset, [data for _, data in out], missing
 
     def profile(
@@ -337,7 +342,7 @@ class ProfileService:
                 raise AsOfWorkLimit(exc) from None
             with self._lock.read():
                 bodies = self.projector.bodies(served)
-        out = [_served(b, features, as_of_us) for b in bodies]
+        out = [served_body(b, features) for b in bodies]
         if self.sampler is not None:
             for body in out:
                 self.sampler.maybe_record(body, self.log.stored_user_id(body["user_id"]))
@@ -383,16 +388,3 @@ def _check_features(features: list[str] | None) -> None:
         unknown = [n for n in features if n not in _KNOWN_FEATURES]
         if unknown:
             raise UnknownFeature(unknown)
-
-
-def _served(body: dict[str, Any], features: list[str] | None, as_of_us: int | None) -> dict:
-    """The projector's body plus serving metadata, features cut to ``features``."""
-    out = dict(body)
-    values = body["features"]
-    event_time = values.get("last_event_ts")
-    out["event_time"] = event_time
-    out["event_age_s"] = values.get("seconds_since_last_event")
-    out.setdefault("model_source", "current")
-    if features is not None:
-        out["features"] = {n: values[n] for n in features}
-    return out
