@@ -101,3 +101,43 @@ def test_with_the_cache_off_every_lookup_is_computed(tmp_path) -> None:
         bodies = {c.get(PROFILE.format("u1")).content for _ in range(3)}
         assert len(bodies) == 1
         assert _cache(c) == (0, 0, 3)
+
+
+def test_kept_entries_hold_the_body_dict_only_for_the_sampler(tmp_path) -> None:
+    plain = ApiSettings(data_dir=tmp_path / "a")
+    sampled = ApiSettings(data_dir=tmp_path / "b", profile_sample_path=tmp_path / "s.jsonl",
+                          profile_sample_rate=1.0)
+    for settings, kept_body in ((plain, False), (sampled, True)):
+        with TestClient(create_app(settings)) as c:
+            post(c, history("u1", 3))
+            first = c.get(PROFILE.format("u1")).content
+            assert c.get(PROFILE.format("u1")).content == first  # the kept bytes
+            body, data = c.app.state.service.cache.entries["u1"]
+            assert data == first and (body is not None) == kept_body
+    # the sampler records the kept hit as it records the computed lookup
+    records = (tmp_path / "s.jsonl").read_text().splitlines()
+    assert len(records) == 2 and records[0] == records[1]
+
+
+def test_a_reopened_server_starts_with_no_kept_bodies(tmp_path) -> None:
+    settings = ApiSettings(data_dir=tmp_path / "data")
+    with TestClient(create_app(settings)) as c:
+        post(c, history("u1", 3) + history("u2", 4))
+        before = c.get(PROFILE.format("u2")).content
+        assert c.delete("/v1/users/u1").status_code == 200  # the state's first row erased
+    # the warm-up at open computes the first row's profile and keeps nothing
+    with TestClient(create_app(settings)) as c:
+        assert _cache(c) == (0, 0, 0)
+        assert c.get(PROFILE.format("u2")).content == before
+        assert _cache(c) == (1, 0, 1)
+
+
+def test_the_server_freezes_its_heap_while_it_runs(tmp_path) -> None:
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(ApiSettings(data_dir=tmp_path / "a"))):
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0  # unfrozen at close: the objects are collectable again
+    with TestClient(create_app(ApiSettings(data_dir=tmp_path / "b", gc_freeze=False))):
+        assert gc.get_freeze_count() == 0
