@@ -81,17 +81,26 @@ Entry = tuple[dict[str, Any] | None, bytes]  # (body when the server samples, JS
 
 
 class ProfileCache:
-    """Serialized latest profiles (body dict or None, bytes) of the current offset, by id."""
+    """Serialized latest profiles (body dict or None, bytes) of one offset, by user id.
+
+    ``current`` is the pair (offset, map), replaced as one object, so a reader with no lock
+    gets a map and the offset its bodies belong to.
+    """
 
     def __init__(self, max_users: int) -> None:
         self.max_users = max_users
-        self.entries: dict[str, Entry] = {}
+        self.current: tuple[int, dict[str, Entry]] = (0, {})
         self.hits = 0
         self.misses = 0
 
+    @property
+    def entries(self) -> dict[str, Entry]:
+        """The map of the current offset."""
+        return self.current[1]
+
     def get(self, user_id: str) -> Entry | None:
         """The entry of ``user_id`` at the offset of the current map (no lock needed)."""
-        entry = self.entries.get(user_id)
+        entry = self.current[1].get(user_id)
         if entry is not None:
             self.hits += 1  # a statistic: a lost increment under a race is harmless
         return entry
@@ -102,9 +111,10 @@ class ProfileCache:
         if len(entries) < self.max_users:
             entries[user_id] = (body, data)
 
-    def invalidate(self) -> None:
-        """A new, empty map: call inside the exclusive section of a state change."""
-        self.entries = {}
+    def invalidate(self, offset: int) -> None:
+        """A new, empty map for ``offset``: call inside the exclusive section of a state
+        change, with the projector's offset after it."""
+        self.current = (int(offset), {})
 
     def stats(self) -> dict[str, int]:
         return {"users": len(self.entries), "n_hits": self.hits, "n_misses": self.misses}

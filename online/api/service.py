@@ -1,8 +1,8 @@
 """The server's live state: the event log, the projector, and the locks that keep reads consistent.
 
 One `ProfileService` per app, opened by the lifespan. Concurrency (routes do their work in a
-thread pool; only a latest profile already serialized at the offset is answered on the event
-loop, with no lock: see `online.api.profile_cache`):
+thread pool; latest profiles already serialized at the offset, one or a batch, are answered on
+the event loop with no lock: see `online.api.profile_cache`):
 
 - `EventLog` is thread-safe (a writer connection under its lock, one reader per thread).
 - The projector's in-memory state is guarded by a readers-writer lock: projection runs alone,
@@ -124,6 +124,7 @@ class ProfileService:
             self.projector = self._projector_factory(self.log, s)
             self._checkpoint_offset = self.projector.offset
             self._project()
+            self.cache.invalidate(self.projector.offset)  # the map of the loaded offset
             warm_up(self.projector)
         except BaseException:
             if self.log is not None:
@@ -189,7 +190,7 @@ class ProfileService:
                 try:
                     self.projector.run(batch_size=self.settings.batch_size)
                 finally:  # moved, or reloaded from the checkpoint after a failure
-                    self.cache.invalidate()
+                    self.cache.invalidate(self.projector.offset)
                 self.metrics.projection_seconds.observe(time.perf_counter() - start)
             self._caught_up_at = time.monotonic()
             return self.projector.offset
@@ -249,14 +250,13 @@ class ProfileService:
                 try:
                     erased = self._eraser(self.settings, user_id, self.log, self.projector)
                 finally:
-                    self.cache.invalidate()
+                    self.cache.invalidate(self.projector.offset)
             offset = self.projector.offset
         # the erased state must not survive in the last checkpoint, even at the same offset
         # (nothing was erased from memory for an unknown user: no checkpoint is due then)
-        if erased.get("found"):
-            self._checkpoint(force=True)
         if not erased.get("found"):
             raise UnknownUserError(user_id)
+        self._checkpoint(force=True)
         return erased, offset
 
     # -- reads -------------------------------------------------------------------------------
@@ -266,9 +266,20 @@ class ProfileService:
         entry = self.cache.get(user_id)
         if entry is None:
             return None
-        if self.sampler is not None and entry[0] is not None:
-            self.sampler.maybe_record(entry[0], self.log.stored_user_id(user_id))
+        self._sample([entry[0]])
         return entry[1]
+
+    def cached_batch(self, user_ids: list[str]) -> tuple[int, list[bytes]] | None:
+        """(offset, serialized profiles) when every one of ``user_ids`` is cached at one
+        offset (ids de-duplicated, as `profiles_json`), else None (no lock)."""
+        offset, entries = self.cache.current
+        ids = dict.fromkeys(user_ids)
+        found = [e for u in ids if (e := entries.get(u)) is not None]
+        if len(found) < len(ids):
+            return None
+        self.cache.hits += len(found)
+        self._sample([body for body, _ in found])
+        return offset, [data for _, data in found]
 
     def profiles_json(self, user_ids: list[str]) -> tuple[int, list[bytes], list[str]]:
         """Latest profiles serialized (`profile_json`), from one offset: (offset, bodies,
@@ -279,25 +290,18 @@ class ProfileService:
             offset, entries = self.projector.offset, self.cache.entries
             found = {u: entries[u] for u in ids if u in entries}
             todo = [u for u in ids if u not in found]
+            missing: list[str] = []
             if todo:
                 bodies, missing = self.projector.profiles(todo)
                 for body in bodies:
                     body = served_body(body, None)
-                    data = profile_json(body)
-                    found[body["user_id"]] = (body, data)
-                    # the body dict is kept only for the sampler (see profile_cache)
-                    kept = body if self.sampler is not None else None
-                    self.cache.put(entries, body["user_id"], kept, data)
-                self.cache.hits += len(ids) - len(todo)
-            else:
-                missing = []
-                self.cache.hits += len(ids)
+                    entry = found[body["user_id"]] = (body, profile_json(body))
+                    kept = body if self.sampler is not None else None  # only for the sampler
+                    self.cache.put(entries, body["user_id"], kept, entry[1])
+            self.cache.hits += len(ids) - len(todo)
         absent = set(missing)
         out = [found[u] for u in ids if u not in absent]
-        if self.sampler is not None:
-            for body, _ in out:
-                if body is not None:
-                    self.sampler.maybe_record(body, self.log.stored_user_id(body["user_id"]))
+        self._sample([body for body, _ in out])
         return offset, [data for _, data in out], missing
 
     def profile(
@@ -343,10 +347,15 @@ class ProfileService:
             with self._lock.read():
                 bodies = self.projector.bodies(served)
         out = [served_body(b, features) for b in bodies]
-        if self.sampler is not None:
-            for body in out:
-                self.sampler.maybe_record(body, self.log.stored_user_id(body["user_id"]))
+        self._sample(out)
         return offset, out, missing
+
+    def _sample(self, bodies: list[dict[str, Any] | None]) -> None:
+        """Offer served bodies to the profile sampler (None: not kept, sampling is off)."""
+        if self.sampler is not None:
+            for body in bodies:
+                if body is not None:
+                    self.sampler.maybe_record(body, self.log.stored_user_id(body["user_id"]))
 
     def history(
         self,
