@@ -3,9 +3,10 @@
 A latest profile is a function of the projector's state alone (features evaluated at the
 watermark, the models at the offset, never the wall clock), so its body cannot change until
 the projector moves. `ProfileCache` keeps the bytes of every latest profile served since the
-last projection, keyed by the user id as asked; the server replaces the whole map inside the
-exclusive section of every state change (projection, reload, erasure), so an entry always
-belongs to one offset and a lookup after an acknowledged POST never sees an older body.
+last projection, keyed by the user id as asked; the server replaces the whole map, paired with
+its offset, inside the exclusive section of every state change (projection, reload, erasure)
+and at open, so an entry always belongs to one offset, a batch read from one map names that
+offset, and a lookup after an acknowledged POST never sees an older body.
 
 Entries are added only inside a shared section of the projector's lock (`ProfileService`), so
 a map is never filled with a body of another offset. A hit takes no lock: it reads the map of
