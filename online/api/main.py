@@ -11,6 +11,7 @@ Run it with ``portrait serve`` (which calls `check_bind` first) or
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,11 +70,18 @@ def create_app(
         # access logs name route templates, never a path with a user id in it
         access = RouteTemplateFilter([*app.openapi()["paths"], *_DOC_PATHS])
         logging.getLogger(ACCESS_LOGGER).addFilter(access)
+        if api_settings.gc_freeze:
+            # The loaded state, models, modules and the OpenAPI schema (some 270,000 objects)
+            # live as long as the server: a full collection scanning them would stall every
+            # request for 100-300 ms; frozen, it scans what came after (about 1 ms).
+            gc.freeze()
         try:
             yield
         finally:
             logging.getLogger(ACCESS_LOGGER).removeFilter(access)
             service.close()  # final checkpoint, then the log
+            if api_settings.gc_freeze:
+                gc.unfreeze()  # the closed service's objects are collectable again
 
     app = FastAPI(
         title="portrait",

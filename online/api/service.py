@@ -1,8 +1,8 @@
 """The server's live state: the event log, the projector, and the locks that keep reads consistent.
 
 One `ProfileService` per app, opened by the lifespan. Concurrency (routes do their work in a
-thread pool; only a latest profile already serialized at the offset is answered on the event
-loop, with no lock: see `online.api.profile_cache`):
+thread pool; latest profiles already serialized at the offset, one or a batch, are answered on
+the event loop with no lock: see `online.api.profile_cache`):
 
 - `EventLog` is thread-safe (a writer connection under its lock, one reader per thread).
 - The projector's in-memory state is guarded by a readers-writer lock: projection runs alone,
@@ -35,7 +35,7 @@ from .consistency import ProfileSampler
 from .deferred_writes import DeferredWrites
 from .errors import AsOfWorkLimit, UnknownFeature, UnknownUserError
 from .metrics import ApiMetrics
-from .profile_cache import ProfileCache, profile_json
+from .profile_cache import ProfileCache, profile_json, served_body, warm_up
 from .rwlock import ReadWriteLock
 from .service_gauges import service_gauges, service_stats
 from .settings import ApiSettings
@@ -124,6 +124,8 @@ class ProfileService:
             self.projector = self._projector_factory(self.log, s)
             self._checkpoint_offset = self.projector.offset
             self._project()
+            self.cache.invalidate(self.projector.offset)  # the map of the loaded offset
+            warm_up(self.projector)
         except BaseException:
             if self.log is not None:
                 self.log.close()
@@ -188,7 +190,7 @@ class ProfileService:
                 try:
                     self.projector.run(batch_size=self.settings.batch_size)
                 finally:  # moved, or reloaded from the checkpoint after a failure
-                    self.cache.invalidate()
+                    self.cache.invalidate(self.projector.offset)
                 self.metrics.projection_seconds.observe(time.perf_counter() - start)
             self._caught_up_at = time.monotonic()
             return self.projector.offset
@@ -248,14 +250,13 @@ class ProfileService:
                 try:
                     erased = self._eraser(self.settings, user_id, self.log, self.projector)
                 finally:
-                    self.cache.invalidate()
+                    self.cache.invalidate(self.projector.offset)
             offset = self.projector.offset
         # the erased state must not survive in the last checkpoint, even at the same offset
         # (nothing was erased from memory for an unknown user: no checkpoint is due then)
-        if erased.get("found"):
-            self._checkpoint(force=True)
         if not erased.get("found"):
             raise UnknownUserError(user_id)
+        self._checkpoint(force=True)
         return erased, offset
 
     # -- reads -------------------------------------------------------------------------------
@@ -265,9 +266,20 @@ class ProfileService:
         entry = self.cache.get(user_id)
         if entry is None:
             return None
-        if self.sampler is not None:
-            self.sampler.maybe_record(entry[0], self.log.stored_user_id(user_id))
+        self._sample([entry[0]])
         return entry[1]
+
+    def cached_batch(self, user_ids: list[str]) -> tuple[int, list[bytes]] | None:
+        """(offset, serialized profiles) when every one of ``user_ids`` is cached at one
+        offset (ids de-duplicated, as `profiles_json`), else None (no lock)."""
+        offset, entries = self.cache.current
+        ids = dict.fromkeys(user_ids)
+        found = [e for u in ids if (e := entries.get(u)) is not None]
+        if len(found) < len(ids):
+            return None
+        self.cache.hits += len(found)
+        self._sample([body for body, _ in found])
+        return offset, [data for _, data in found]
 
     def profiles_json(self, user_ids: list[str]) -> tuple[int, list[bytes], list[str]]:
         """Latest profiles serialized (`profile_json`), from one offset: (offset, bodies,
@@ -278,21 +290,18 @@ class ProfileService:
             offset, entries = self.projector.offset, self.cache.entries
             found = {u: entries[u] for u in ids if u in entries}
             todo = [u for u in ids if u not in found]
+            missing: list[str] = []
             if todo:
                 bodies, missing = self.projector.profiles(todo)
                 for body in bodies:
-                    body = _served(body, None, None)
+                    body = served_body(body, None)
                     entry = found[body["user_id"]] = (body, profile_json(body))
-                    self.cache.put(entries, body["user_id"], *entry)
-                self.cache.hits += len(ids) - len(todo)
-            else:
-                missing = []
-                self.cache.hits += len(ids)
+                    kept = body if self.sampler is not None else None  # only for the sampler
+                    self.cache.put(entries, body["user_id"], kept, entry[1])
+            self.cache.hits += len(ids) - len(todo)
         absent = set(missing)
         out = [found[u] for u in ids if u not in absent]
-        if self.sampler is not None:
-            for body, _ in out:
-                self.sampler.maybe_record(body, self.log.stored_user_id(body["user_id"]))
+        self._sample([body for body, _ in out])
         return offset, [data for _, data in out], missing
 
     def profile(
@@ -337,11 +346,16 @@ class ProfileService:
                 raise AsOfWorkLimit(exc) from None
             with self._lock.read():
                 bodies = self.projector.bodies(served)
-        out = [_served(b, features, as_of_us) for b in bodies]
-        if self.sampler is not None:
-            for body in out:
-                self.sampler.maybe_record(body, self.log.stored_user_id(body["user_id"]))
+        out = [served_body(b, features) for b in bodies]
+        self._sample(out)
         return offset, out, missing
+
+    def _sample(self, bodies: list[dict[str, Any] | None]) -> None:
+        """Offer served bodies to the profile sampler (None: not kept, sampling is off)."""
+        if self.sampler is not None:
+            for body in bodies:
+                if body is not None:
+                    self.sampler.maybe_record(body, self.log.stored_user_id(body["user_id"]))
 
     def history(
         self,
@@ -383,16 +397,3 @@ def _check_features(features: list[str] | None) -> None:
         unknown = [n for n in features if n not in _KNOWN_FEATURES]
         if unknown:
             raise UnknownFeature(unknown)
-
-
-def _served(body: dict[str, Any], features: list[str] | None, as_of_us: int | None) -> dict:
-    """The projector's body plus serving metadata, features cut to ``features``."""
-    out = dict(body)
-    values = body["features"]
-    event_time = values.get("last_event_ts")
-    out["event_time"] = event_time
-    out["event_age_s"] = values.get("seconds_since_last_event")
-    out.setdefault("model_source", "current")
-    if features is not None:
-        out["features"] = {n: values[n] for n in features}
-    return out
