@@ -37,15 +37,16 @@ def build_projector(log, settings: Settings, *, online_writes: bool | None = Non
     if online_writes is None:
         online_writes = online_store_applied(settings)
     if online_writes:
-        from offline.feast_online import OnlineWriter
-
-        writer = OnlineWriter(settings)
-        if deferred:
+        if deferred:  # the server: pushed by a child process, off its interpreter lock
+            from offline.feast_process import OnlineWriterProcess
             from online.api.deferred_writes import DeferredWrites
 
-            contributors.append(DeferredWrites(writer.push_stored))
+            child = OnlineWriterProcess(settings)
+            contributors.append(DeferredWrites(child.push_stored, close=child.close))
         else:
-            contributors.append(writer)
+            from offline.feast_online import OnlineWriter
+
+            contributors.append(OnlineWriter(settings))
     projector = Projector(log, settings.state_dir, contributors=contributors)
     _catch_up_models(projector)
     _note_serving_model(settings, projector)
