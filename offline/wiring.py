@@ -54,8 +54,18 @@ def build_projector(log, settings: Settings, *, online_writes: bool | None = Non
 
 
 def build_server_projector(log, settings: Settings) -> Projector:
-    """The server's projector: as `build_projector`, with online writes deferred."""
-    return build_projector(log, settings, deferred=True)
+    """The server's projector: as `build_projector`, with online writes deferred.
+
+    What the process holds once it is built (modules, the loaded state and models) is moved
+    out of the cyclic collector's reach (`gc.freeze`): every full collection would scan it
+    again, and an ingest request's ~10 objects per event made one every few requests
+    (~7 µs per event measured, ~2 µs after the freeze).
+    """
+    import gc
+
+    projector = build_projector(log, settings, deferred=True)
+    gc.freeze()
+    return projector
 
 
 def _catch_up_models(projector: Projector) -> None:
