@@ -19,6 +19,10 @@ child. ``close`` stops the child; the server calls it when it shuts down.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -31,11 +35,25 @@ from online.settings import Settings
 __all__ = ["OnlineWriterProcess"]
 
 _writer: OnlineWriter | None = None  # the child's writer
+_PARENT_POLL_S = 0.5
 
 
 def _open(settings: Settings) -> None:
     global _writer
+    # Ctrl-C (the terminal's whole process group) or a SIGTERM to the group must not kill the
+    # child before the server's last flush: it ends when the server stops it, or soon after
+    # the server is gone (killed: the child holds both ends of its queue, so it would wait on
+    # it forever)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     _writer = OnlineWriter(settings)
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_S)
+    os._exit(0)
 
 
 def _warm() -> bool:
