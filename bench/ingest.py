@@ -63,6 +63,8 @@ def ours_command(data_dir: Path, port: int) -> list[str]:
 def serve_bare(data_dir: str, port: int, feast: bool) -> None:
     """Ours without the online models (features only; Feast writes deferred when asked): the
     cost of the models is the difference with `ours_command`."""
+    import gc
+
     import uvicorn
 
     from online.api import ApiSettings, create_app
@@ -78,7 +80,9 @@ def serve_bare(data_dir: str, port: int, feast: bool) -> None:
 
             writer = OnlineWriterProcess(s)  # as the server does
             contributors.append(DeferredWrites(writer.push_stored, close=writer.close))
-        return Projector(log, s.state_dir, contributors=contributors)
+        projector = Projector(log, s.state_dir, contributors=contributors)
+        gc.freeze()  # as `offline.wiring.build_server_projector` does
+        return projector
 
     app = create_app(settings, projector_factory=factory)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
