@@ -8,7 +8,8 @@ the same Feast repo applied:
   per-event validation, the event log (SQLite, dedup), the numba feature kernels, the online
   models (propensity and segments, learning per event), and the Feast online write of each
   touched user's row (``OnlineWriter`` behind ``DeferredWrites``: the server pushes each user
-  changed since the last flush once a second, off the request path). The clock stops when
+  changed since the last flush once a second, off the request path, from a child process:
+  ``offline.feast_process``). The clock stops when
   the last push has landed (the run waits for the pending count to reach 0 on /metrics), so
   deferred work is counted. ``ours_no_feast`` is the same server on a data dir without a
   Feast registry (no online write); ``ours_no_models`` and ``ours_bare`` are the same app
@@ -62,6 +63,8 @@ def ours_command(data_dir: Path, port: int) -> list[str]:
 def serve_bare(data_dir: str, port: int, feast: bool) -> None:
     """Ours without the online models (features only; Feast writes deferred when asked): the
     cost of the models is the difference with `ours_command`."""
+    import gc
+
     import uvicorn
 
     from online.api import ApiSettings, create_app
@@ -72,12 +75,14 @@ def serve_bare(data_dir: str, port: int, feast: bool) -> None:
     def factory(log, s):
         contributors = []
         if feast:
-            from offline.feast_online import OnlineWriter
+            from offline.feast_process import OnlineWriterProcess
             from online.api.deferred_writes import DeferredWrites
 
-            writer = OnlineWriter(s)
-            contributors.append(DeferredWrites(writer.push_stored))  # as the server does
-        return Projector(log, s.state_dir, contributors=contributors)
+            writer = OnlineWriterProcess(s)  # as the server does
+            contributors.append(DeferredWrites(writer.push_stored, close=writer.close))
+        projector = Projector(log, s.state_dir, contributors=contributors)
+        gc.freeze()  # as `offline.wiring.build_server_projector` does
+        return projector
 
     app = create_app(settings, projector_factory=factory)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)

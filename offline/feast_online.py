@@ -1,6 +1,8 @@
 """Feast's online store: the projector's writes into it, the stored versions, erasure.
 
-`OnlineWriter` pushes the projector's rows through ``FeatureStore.push``.  Online writes
+`OnlineWriter` pushes the projector's rows to the online store: `push_stored` builds them
+from the stored columns and hands them to the store's own ``online_write_batch``
+(`offline.feast_rows`), `push` takes a frame through ``FeatureStore.push``.  Online writes
 never go back in time: Feast's sqlite store upserts unconditionally and its Redis store
 drops a write whose event time equals the stored one (which would lose a late event's
 update), so the writer reads each user's stored ``(offset, event_timestamp)`` version from

@@ -1,19 +1,18 @@
-"""Online rows for Feast built straight from the projector's columns, written in one go.
+"""Online rows for Feast built straight from the projector's columns, for the store's own write.
 
 ``FeatureStore.push`` of a frame converts it per feature view through pandas, arrow and
 Feast's generic per-value type mapping, then hands the rows to the online store's
 ``online_write_batch``, which for the sqlite store runs one ``INSERT ... ON CONFLICT`` per
 feature value and commits once per view. For the projector's flushes (thousands of users, ~60
-features each) that was nearly all of an ingest's cost. Here:
+features each) the conversions before that write took about half of a flush. Here:
 
 - `view_rows` builds each view's ``online_write_batch`` rows (entity key, ``ValueProto`` per
   feature, event and created time) from the columns directly: the same protos Feast's type
   mapping makes for our dtypes (a null is an empty ``Value``; timestamps are whole seconds;
   a test holds the stored rows equal to ``store.push``'s);
-- `write_rows` gives them to the online store: for Feast's sqlite store the same upsert
-  statement its ``online_write_batch`` runs (same table, columns and serialization), as one
-  ``executemany`` per view inside one transaction for the whole flush; for any other store
-  (Redis) the store's own ``online_write_batch`` per view.
+- `write_rows` hands them to the online store's own ``online_write_batch`` (Feast's API,
+  whatever the store: sqlite, Redis), one call per view: what ``store.push`` ends in, minus
+  the frame conversions before it.
 
 ``get_online_features`` reads the rows back as it reads Feast's own (tests/test_feast.py).
 """
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import gc
 import math
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -134,54 +132,10 @@ def no_gc_pauses() -> Iterator[None]:
 
 
 def write_rows(store, batches: list[tuple[Any, list[tuple]]]) -> int:
-    """Write `view_rows` output into ``store``'s online store; rows written per view."""
+    """Write `view_rows` output through the online store's own ``online_write_batch``, one
+    call per view (the provider's, as ``store.push`` ends in); rows written per view."""
     provider = store.provider
-    online = getattr(provider, "online_store", None)
-    from feast.infra.online_stores.sqlite import SqliteOnlineStore
-
-    options = store.config.online_store
-    if (isinstance(online, SqliteOnlineStore) and not options.vector_enabled
-            and not getattr(options, "enable_openai_compatible_store", False)):
-        _sqlite_upsert(online, store.config, batches)
-    else:
-        for view, rows in batches:
+    for view, rows in batches:
+        if rows:
             provider.online_write_batch(store.config, view, rows, progress=None)
     return max((len(rows) for _, rows in batches), default=0)
-
-
-def _sqlite_upsert(online, config, batches) -> None:
-    """Feast's sqlite ``online_write_batch`` statement, per view, in one transaction."""
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.infra.online_stores.helpers import extract_text_and_num
-    from feast.infra.online_stores.sqlite import _quote_id, _table_id
-
-    conn = online._get_conn(config)
-    version = config.entity_key_serialization_version
-    versioned = config.registry.enable_online_feature_view_versioning
-    keys: dict[int, bytes] = {}
-    encoded: dict[int, tuple] = {}  # id of a (shared) proto -> (bytes, text)
-    # the connection's own adapter of a datetime (Feast registers one), applied once per row
-    adapt = sqlite3.adapters.get((datetime, sqlite3.PrepareProtocol), lambda t: t)
-    with conn:  # one commit for the whole flush
-        for view, rows in batches:
-            table = _table_id(config.project, view, versioned)
-            sql = (f"INSERT INTO {_quote_id(table)} (entity_key, feature_name, value, "
-                   "value_text, event_ts, created_ts) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT("
-                   "entity_key, feature_name) DO UPDATE SET value = excluded.value, "
-                   "value_text = excluded.value_text, event_ts = excluded.event_ts, "
-                   "created_ts = excluded.created_ts;")
-            params = []
-            for key, values, ts, created in rows:
-                key_bin = keys.get(id(key))
-                if key_bin is None:  # the same key object in every view: serialized once
-                    key_bin = keys[id(key)] = serialize_entity_key(
-                        key, entity_key_serialization_version=version)
-                ts, created = adapt(ts), adapt(created)
-                for name, value in values.items():
-                    code = encoded.get(id(value))
-                    if code is None:
-                        code = encoded[id(value)] = (value.SerializeToString(),
-                                                     extract_text_and_num(value, False)[0])
-                    params.append((key_bin, name, *code, ts, created))
-            conn.executemany(sql, params)
-

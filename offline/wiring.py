@@ -37,15 +37,16 @@ def build_projector(log, settings: Settings, *, online_writes: bool | None = Non
     if online_writes is None:
         online_writes = online_store_applied(settings)
     if online_writes:
-        from offline.feast_online import OnlineWriter
-
-        writer = OnlineWriter(settings)
-        if deferred:
+        if deferred:  # the server: pushed by a child process, off its interpreter lock
+            from offline.feast_process import OnlineWriterProcess
             from online.api.deferred_writes import DeferredWrites
 
-            contributors.append(DeferredWrites(writer.push_stored))
+            child = OnlineWriterProcess(settings)
+            contributors.append(DeferredWrites(child.push_stored, close=child.close))
         else:
-            contributors.append(writer)
+            from offline.feast_online import OnlineWriter
+
+            contributors.append(OnlineWriter(settings))
     projector = Projector(log, settings.state_dir, contributors=contributors)
     _catch_up_models(projector)
     _note_serving_model(settings, projector)
@@ -53,8 +54,18 @@ def build_projector(log, settings: Settings, *, online_writes: bool | None = Non
 
 
 def build_server_projector(log, settings: Settings) -> Projector:
-    """The server's projector: as `build_projector`, with online writes deferred."""
-    return build_projector(log, settings, deferred=True)
+    """The server's projector: as `build_projector`, with online writes deferred.
+
+    What the process holds once it is built (modules, the loaded state and models) is moved
+    out of the cyclic collector's reach (`gc.freeze`): every full collection would scan it
+    again, and an ingest request's ~10 objects per event made one every few requests
+    (~7 µs per event measured, ~2 µs after the freeze).
+    """
+    import gc
+
+    projector = build_projector(log, settings, deferred=True)
+    gc.freeze()
+    return projector
 
 
 def _catch_up_models(projector: Projector) -> None:

@@ -104,3 +104,22 @@ def test_label_cache_survives_pickling_and_old_pickles():
     del old.__dict__["_labels"]
     assert _labels(old) == labels
     assert [d["label"] for d in old.describe()] == labels
+
+
+@pytest.mark.parametrize("options", [{}, {"avg_order_value": None},
+                                     {"recency_days_per_unit": 1 / 86400, "recency_cap_days": 30}])
+def test_rfm_by_column_equals_rfm_per_row_bit_for_bit(options):
+    seg = UserSegments(**options)
+    columns = seg.inputs
+    g = np.random.default_rng(3)
+    X = g.lognormal(2, 3, size=(5000, len(columns))) * g.choice([-1, 1], size=(5000, len(columns)),
+                                                                p=[0.1, 0.9])
+    odd = g.random(X.shape) < 0.2  # NaN, infinities, signed zeros, negatives, extremes
+    X[odd] = g.choice([np.nan, np.inf, -np.inf, -0.0, 0.0, -1.0, 1e308, 5e-324], size=odd.sum())
+    by_column = seg.rfm_many(X, columns)
+    per_row = np.array([list(seg.rfm(dict(zip(columns, row, strict=True))).values())
+                        for row in X.tolist()])
+    assert by_column.shape == per_row.shape == (len(X), 4)
+    assert np.array_equal(by_column.view(np.int64), per_row.view(np.int64))
+    with pytest.raises(ValueError, match="shape"):
+        seg.rfm_many(X[:, :2], columns)

@@ -16,9 +16,9 @@ older row replace a newer one, so a push that is repeated after a crash is harml
 
 Wiring (the CLI, which may import ``offline``)::
 
-    from offline.feast_online import OnlineWriter, stored_frame
-    writer = OnlineWriter(settings)
-    DeferredWrites(lambda ids, stored, offsets: writer.push(stored_frame(ids, stored, offsets)))
+    from offline.feast_process import OnlineWriterProcess
+    writer = OnlineWriterProcess(settings)  # OnlineWriter.push_stored in a child process
+    DeferredWrites(writer.push_stored, close=writer.close)
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ class DeferredWrites(ProfileContributor):
 
     name = "deferred_writes"
 
-    def __init__(self, push_rows: PushRows) -> None:
+    def __init__(self, push_rows: PushRows, *, close: Callable[[], Any] | None = None) -> None:
         self.push_rows = push_rows
+        self._close = close  # releases what pushes (e.g. the writer's process), at shutdown
         self._dirty: dict[int, int] = {}  # state row -> offset after its newest applied event
         self._inflight: dict[int, int] = {}  # collected, push not yet confirmed
         self._lock = threading.Lock()
@@ -104,6 +105,11 @@ class DeferredWrites(ProfileContributor):
         """`collect` then `push` (for callers that hold no lock, e.g. a CLI at exit)."""
         job = self.collect(projector)
         return 0 if job is None else self.push(job)
+
+    def close(self) -> None:
+        """Release the pushing side (after the last flush); pushes fail from then on."""
+        if self._close is not None:
+            self._close()
 
     def save(self, directory: Path) -> None:
         with self._lock:

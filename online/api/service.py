@@ -157,6 +157,8 @@ class ProfileService:
                     _log.exception("final online-store flush failed")
                 self._checkpoint(force=False)
             finally:
+                for c in (c for c in self.projector.contributors if isinstance(c, DeferredWrites)):
+                    c.close()  # e.g. the online writer's process
                 self.log.close()
         if self.sampler is not None:
             self.sampler.close()

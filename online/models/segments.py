@@ -11,17 +11,13 @@ from river import base, cluster, preprocessing
 from .kmeans import choose, kmeans_pp, lloyd, matching
 from .propensity import DAY_US
 from .questions import _as_list
+from .segment_labels import segment_labels
 
 __all__ = ["UserSegments", "RFM"]
 
 # Integer keys, not names: River's KMeans sums distances over a set of keys, and a set of small
 # ints iterates in the same order in every process, where a set of str depends on PYTHONHASHSEED.
 RFM = ("recency", "frequency", "monetary", "avg_order_value")
-_HIGH = ("lapsed", "frequent", "high spend", "large baskets")
-_LOW = ("recent", "occasional", "low spend", "small baskets")
-_AXIS = ("recency", "orders", "spend", "basket size")
-# The order words appear in a label: what a marketer asks first.
-_LABEL_ORDER = (1, 2, 0, 3)
 
 
 class UserSegments(base.Clusterer):
@@ -161,6 +157,38 @@ class UserSegments(base.Clusterer):
             aov = max(_finite(x.get(self.avg_order_value)) or 0.0, 0.0)
         return {0: math.log1p(days), 1: math.log1p(freq), 2: math.log1p(spend), 3: math.log1p(aov)}
 
+    def rfm_many(self, X, columns: Sequence[str]) -> np.ndarray:
+        """`rfm` of each row of `X` (columns named by `columns`) as an (n, 4) array.
+
+        The same values as `rfm` row by row, bit for bit: the rules run by column, and the
+        logarithm is `math.log1p` on each value (numpy's may differ in the last bit).
+        """
+        A = np.asarray(X, dtype=np.float64)  # None -> NaN, which `rfm` treats alike
+        if A.ndim != 2 or A.shape[1] != len(columns):
+            raise ValueError(f"X must have shape (n_rows, {len(columns)}), got {A.shape}")
+        position = {c: i for i, c in enumerate(columns)}
+
+        def column(name: str) -> np.ndarray:
+            return A[:, position[name]]
+
+        def non_negative(v: np.ndarray) -> np.ndarray:  # max(finite or 0, 0)
+            return np.where(np.isfinite(v) & (v > 0), v, 0.0)
+
+        cap = self.recency_cap_days
+        recency = column(self.recency)
+        out = np.empty((len(A), len(RFM)))
+        with np.errstate(all="ignore"):  # inf/NaN products are masked out below
+            days = np.minimum(recency * self.recency_days_per_unit, cap)
+            out[:, 0] = np.where(np.isfinite(recency) & (recency >= 0), days, cap)
+            out[:, 1] = freq = non_negative(column(self.frequency))
+            out[:, 2] = spend = non_negative(column(self.monetary))
+            if self.avg_order_value is None:
+                out[:, 3] = np.where(freq > 0, spend / np.where(freq > 0, freq, 1.0), 0.0)
+            else:
+                out[:, 3] = non_negative(column(self.avg_order_value))
+        flat = list(map(math.log1p, out.ravel().tolist()))
+        return np.array(flat, dtype=np.float64).reshape(out.shape)
+
     def _standardised(self, x: dict) -> dict[int, float]:
         return self._scaler.transform_one(self.rfm(x))
 
@@ -188,12 +216,9 @@ class UserSegments(base.Clusterer):
         `kmeans.choose` keeps the best separated of those within `inertia_tolerance` of the
         lowest inertia (the warm start on a tie). Sizes become this snapshot's.
         """
-        position = {c: i for i, c in enumerate(columns)}
-        wanted = [(n, position[n]) for n in self.inputs]
-        rows = X.tolist() if hasattr(X, "tolist") else X
-        if not rows:
+        if not len(X):
             return
-        R = np.array([list(self.rfm({n: row[j] for n, j in wanted}).values()) for row in rows])
+        R = self.rfm_many(X, columns)
         centers = self._kmeans.centers
         C = np.array([[centers[c][k] for k in range(len(RFM))] for c in range(self.n_clusters)])
         sc, dims = self._scaler, range(len(RFM))
@@ -340,42 +365,8 @@ class UserSegments(base.Clusterer):
 
     def _build_labels(self) -> list[str]:
         centers = [self._kmeans.centers[c] for c in range(self.n_clusters)]
-        # axes by distance from the mean, strongest first (ties: the marketer's order)
-        ranked = [sorted(_LABEL_ORDER, key=lambda k, z=z: (-abs(z[k]), _LABEL_ORDER.index(k)))  # type: ignore[misc]
-                  for z in centers]
-        used = [sorted((k for k in _LABEL_ORDER if abs(z[k]) >= self.label_threshold),
-                       key=_LABEL_ORDER.index) for z in centers]
-
-        def text(c: int) -> str:
-            if not self._formed(c):
-                return "unformed"
-            z = centers[c]
-            return ", ".join(_HIGH[k] if z[k] > 0 else _LOW[k] for k in used[c]) or "average"
-
-        for _ in range(len(RFM)):
-            texts = [text(c) for c in range(self.n_clusters)]
-            clashing = [c for c in range(self.n_clusters)
-                        if texts.count(texts[c]) > 1 and self._formed(c)]
-            if not clashing:
-                break
-            for c in clashing:
-                extra = next((k for k in ranked[c] if k not in used[c]), None)
-                if extra is not None:
-                    used[c] = sorted([*used[c], extra], key=_LABEL_ORDER.index)
-        texts = [text(c) for c in range(self.n_clusters)]
-        out = list(texts)
-        for t in set(texts):
-            group = [c for c in range(self.n_clusters) if texts[c] == t and self._formed(c)]
-            if len(group) < 2:
-                continue
-            # same words on every axis: rank them on the axis where they differ most
-            axis = max(_LABEL_ORDER, key=lambda k: (
-                max(centers[c][k] for c in group) - min(centers[c][k] for c in group),
-                -_LABEL_ORDER.index(k)))
-            order = sorted(group, key=lambda c: (-centers[c][axis], c))
-            for r, c in enumerate(order, 1):
-                out[c] = f"{t} ({_AXIS[axis]} rank {r} of {len(group)})"
-        return out
+        formed = [self._formed(c) for c in range(self.n_clusters)]
+        return segment_labels(centers, formed, self.label_threshold)
 
     def describe(self) -> list[dict]:
         """Every segment: id, label, size (examples learnt) and centroid."""
