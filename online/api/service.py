@@ -13,8 +13,7 @@ the event loop with no lock: see `online.api.profile_cache`):
   ``portrait ingest --no-project`` into the same data dir) and checkpoints every N events or
   T seconds, never inside a request. The server is the data dir's one projecting writer
   while it runs (`online.writerlock`): a second server or a projecting CLI ingest is refused.
-- As-of profiles are recomputed from the log with no projector lock held (see `profiles`).
-"""
+- As-of profiles are recomputed from the log with no projector lock held (see `profiles`)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import pickle
 from collections.abc import Sequence
 
 from .drift import ErrorDrift
-from .propensity import DAY_US, HOUR_US, PurchasePropensity
+from .propensity import DAY_US, HOUR_US, QUESTION_SPACING_US, PurchasePropensity
 from .segments import UserSegments
 from .snapshots import SegmentSnapshots
 from .versions import ModelVersions
@@ -82,7 +82,7 @@ class ModelSet:
         features: tuple[str, ...],
         *,
         horizon_us: int = 7 * DAY_US,
-        min_spacing_us: int = HOUR_US,
+        min_spacing_us: int = QUESTION_SPACING_US,
         max_pending: int = 100_000,
         segments: UserSegments | None = None,
         model=None,

@@ -26,8 +26,8 @@ class DelayedLabels:
 
     What is held back, and why:
 
-    - Heavy users: a user holds one question per `min_spacing_us` window (default one hour,
-      roughly one example per session), otherwise a user with 1,000 events a day would be
+    - Heavy users: a user holds one question per `min_spacing_us` window (default 15 minutes,
+      a few examples per session), otherwise a user with 1,000 events a day would be
       1,000 near-identical examples. The question is a uniform draw among the window's
       moments (a reservoir of one, drawn from a counter, so replays agree), not its first
       event: the first event of a session has no cart yet, and a model that only ever learns

@@ -3,6 +3,8 @@ within the horizon, from questions whose windows are still running (Kaplan-Meier
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["kaplan_meier"]
 
 
@@ -11,14 +13,18 @@ def kaplan_meier(answered: list[int], censored: list[int], horizon: int) -> floa
     (`censored`), shrunk towards 1/2 by one question.
 
     Kaplan-Meier's survival S(a) up to the age tau where a quarter of the questions are
-    still at risk; from tau to the horizon, the hazard seen between tau/2 and tau goes on
-    (a hazard that falls with age, as a shop's customers who come back within minutes or
-    not for weeks, is carried at its late value, not its early one), weighed against 1/2 by
-    the share of the horizon not yet seen: with nothing seen it reads 1/2.
+    still at risk; from tau to the horizon, the hazard seen between tau/2 and tau goes on:
+    a hazard that falls with age (a shop's customers who come back within minutes or not
+    for weeks) is carried at its late value, not its early one. That late hazard is the
+    posterior mean under a Gamma prior worth about one question watched for most of a
+    horizon, centred where the horizon's answer reads 1/2 (hazard ln 2 / H): with nothing
+    seen the estimate is 1/2, and the shop's own questions outweigh the prior within hours.
 
     >>> kaplan_meier([], [], 10)
     0.5
     >>> round(kaplan_meier([1, 2], [10, 10], 10), 3)  # S = (3/4)(2/3) = 1/2, F = 1/2
+    0.5
+    >>> round(kaplan_meier([], [0, 0, 0], 10), 3)  # all just asked: the prior, 1/2
     0.5
     """
     n = len(answered) + len(censored)
@@ -30,22 +36,24 @@ def kaplan_meier(answered: list[int], censored: list[int], horizon: int) -> floa
                   + [(min(c, horizon), 1) for c in censored])
     # tau: the age where a quarter of the questions are still at risk
     tau = ages[max(0, (3 * n) // 4 - 1)][0] if ages[-1][0] < horizon else horizon
-    survival, at_risk, half = 1.0, n, None
+    survival, at_risk = 1.0, n
+    late_answers, late_exposure = 0, 0.0
     for age, censor in ages:
+        if age > tau / 2:  # exposure inside (tau/2, tau] of every question still at risk
+            late_exposure += min(age, tau) - tau / 2
+            late_answers += not censor and age <= tau
         if age > tau:
-            break
-        if half is None and age > tau / 2:
-            half = survival
+            continue
         if not censor:
             survival *= 1.0 - 1.0 / at_risk
         at_risk -= 1
     if tau < horizon:
-        # the rest of the window: the late hazard carried on, S(tau) (S(tau) / S(tau/2)) **
-        # ((H - tau) / (tau / 2)), trusted in proportion to how much of the window was seen
-        # (what was not seen reads 1/2)
-        rest = 1.0
-        if tau > 0 and half is not None and 0.0 < survival <= half:
-            rest = (survival / half) ** ((horizon - tau) / (tau / 2))
-        unseen = (horizon - tau) / horizon
-        survival *= (1.0 - unseen) * rest + unseen * 0.5
+        hazard = (late_answers + _PRIOR_ANSWERS) / (late_exposure + _PRIOR_EXPOSURE * horizon)
+        survival *= math.exp(-hazard * (horizon - tau))
     return ((1.0 - survival) * n + 0.5) / (n + 1.0)
+
+
+# the late hazard's Gamma prior: half an answer over 0.5 / ln 2 of a horizon of exposure, so
+# that with no data the horizon's answer is 1 - exp(-ln 2) = 1/2
+_PRIOR_ANSWERS = 0.5
+_PRIOR_EXPOSURE = 0.5 / math.log(2.0)
