@@ -166,21 +166,18 @@ def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end
     state, last_offset = UserState(), np.zeros(0, np.int64)
     dicts = sn.Dictionaries()
     rows_dir = out / "rows"
-    files = store.DayFiles(rows_dir, f"part-{0:012d}-{end:012d}-g{group:04d}")
+    files = store.DayFiles(rows_dir, f"part-{0:012d}-{end:012d}-g{group:04d}", state, dicts)
     events = 0
     # one thread per task: a worker is one core, and tasks scale by running side by side
     with EventLog(log_path) as log:
         segments = SegmentStore(segments_url) if segments_url else None
         for batch in _group_batches(log, parts, end, batch_events, segments):
-            blocks, last_offset = sn.event_rows(state, batch, last_offset)
-            for block in blocks:
-                files.write(block, state, dicts)
+            last_offset = files.add_events(batch, last_offset)
             events += len(batch)
             _maybe_fail(fail_once_dir, group)
     names = files.commit([])
-    tail = store.DayFiles(rows_dir, f"tail-{end:012d}-g{group:04d}")
-    for block in sn.tail_rows(state, last_offset):
-        tail.write(block, state, dicts)
+    tail = store.DayFiles(rows_dir, f"tail-{end:012d}-g{group:04d}", state, dicts)
+    tail.add_tail(last_offset)
     tail_names = tail.commit([])
     (out / "state").mkdir()
     state.write_into(out / "state")
