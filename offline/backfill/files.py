@@ -40,9 +40,17 @@ _BUFFER_ROWS = 262_144  # snapshot rows buffered before a write (~150 MB)
 _SMALL_DAY_ROWS = 16_384  # a date with fewer buffered rows waits for more
 
 # Dictionary pages only for strings (hashing every float costs more than it saves);
-# statistics only where readers filter (duckdb prunes row groups by time and user).
+# integers and timestamps (counts, times, offsets: small steps) delta-encoded and not
+# compressed, which is as small as plain + lz4 and a sixth cheaper to write; statistics
+# only where readers filter (duckdb prunes row groups by time and user).
+_INTEGERS = ["event_timestamp", "created", "offset", *(
+    f.name for f in cat.stored_features() if f.dtype in ("int64", "timestamp"))]
+_LEAVES = ["user_id", "event_timestamp", "created", "offset", *(  # parquet leaf paths
+    f.name + (".list.element" if f.dtype == "str_list" else "") for f in cat.stored_features())]
 WRITE_OPTIONS = {
-    "compression": "lz4", "store_schema": False,
+    "compression": {name: "none" if name in _INTEGERS else "lz4" for name in _LEAVES},
+    "column_encoding": dict.fromkeys(_INTEGERS, "DELTA_BINARY_PACKED"),
+    "store_schema": False,
     "use_dictionary": ["user_id", *(
         f.name + (".list.element" if f.dtype == "str_list" else "")  # parquet leaf paths
         for f in cat.stored_features() if f.dtype in ("str", "str_list"))],
@@ -246,7 +254,11 @@ class DayFiles:
             self._write_day(int(days[0]), buf.block())
             buf.n = 0
             return
-        order = np.argsort(days, kind="stable")
+        first = days.min()
+        span = days.max() - first
+        # dates relative to the first fit 16 bits: numpy's stable sort is then a radix sort
+        rel = (days - first).astype(np.uint16) if span < 1 << 16 else days
+        order = np.argsort(rel, kind="stable")
         days = days[order]
         cuts = [0, *(np.flatnonzero(np.diff(days)) + 1).tolist(), n]
         kept: list[np.ndarray] = []
