@@ -130,11 +130,16 @@ class Manifest:
             (root / name).unlink(missing_ok=True)
 
     def replace_all(self, root: Path, chunk: dict[str, Any] | None, tail: dict[str, Any],
-                    watermark_us: int, state: UserState, last_offset: np.ndarray) -> None:
+                    watermark_us: int, state: UserState | None, last_offset: np.ndarray | None,
+                    *, prepared: Path | None = None) -> None:
         """A rebuild of ``[0, chunk end)`` as one chunk (its files in place under ``root``):
-        checkpoint its state, delete every file it does not name, finish the run."""
+        checkpoint its state (or adopt ``prepared``, a directory holding it already), delete
+        every file it does not name, finish the run."""
         end = chunk["end"] if chunk else 0
-        if end:  # offset 0 is the empty state, never stored
+        if end and prepared is not None:
+            adopt_checkpoint(self, end, prepared)
+        elif end:  # offset 0 is the empty state, never stored
+            assert state is not None and last_offset is not None
             save_checkpoint(self, end, state, last_offset)
         keep = set(chunk["files"] if chunk else []) | set(tail.get("files", []))
         old = [f for c in self.chunks for f in c["files"]] + self.tail.get("files", [])
@@ -185,6 +190,20 @@ def save_checkpoint(man: Manifest, offset: int, state: UserState, last_offset: n
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
+    fsync_dir(target.parent)
+    if offset not in man.checkpoints:
+        man.checkpoints = sorted([*man.checkpoints, offset])
+
+
+def adopt_checkpoint(man: Manifest, offset: int, directory: Path) -> None:
+    """Make ``directory`` (``UserState.write_into`` plus ``last_offset.npy``, on the same
+    file system) the checkpoint at ``offset`` by renaming it: no copy of the state."""
+    fsync_tree(directory)  # durable before the manifest names it
+    target = man.checkpoint_dir(offset)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(directory, target)
     fsync_dir(target.parent)
     if offset not in man.checkpoints:
         man.checkpoints = sorted([*man.checkpoints, offset])

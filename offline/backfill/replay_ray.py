@@ -235,12 +235,19 @@ def _maybe_fail(fail_once_dir: str | None, group: int) -> None:
 
 def _commit(man: store.Manifest, root: Path, staging: Path, results: dict[int, dict],
             end: int, n_parts: int, summary: ReplaySummary) -> None:
-    """Merge the groups' states into the end checkpoint, move their files in, save."""
+    """Merge the groups' states into the end checkpoint, move their files in, save.
+
+    One group's state is already the whole state: its directory becomes the checkpoint
+    (renamed, not loaded, merged and written again: at 100,000 users that is ~200 MB)."""
     order = sorted(results)
-    parts = [(UserState.load(staging / f"g{g:04d}" / "state"),
-              np.load(staging / f"g{g:04d}" / "state" / "last_offset.npy")) for g in order]
-    state, last_offset = merge_states(parts)
-    del parts
+    prepared = staging / f"g{order[0]:04d}" / "state" if len(order) == 1 else None
+    state: UserState | None = None
+    last_offset: np.ndarray | None = None
+    if prepared is None:
+        parts = [(UserState.load(staging / f"g{g:04d}" / "state"),
+                  np.load(staging / f"g{g:04d}" / "state" / "last_offset.npy")) for g in order]
+        state, last_offset = merge_states(parts)
+        del parts
     rows_files, tail_files = [], []
     for g in order:
         r = results[g]
@@ -256,7 +263,7 @@ def _commit(man: store.Manifest, root: Path, staging: Path, results: dict[int, d
              "groups": len(order)} if end else None
     tail = {"end": end, "files": sorted(tail_files), "rows": summary.tail_rows}
     watermark = max((results[g]["watermark_us"] for g in order), default=cat.NO_TS)
-    man.replace_all(root, chunk, tail, watermark, state, last_offset)
+    man.replace_all(root, chunk, tail, watermark, state, last_offset, prepared=prepared)
     shutil.rmtree(staging, ignore_errors=True)
     summary.chunks = len(order)
     peaks: dict[str, float] = {}
