@@ -163,6 +163,8 @@ def replay(settings_or_paths: Settings | str | os.PathLike, from_offset: int = 0
         if man.chunks and man.tail.get("end") != man.end:
             if not plan or plan[-1][1] != man.end:
                 cur = _state_at(man, log, man.end, batch_events)
+                if man.end not in man.checkpoints:  # an interrupted run's end: keep it now
+                    store.save_checkpoint(man, man.end, cur.state, cur.last_offset)
             summary.tail_rows = _write_tail(man, root, cur, sn.Dictionaries())
         man.finish()
     summary.end_offset = man.end
