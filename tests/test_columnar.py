@@ -61,6 +61,17 @@ def test_a_partition_reads_its_events_in_offset_order(log):
         next(log.column_batches(partition=16))
 
 
+def test_a_set_of_partitions_reads_in_one_pass_in_offset_order(log):
+    for parts in ([3], [0, 7, 15], list(range(8))):
+        got = ColumnBatch.concat(b for b, _ in log.column_batches(5, 390, 17, partitions=parts))
+        want, _ = log.read_partitions(parts, 5, 10_000, to_offset=390)
+        _same(got, want)
+        assert np.all(np.diff(got.offset) > 0)
+    assert not list(log.column_batches(partitions=[]))
+    with pytest.raises(ValueError, match="partition: expected a value in"):
+        next(log.column_batches(partitions=[2, 16]))
+
+
 def test_kernels_give_the_same_state_from_either_read(log):
     a, b = UserState(), UserState()
     for batch, _ in log.batches(size=64):

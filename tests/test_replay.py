@@ -141,6 +141,29 @@ def test_interrupted_replay_resumes_from_its_last_chunk(data, tmp_path):
     assert replay_state(data).equals(replay_state(clean))
 
 
+def test_an_interrupted_run_s_end_gets_its_checkpoint_from_any_later_call(data, tmp_path):
+    # only the run's last chunk and anchors are checkpointed: a run stopped after two chunks
+    # leaves its end without one, and the next call (here one that replays nothing) adds it
+    calls = []
+
+    def crash_after_two_chunks(n: int) -> None:
+        calls.append(n)
+        if sum(calls) > 2 * SMALL["chunk_events"]:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replay(data, chunk_events=150, batch_events=60, progress=crash_after_two_chunks)
+    assert replayed_end(data) == 300
+    with pytest.raises(KeyError, match="no replay checkpoint at offset 300"):
+        replay_state(data)
+    assert replay(data, from_offset=300, to_offset=300, **SMALL).events == 0
+    clean = Settings(data_dir=tmp_path / "clean")
+    shoplogs.write(clean.event_log_path, EVENTS)
+    replay(clean, to_offset=300, **BATCHED)
+    assert replay_state(data).equals(replay_state(clean))
+    assert rows(data) == rows(clean)
+
+
 def test_replaying_new_events_equals_replaying_everything(data, tmp_path):
     replay(data, **SMALL)
     more = shoplogs.make_events(250, seed=4, t0=EVENTS[-1]["ts"] - 3 * cat.HOUR_US)

@@ -62,6 +62,17 @@ def test_the_local_engine_extends_a_ray_snapshot(ray_local, two):
     assert rows(ray) == rows(local)
 
 
+def test_one_task_s_state_becomes_the_checkpoint_the_local_engine_extends(ray_local, two):
+    local, ray = two
+    replay_ray(ray, to_offset=600, tasks=1, **QUIET)
+    assert not (ray.offline_dir / "replay" / "ray").exists()  # the staging dir is gone
+    replay(local, to_offset=600, **QUIET)
+    assert replay_state(ray).equals(replay_state(local))
+    replay(ray, **QUIET)
+    replay(local, **QUIET)
+    assert rows(ray) == rows(local)
+
+
 def test_a_driver_that_died_resumes_with_the_groups_not_done(ray_local, two, monkeypatch):
     local, ray = two
     import offline.backfill.replay_ray as rr

@@ -36,12 +36,21 @@ from online.durable import fsync_dir, fsync_tree, replace_file
 from online.state import UserState
 
 ANCHOR_CHUNKS = 8  # keep the checkpoint of every 8th chunk boundary for re-runs
-_BUFFER_ROWS = 262_144  # snapshot rows held per chunk before a write (~130 MB)
+_BUFFER_ROWS = 262_144  # snapshot rows buffered before a write (~150 MB)
+_SMALL_DAY_ROWS = 16_384  # a date with fewer buffered rows waits for more
 
 # Dictionary pages only for strings (hashing every float costs more than it saves);
-# statistics only where readers filter (duckdb prunes row groups by time and user).
+# integers and timestamps (counts, times, offsets: small steps) delta-encoded and not
+# compressed, which is as small as plain + lz4 and a sixth cheaper to write; statistics
+# only where readers filter (duckdb prunes row groups by time and user).
+_INTEGERS = ["event_timestamp", "created", "offset", *(
+    f.name for f in cat.stored_features() if f.dtype in ("int64", "timestamp"))]
+_LEAVES = ["user_id", "event_timestamp", "created", "offset", *(  # parquet leaf paths
+    f.name + (".list.element" if f.dtype == "str_list" else "") for f in cat.stored_features())]
 WRITE_OPTIONS = {
-    "compression": "lz4", "store_schema": False,
+    "compression": {name: "none" if name in _INTEGERS else "lz4" for name in _LEAVES},
+    "column_encoding": dict.fromkeys(_INTEGERS, "DELTA_BINARY_PACKED"),
+    "store_schema": False,
     "use_dictionary": ["user_id", *(
         f.name + (".list.element" if f.dtype == "str_list" else "")  # parquet leaf paths
         for f in cat.stored_features() if f.dtype in ("str", "str_list"))],
@@ -84,16 +93,24 @@ class Manifest:
         self.save()
 
     def commit_chunk(self, entry: dict[str, Any], state: UserState,
-                     last_offset: np.ndarray) -> None:
+                     last_offset: np.ndarray, *, checkpoint: bool = True) -> None:
         """A chunk's files are in place: record ``entry`` (replacing the chunk of the same
-        start), checkpoint the state at its end, advance the run in progress."""
+        start), checkpoint the state at its end (unless ``checkpoint`` is False: a resume
+        then fast-forwards from an older checkpoint), advance the run in progress."""
         self.chunks = sorted([c for c in self.chunks if c["start"] != entry["start"]] + [entry],
                              key=lambda c: c["start"])
-        save_checkpoint(self, entry["end"], state, last_offset)
+        if checkpoint:
+            save_checkpoint(self, entry["end"], state, last_offset)
         if self.run is not None:
             self.run["done"] = entry["end"]
-        prune_checkpoints(self, keep_also=entry["end"])
+        if checkpoint:  # older ones stay until a newer one exists
+            prune_checkpoints(self, keep_also=entry["end"])
         self.save()
+
+    def is_anchor(self, end: int) -> bool:
+        """Whether ``end``, the end of a committed chunk or of the next one, is a boundary
+        whose checkpoint is kept for re-runs (every ``ANCHOR_CHUNKS``-th)."""
+        return (sum(c["end"] < end for c in self.chunks) + 1) % ANCHOR_CHUNKS == 0
 
     def drop_tail(self, root: Path) -> None:
         """Delete the tail's files (stale once events past its end are replayed)."""
@@ -113,11 +130,16 @@ class Manifest:
             (root / name).unlink(missing_ok=True)
 
     def replace_all(self, root: Path, chunk: dict[str, Any] | None, tail: dict[str, Any],
-                    watermark_us: int, state: UserState, last_offset: np.ndarray) -> None:
+                    watermark_us: int, state: UserState | None, last_offset: np.ndarray | None,
+                    *, prepared: Path | None = None) -> None:
         """A rebuild of ``[0, chunk end)`` as one chunk (its files in place under ``root``):
-        checkpoint its state, delete every file it does not name, finish the run."""
+        checkpoint its state (or adopt ``prepared``, a directory holding it already), delete
+        every file it does not name, finish the run."""
         end = chunk["end"] if chunk else 0
-        if end:  # offset 0 is the empty state, never stored
+        if end and prepared is not None:
+            adopt_checkpoint(self, end, prepared)
+        elif end:  # offset 0 is the empty state, never stored
+            assert state is not None and last_offset is not None
             save_checkpoint(self, end, state, last_offset)
         keep = set(chunk["files"] if chunk else []) | set(tail.get("files", []))
         old = [f for c in self.chunks for f in c["files"]] + self.tail.get("files", [])
@@ -173,6 +195,20 @@ def save_checkpoint(man: Manifest, offset: int, state: UserState, last_offset: n
         man.checkpoints = sorted([*man.checkpoints, offset])
 
 
+def adopt_checkpoint(man: Manifest, offset: int, directory: Path) -> None:
+    """Make ``directory`` (``UserState.write_into`` plus ``last_offset.npy``, on the same
+    file system) the checkpoint at ``offset`` by renaming it: no copy of the state."""
+    fsync_tree(directory)  # durable before the manifest names it
+    target = man.checkpoint_dir(offset)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(directory, target)
+    fsync_dir(target.parent)
+    if offset not in man.checkpoints:
+        man.checkpoints = sorted([*man.checkpoints, offset])
+
+
 def load_checkpoint(man: Manifest, offset: int) -> tuple[UserState, np.ndarray]:
     """The state and per-user newest offsets at ``offset`` (0: empty)."""
     if offset == 0:
@@ -194,19 +230,23 @@ def prune_checkpoints(man: Manifest, keep_also: int) -> None:
 class DayFiles:
     """One parquet file per event date, written under a temporary name until committed.
 
-    Rows are buffered per date up to ``_BUFFER_ROWS`` in all, then each date's rows go out as
-    one row group: fewer, larger row groups make reading the snapshot much cheaper.  They are
-    buffered as the kernels wrote them (numpy) and become one Arrow table per date and row
-    group, so each row group has one dictionary per string column (the parquet writer
-    re-encodes every value when the dictionary changes between the tables it is given).
+    The kernels write rows straight into one buffer (``rows.RowBuffer``, ``capacity`` rows).
+    When it is full, its rows are grouped by date with a stable sort (a file keeps the
+    kernels' order) and each date goes out as one row group: its rows gathered once into
+    contiguous columns, which become Arrow arrays without a further copy.  A date with fewer
+    than ``_SMALL_DAY_ROWS`` rows (the window expiries of older days) stays buffered, up to a
+    quarter of the buffer, for a larger row group later: fewer, larger row groups make the
+    snapshot cheaper to write and to read.  One table per date and row group, so each row
+    group has one dictionary per string column (the parquet writer re-encodes every value
+    when the dictionary changes between the tables it is given).
     """
 
-    def __init__(self, root: Path, stem: str) -> None:
+    def __init__(self, root: Path, stem: str, state: UserState, dicts: sn.Dictionaries,
+                 capacity: int = _BUFFER_ROWS) -> None:
         self.root, self.stem = root, stem
+        self._state, self._dicts = state, dicts
         self._writers: dict[str, pq.ParquetWriter] = {}
-        self._buffered: dict[str, list[sn.RowBlock]] = {}
-        self._n_buffered = 0
-        self._source: tuple[UserState, sn.Dictionaries] | None = None
+        self.buffer = sn.RowBuffer(capacity)
         self.rows = 0
 
     def relpath(self, day: str) -> str:
@@ -215,33 +255,59 @@ class DayFiles:
     def _tmp(self, day: str) -> Path:
         return self.root / f"date={day}" / f".{self.stem}.parquet.tmp"
 
-    def write(self, block: sn.RowBlock, state: UserState, dicts: sn.Dictionaries) -> None:
-        self._source = (state, dicts)
-        for day, part in block.by_day():
-            self._buffered.setdefault(day, []).append(part)
-            self._n_buffered += len(part)
-            self.rows += len(part)
-        if self._n_buffered >= _BUFFER_ROWS:
-            self.flush()
+    def add_events(self, batch: Any, last_offset: np.ndarray) -> np.ndarray:
+        """Apply ``batch`` to the state and write its rows (``rows.event_rows``)."""
+        return sn.event_rows(self._state, batch, last_offset, self.buffer, self._drain)
 
-    def flush(self) -> None:
-        if self._source is None:
+    def add_tail(self, last_offset: np.ndarray) -> None:
+        """Write the state's tail rows (``rows.tail_rows``)."""
+        sn.tail_rows(self._state, last_offset, self.buffer, self._drain)
+
+    def _drain(self, final: bool = False) -> None:
+        buf = self.buffer
+        n = buf.n
+        if n == 0:
             return
-        state, dicts = self._source
-        for day in list(self._buffered):
-            table = sn.to_table(_concat(self._buffered.pop(day)), state, dicts)
-            writer = self._writers.get(day)
-            if writer is None:
-                self._tmp(day).parent.mkdir(parents=True, exist_ok=True)
-                writer = pq.ParquetWriter(self._tmp(day), table.schema, **WRITE_OPTIONS)
-                self._writers[day] = writer
-            writer.write_table(table, row_group_size=len(table))
-            del table
-        self._n_buffered = 0
+        days = buf.ts[:n] // cat.DAY_US
+        if days[0] == days.min() == days.max():
+            self._write_day(int(days[0]), buf.block())
+            buf.n = 0
+            return
+        first = days.min()
+        span = days.max() - first
+        # dates relative to the first fit 16 bits: numpy's stable sort is then a radix sort
+        rel = (days - first).astype(np.uint16) if span < 1 << 16 else days
+        order = np.argsort(rel, kind="stable")
+        days = days[order]
+        cuts = [0, *(np.flatnonzero(np.diff(days)) + 1).tolist(), n]
+        kept: list[np.ndarray] = []
+        room = 0 if final else buf.capacity // 4
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            if b - a < _SMALL_DAY_ROWS and b - a <= room:
+                kept.append(order[a:b])
+                room -= b - a
+            else:
+                self._write_day(int(days[a]), buf.block(order[a:b]))
+        if kept:
+            buf.keep(np.concatenate(kept))
+        else:
+            buf.n = 0
+
+    def _write_day(self, day_number: int, block: sn.RowBlock) -> None:
+        day = str(np.datetime64(day_number, "D"))
+        table = sn.to_table(block, self._state, self._dicts)
+        writer = self._writers.get(day)
+        if writer is None:
+            self._tmp(day).parent.mkdir(parents=True, exist_ok=True)
+            writer = pq.ParquetWriter(self._tmp(day), table.schema, **WRITE_OPTIONS)
+            self._writers[day] = writer
+        writer.write_table(table, row_group_size=len(table))
+        self.rows += len(table)
 
     def commit(self, previous: list[str]) -> list[str]:
-        """Close, rename over the final names, drop previous files not rewritten."""
-        self.flush()
+        """Write what is buffered, close, rename over the final names, drop previous files
+        not rewritten."""
+        self._drain(final=True)
         for day, writer in self._writers.items():
             writer.close()
             with open(self._tmp(day), "rb") as f:  # durable before the manifest names it
@@ -254,16 +320,8 @@ class DayFiles:
             (self.root / old).unlink(missing_ok=True)
         for d in {(self.root / n).parent for n in names}:
             fsync_dir(d)
+        self.buffer = sn.RowBuffer(0)  # the memory goes back now, not when this is dropped
         return names
-
-
-def _concat(blocks: list[sn.RowBlock]) -> sn.RowBlock:
-    """The row blocks one after the other."""
-    if len(blocks) == 1:
-        return blocks[0]
-    return sn.RowBlock(*(np.concatenate([getattr(b, f) for b in blocks], axis=1 if f in (
-        "ints", "floats") else 0) for f in ("user", "ts", "offset", "ints", "floats", "top",
-                                            "recent")))
 
 
 # -- erasure ---------------------------------------------------------------------------------

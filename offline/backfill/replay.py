@@ -20,9 +20,14 @@ or the ring buckets in every row (~190 extra columns).
 Work is committed in chunks of ``chunk_events`` offsets (files, checkpoints and manifest:
 ``offline.backfill.files``): a chunk's files are written under temporary names, renamed over
 the chunk's previous files (names are a function of the chunk's offsets and date, so a
-re-run replaces rather than duplicates), then the state is checkpointed and the manifest is
-atomically replaced.  Memory is bounded by a batch of events plus ~260k buffered rows.
-An interrupted replay resumes at its last committed chunk; a re-run of a range starts at
+re-run replaces rather than duplicates), then the manifest is atomically replaced.  The
+state is checkpointed at the run's last chunk and at every ``files.ANCHOR_CHUNKS``-th boundary
+only: a checkpoint is the whole state (~2 KB per user, fsynced), which cost as much as a
+tenth of the replay when written at every chunk, while fast-forwarding the kernels over at
+most ``ANCHOR_CHUNKS`` chunks of events costs a fraction of replaying them.  Memory is
+bounded by a batch of events plus ~260k buffered rows.
+An interrupted replay resumes at its last committed chunk (its state fast-forwarded from the
+newest checkpoint before it); a re-run of a range starts at
 the nearest chunk boundary at or before it (from a kept checkpoint, fast-forwarding state
 only) and follows the existing chunk boundaries.  The committed chunks always form the
 prefix ``[0, end)``.  The tail is deleted when a run extends the end and rewritten when it
@@ -150,14 +155,16 @@ def replay(settings_or_paths: Settings | str | os.PathLike, from_offset: int = 0
             with _progress(progress, end - begin) as advance:
                 for lo, hi in plan:
                     n_ev, n_rows = _replay_chunk(man, log, root, lo, hi, cur, dicts,
-                                                 batch_events, advance)
+                                                 batch_events, advance, hi == end)
                     summary.events += n_ev
                     summary.rows += n_rows
                     summary.chunks += 1
             summary.from_offset, summary.to_offset = begin, end
         if man.chunks and man.tail.get("end") != man.end:
             if not plan or plan[-1][1] != man.end:
-                cur = _Cursor(*store.load_checkpoint(man, man.end))
+                cur = _state_at(man, log, man.end, batch_events)
+                if man.end not in man.checkpoints:  # an interrupted run's end: keep it now
+                    store.save_checkpoint(man, man.end, cur.state, cur.last_offset)
             summary.tail_rows = _write_tail(man, root, cur, sn.Dictionaries())
         man.finish()
     summary.end_offset = man.end
@@ -209,16 +216,15 @@ def _batches(log: EventLog, lo: int, hi: int, batch_events: int):
 
 def _replay_chunk(man: store.Manifest, log: EventLog, root: Path, lo: int, hi: int,
                   cur: _Cursor,
-                  dicts: sn.Dictionaries, batch_events: int, advance) -> tuple[int, int]:
+                  dicts: sn.Dictionaries, batch_events: int, advance, last: bool,
+                  ) -> tuple[int, int]:
     # One thread: reading, the kernels and parquet encoding take turns.  Threads overlapping
     # them would make one replay use more than a core, and replays scale by running on
     # more partitions at once (offline.backfill.replay_ray), not by threads.
-    files = store.DayFiles(root, f"part-{lo:012d}-{hi:012d}")
+    files = store.DayFiles(root, f"part-{lo:012d}-{hi:012d}", cur.state, dicts)
     events, pos = 0, lo
     for batch, nxt in _batches(log, lo, hi, batch_events):
-        blocks, cur.last_offset = sn.event_rows(cur.state, batch, cur.last_offset)
-        for block in blocks:
-            files.write(block, cur.state, dicts)
+        cur.last_offset = files.add_events(batch, cur.last_offset)
         events += len(batch)
         advance(nxt - pos)
         pos = nxt
@@ -226,15 +232,15 @@ def _replay_chunk(man: store.Manifest, log: EventLog, root: Path, lo: int, hi: i
     old = next((c for c in man.chunks if c["start"] == lo), None)
     names = files.commit(old["files"] if old else [])
     man.commit_chunk({"start": lo, "end": hi, "files": names, "rows": files.rows,
-                      "events": events}, cur.state, cur.last_offset)
+                      "events": events}, cur.state, cur.last_offset,
+                     checkpoint=last or man.is_anchor(hi))
     return events, files.rows
 
 
 def _write_tail(man: store.Manifest, root: Path, cur: _Cursor, dicts: sn.Dictionaries) -> int:
     man.drop_tail(root)
-    files = store.DayFiles(root, f"tail-{man.end:012d}")
-    for block in sn.tail_rows(cur.state, cur.last_offset):
-        files.write(block, cur.state, dicts)
+    files = store.DayFiles(root, f"tail-{man.end:012d}", cur.state, dicts)
+    files.add_tail(cur.last_offset)
     state = cur.state
     watermark = int(state.ints[: state.n_users, kn.I_LAST_TS].max()) \
         if state.n_users else cat.NO_TS

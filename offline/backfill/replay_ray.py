@@ -2,8 +2,8 @@
 
 A user's events all live in one log partition (``online.partitions``), and every row of the
 snapshot is a function of one user's events, so a group of partitions replays on its own:
-each task reads its partitions through the log's partition index (one at a time, in offset
-order), runs the very kernels of the local replay (``offline.backfill.rows.event_rows`` and
+each task reads its partitions (sealed segments, then the live tail in offset order), runs
+the very kernels of the local replay (``offline.backfill.rows.event_rows`` and
 ``tail_rows``) on a state of its own users, and writes its parquet files and its state into
 a staging directory.  The snapshot (files in ``user_features/``, the manifest, a checkpoint of
 the merged state at the end) is committed by the driver only when every task has finished,
@@ -166,21 +166,18 @@ def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end
     state, last_offset = UserState(), np.zeros(0, np.int64)
     dicts = sn.Dictionaries()
     rows_dir = out / "rows"
-    files = store.DayFiles(rows_dir, f"part-{0:012d}-{end:012d}-g{group:04d}")
+    files = store.DayFiles(rows_dir, f"part-{0:012d}-{end:012d}-g{group:04d}", state, dicts)
     events = 0
     # one thread per task: a worker is one core, and tasks scale by running side by side
     with EventLog(log_path) as log:
         segments = SegmentStore(segments_url) if segments_url else None
         for batch in _group_batches(log, parts, end, batch_events, segments):
-            blocks, last_offset = sn.event_rows(state, batch, last_offset)
-            for block in blocks:
-                files.write(block, state, dicts)
+            last_offset = files.add_events(batch, last_offset)
             events += len(batch)
             _maybe_fail(fail_once_dir, group)
     names = files.commit([])
-    tail = store.DayFiles(rows_dir, f"tail-{end:012d}-g{group:04d}")
-    for block in sn.tail_rows(state, last_offset):
-        tail.write(block, state, dicts)
+    tail = store.DayFiles(rows_dir, f"tail-{end:012d}-g{group:04d}", state, dicts)
+    tail.add_tail(last_offset)
     tail_names = tail.commit([])
     (out / "state").mkdir()
     state.write_into(out / "state")
@@ -200,36 +197,30 @@ def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end
 
 def _group_batches(log: EventLog, parts: list[int], end: int, batch_events: int,
                    segments: SegmentStore | None = None):
-    """Batches of ~``batch_events`` of the group's events below ``end``, partition after
-    partition (each in offset order; users never span partitions, so no global order is
-    needed): sealed segments first, then the live tail from SQLite through the partition
-    index, in the kernels' columns (``ColumnBatch``).  Full batches, not one per partition:
-    rows are encoded per block and per day, and many small blocks cost more than the
-    kernels."""
-    if segments is None and sorted(parts) == list(range(log.partitions)):
-        # every partition: one pass in offset order, cheaper than one index walk per partition
-        for batch, _ in log.column_batches(0, end, batch_events):
-            yield batch
-        return
-    got, n = [], 0
-    for part in parts:
-        pos = 0
-        if segments is not None:
+    """Batches of ~``batch_events`` of the group's events below ``end`` in the kernels'
+    columns (``ColumnBatch``): sealed segments first, partition after partition (users
+    never span partitions, so no global order is needed), then the live tail from SQLite in
+    one pass over its offsets (``column_batches(partitions=...)``: every page of the log
+    holds events of every partition, so one index walk per partition read each page once
+    per partition, twice the cost of the pass).  Full batches, not one per partition: many
+    small kernel calls and row blocks cost more than the kernels."""
+    pos = 0
+    if segments is not None:
+        got, n = [], 0
+        for part in parts:
             for batch in segments.read_partition(part, end, batch_events, columnar=True):
                 got.append(batch)
                 n += len(batch)
                 if n >= batch_events:
                     yield ColumnBatch.concat(got)
                     got, n = [], 0
-            pos = segments.end
-        for batch, _ in log.column_batches(pos, end, batch_events, partition=part):
-            got.append(batch)
-            n += len(batch)
-            if n >= batch_events:
-                yield ColumnBatch.concat(got)
-                got, n = [], 0
-    if got:
-        yield ColumnBatch.concat(got)
+        if got:
+            yield ColumnBatch.concat(got)
+        pos = segments.end
+    every = sorted(parts) == list(range(log.partitions))
+    for batch, _ in log.column_batches(pos, end, batch_events,
+                                       partitions=None if every else list(parts)):
+        yield batch
 
 
 def _maybe_fail(fail_once_dir: str | None, group: int) -> None:
@@ -244,12 +235,19 @@ def _maybe_fail(fail_once_dir: str | None, group: int) -> None:
 
 def _commit(man: store.Manifest, root: Path, staging: Path, results: dict[int, dict],
             end: int, n_parts: int, summary: ReplaySummary) -> None:
-    """Merge the groups' states into the end checkpoint, move their files in, save."""
+    """Merge the groups' states into the end checkpoint, move their files in, save.
+
+    One group's state is already the whole state: its directory becomes the checkpoint
+    (renamed, not loaded, merged and written again: at 100,000 users that is ~200 MB)."""
     order = sorted(results)
-    parts = [(UserState.load(staging / f"g{g:04d}" / "state"),
-              np.load(staging / f"g{g:04d}" / "state" / "last_offset.npy")) for g in order]
-    state, last_offset = merge_states(parts)
-    del parts
+    prepared = staging / f"g{order[0]:04d}" / "state" if len(order) == 1 else None
+    state: UserState | None = None
+    last_offset: np.ndarray | None = None
+    if prepared is None:
+        parts = [(UserState.load(staging / f"g{g:04d}" / "state"),
+                  np.load(staging / f"g{g:04d}" / "state" / "last_offset.npy")) for g in order]
+        state, last_offset = merge_states(parts)
+        del parts
     rows_files, tail_files = [], []
     for g in order:
         r = results[g]
@@ -265,7 +263,7 @@ def _commit(man: store.Manifest, root: Path, staging: Path, results: dict[int, d
              "groups": len(order)} if end else None
     tail = {"end": end, "files": sorted(tail_files), "rows": summary.tail_rows}
     watermark = max((results[g]["watermark_us"] for g in order), default=cat.NO_TS)
-    man.replace_all(root, chunk, tail, watermark, state, last_offset)
+    man.replace_all(root, chunk, tail, watermark, state, last_offset, prepared=prepared)
     shutil.rmtree(staging, ignore_errors=True)
     summary.chunks = len(order)
     peaks: dict[str, float] = {}

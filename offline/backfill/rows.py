@@ -31,6 +31,7 @@ from online.kernels import OUT_FLOAT, OUT_INT
 from online.kernels.snapshot import (  # noqa: F401  (the row producers, re-exported)
     MAX_ROWS_PER_EVENT,
     RowBlock,
+    RowBuffer,
     event_rows,
     grow_offsets,
     tail_rows,
@@ -116,7 +117,7 @@ def to_table(block: RowBlock, state: UserState, dicts: Dictionaries) -> pa.Table
     for k, name in enumerate(OUT_FLOAT):
         cols[name] = pa.array(block.floats[k])
     for k in range(cat.INTEREST_TOP):
-        cols[f"interest_top{k + 1}"] = _dictionary(block.top[:, k], categories)
+        cols[f"interest_top{k + 1}"] = _dictionary(block.top[k], categories)
     valid = block.recent >= 0
     offsets = np.zeros(len(block) + 1, np.int32)
     np.cumsum(valid.sum(axis=1), out=offsets[1:])

@@ -8,18 +8,18 @@ is documented in ``offline.backfill.rows``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
-from online import catalogue as cat
 from online import state as st
 from online.kernels.events import _apply, _prefetch
 from online.kernels.features import EVENT_COLUMNS, checked
 from online.kernels.jit import JIT
 from online.kernels.layout import I_EVENT_COUNT, I_LAST_TS, NO_TS, OUT_FLOAT, OUT_INT, RECENT, TOP
-from online.kernels.stored import _next_window_change, _stored_row
+from online.kernels.stored import _next_window_change, _stored_row, _window_row
 from online.state import UserState
 
 # At most one expiry row per ring slot between two events, plus the event's own row.
@@ -62,26 +62,42 @@ def _emit(u, t, off, ints, floats, win_count, win_spend, win_head, cat_code, cat
 def _expiries(u, after, until, one_user, one_after, one_out, ints, floats, win_count,
               win_spend, win_head, cat_code, cat_weight, hll, recent, last_off, row_user,
               row_ts, row_off, out_i, out_f, out_top, out_recent, j):
-    """Rows at each window change of user u in (after, until); until=NO_TS: no bound."""
+    """Rows at each window change of user u in (after, until); until=NO_TS: no bound.
+
+    Row j - 1 is the user's row at ``after``: the state is the same, so an expiry row is
+    that row with its window values read at the new time (``_stored_row`` would recompute
+    every value, the HyperLogLog estimate and the top categories among them)."""
     one_user[0] = u
+    src = j - 1
     while True:
         one_after[0] = after
         _next_window_change(one_user, one_after, ints, win_count, win_head, one_out)
         e = one_out[0]
         if e == NO_TS or (until != NO_TS and e >= until):
             return j
-        _emit(u, e, last_off[u], ints, floats, win_count, win_spend, win_head, cat_code,
-              cat_weight, hll, recent, row_user, row_ts, row_off, out_i, out_f, out_top,
-              out_recent, j)
+        for k in range(out_i.shape[1]):
+            out_i[j, k] = out_i[src, k]
+        for k in range(out_f.shape[1]):
+            out_f[j, k] = out_f[src, k]
+        for k in range(out_top.shape[1]):
+            out_top[j, k] = out_top[src, k]
+        for k in range(out_recent.shape[1]):
+            out_recent[j, k] = out_recent[src, k]
+        _window_row(u, e, ints[u, I_EVENT_COUNT], win_count, win_spend, win_head, out_i,
+                    out_f, j)
+        row_user[j] = u
+        row_ts[j] = e
+        row_off[j] = last_off[u]
         j += 1
         after = e
 
 
 @njit(**JIT)
-def _event_rows(i0, uidx, ts, typ, price, qty, item, catg, off, item_hash, ints, floats,
+def _event_rows(i0, j0, uidx, ts, typ, price, qty, item, catg, off, item_hash, ints, floats,
                 win_count, win_spend, win_head, cat_code, cat_weight, hll, recent, last_off, eff,
                 row_user, row_ts, row_off, out_i, out_f, out_top, out_recent):
-    """Apply events i0.. in order, writing rows; stop when a further event might not fit.
+    """Apply events i0.. in order, writing rows from row j0 on; stop when a further event
+    might not fit.
 
     A user's current state is written out (with the window changes after it) only when an
     event with a later time arrives: until then more events may share its time.
@@ -93,7 +109,9 @@ def _event_rows(i0, uidx, ts, typ, price, qty, item, catg, off, item_hash, ints,
     no_emit = np.zeros(0, np.uint8)
     none_i = np.empty((0, out_i.shape[1]), np.int64)  # C layout: the projector's signature
     none_f = np.empty((0, out_f.shape[1]), np.float64)
-    j = np.int64(0)
+    none_top = np.empty((0, out_top.shape[1]), np.int32)
+    none_recent = np.empty((0, out_recent.shape[1]), np.int32)
+    j = np.int64(j0)
     i = i0
     n = uidx.shape[0]
     while i < n and cap - j >= MAX_ROWS_PER_EVENT:
@@ -114,14 +132,14 @@ def _event_rows(i0, uidx, ts, typ, price, qty, item, catg, off, item_hash, ints,
         _apply(uidx[i:i + 1], ts[i:i + 1], typ[i:i + 1], price[i:i + 1], qty[i:i + 1],
                   item[i:i + 1], catg[i:i + 1], item_hash, ints, floats, win_count, win_spend,
                   win_head, cat_code, cat_weight, hll, recent, eff[i:i + 1], no_emit,
-                  none_i, none_f, out_top[:0], out_recent[:0])
+                  none_i, none_f, none_top, none_recent)
         last_off[u] = off[i] + 1
         i += 1
     return i, j
 
 
 @njit(**JIT)
-def _tail_rows(u0, n_users, ints, floats, win_count, win_spend, win_head, cat_code, cat_weight,
+def _tail_rows(u0, j0, n_users, ints, floats, win_count, win_spend, win_head, cat_code, cat_weight,
                hll, recent, last_off, row_user, row_ts, row_off, out_i, out_f, out_top,
                out_recent):
     """Per user: the current state's row, then every window change after it."""
@@ -129,7 +147,7 @@ def _tail_rows(u0, n_users, ints, floats, win_count, win_spend, win_head, cat_co
     one_user = np.empty(1, np.int64)
     one_after = np.empty(1, np.int64)
     one_out = np.empty(1, np.int64)
-    j = np.int64(0)
+    j = np.int64(j0)
     u = u0
     while u < n_users and cap - j >= MAX_ROWS_PER_EVENT:
         if ints[u, I_EVENT_COUNT] > 0:
@@ -147,66 +165,71 @@ def _tail_rows(u0, n_users, ints, floats, win_count, win_spend, win_head, cat_co
 
 @dataclass
 class RowBlock:
-    """Snapshot rows as the kernels wrote them: user rows and codes, not yet strings."""
+    """Snapshot rows as columns of kernel values: user rows and codes, not yet strings.
+
+    Every column is contiguous (one numpy row per output column), so each becomes an Arrow
+    array without a copy.
+    """
 
     user: np.ndarray
     ts: np.ndarray
     offset: np.ndarray
-    ints: np.ndarray  # [len(OUT_INT), n]: one contiguous row per column
+    ints: np.ndarray  # [len(OUT_INT), n]
     floats: np.ndarray  # [len(OUT_FLOAT), n]
-    top: np.ndarray  # [n, INTEREST_TOP] category codes
+    top: np.ndarray  # [INTEREST_TOP, n] category codes
     recent: np.ndarray  # [n, RECENT_ITEMS] item codes, newest first, -1 padded
 
     def __len__(self) -> int:
         return len(self.user)
 
-    def take(self, idx) -> RowBlock:
-        return RowBlock(self.user[idx], self.ts[idx], self.offset[idx],
-                        self.ints[:, idx], self.floats[:, idx],
-                        self.top[idx], self.recent[idx])
 
-    def by_day(self) -> list[tuple[str, RowBlock]]:
-        """The rows split by the UTC date of their ``event_timestamp`` (``YYYY-MM-DD``)."""
-        days = self.ts // cat.DAY_US
-        if days.min() == days.max():
-            return [(str(np.datetime64(int(days[0]), "D")), self)]
-        order = np.argsort(days, kind="stable")
-        days = days[order]
-        cuts = [0, *(np.flatnonzero(np.diff(days)) + 1), len(days)]
-        return [(str(np.datetime64(int(days[a]), "D")), self.take(order[a:b]))
-                for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+class RowBuffer:
+    """The rows the kernels write, in place: ``n`` rows filled of ``capacity``.
 
+    Columns are laid out as the Arrow arrays want them (each output column contiguous); the
+    kernels write row after row, and ``block`` hands rows out as one ``RowBlock``, gathered
+    in a given order or, for all rows in kernel order, as views without a copy.
+    """
 
-class _Buffers:
     def __init__(self, capacity: int) -> None:
+        capacity = max(int(capacity), 2 * MAX_ROWS_PER_EVENT)
         self.user = np.empty(capacity, np.int64)
         self.ts = np.empty(capacity, np.int64)
         self.off = np.empty(capacity, np.int64)
         self.out_i = np.empty((capacity, len(OUT_INT)), np.int64, order="F")
         self.out_f = np.empty((capacity, len(OUT_FLOAT)), np.float64, order="F")
-        self.out_top = np.empty((capacity, TOP), np.int32)
+        self.out_top = np.empty((capacity, TOP), np.int32, order="F")
         self.out_recent = np.empty((capacity, RECENT), np.int32)
+        self.n = 0
+
+    @property
+    def capacity(self) -> int:
+        return len(self.user)
 
     def outputs(self) -> tuple:
         return (self.user, self.ts, self.off, self.out_i, self.out_f, self.out_top,
                 self.out_recent)
 
-    def blocks(self, n: int) -> list[RowBlock]:
-        """The first n rows, one block per UTC date of ``event_timestamp`` (each copied once,
-        columns contiguous): ``RowBlock.by_day`` of them is free."""
-        days = self.ts[:n] // cat.DAY_US
-        if days.min() == days.max():
-            return [RowBlock(self.user[:n].copy(), self.ts[:n].copy(), self.off[:n].copy(),
-                             np.ascontiguousarray(self.out_i[:n].T),
-                             np.ascontiguousarray(self.out_f[:n].T),
-                             self.out_top[:n].copy(), self.out_recent[:n].copy())]
-        order = np.argsort(days, kind="stable")
-        cuts = [0, *(np.flatnonzero(np.diff(days[order])) + 1), n]
-        ints, floats = self.out_i.T, self.out_f.T  # [columns, capacity], rows contiguous
-        return [RowBlock(self.user[idx], self.ts[idx], self.off[idx],
-                         np.take(ints, idx, axis=1), np.take(floats, idx, axis=1),
-                         self.out_top[idx], self.out_recent[idx])
-                for idx in (order[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True))]
+    def block(self, idx: np.ndarray | None = None) -> RowBlock:
+        """Rows ``idx`` (positions below ``n``, copied), or all ``n`` rows (views)."""
+        if idx is None:
+            n = self.n
+            return RowBlock(self.user[:n], self.ts[:n], self.off[:n], self.out_i[:n].T,
+                            self.out_f[:n].T, self.out_top[:n].T, self.out_recent[:n])
+        return RowBlock(self.user[idx], self.ts[idx], self.off[idx],
+                        np.take(self.out_i.T, idx, axis=1), np.take(self.out_f.T, idx, axis=1),
+                        np.take(self.out_top.T, idx, axis=1), self.out_recent[idx])
+
+    def keep(self, idx: np.ndarray) -> None:
+        """Keep only rows ``idx``, in that order, at the front."""
+        block = self.block(idx)
+        k = len(idx)
+        self.user[:k], self.ts[:k], self.off[:k] = block.user, block.ts, block.offset
+        self.out_i[:k] = block.ints.T
+        self.out_f[:k] = block.floats.T
+        self.out_top[:k] = block.top.T
+        self.out_recent[:k] = block.recent
+        self.n = k
 
 
 def _state_arrays(state: UserState) -> tuple:
@@ -223,10 +246,11 @@ def grow_offsets(last_offset: np.ndarray, n_users: int) -> np.ndarray:
     return out
 
 
-def event_rows(state: UserState, batch, last_offset: np.ndarray, *, block_rows: int = 65_536,
-               ) -> tuple[list[RowBlock], np.ndarray]:
-    """Apply ``batch`` (an ``EventBatch``, log order) to ``state``; return its snapshot rows
-    (in blocks of one UTC date each).
+def event_rows(state: UserState, batch, last_offset: np.ndarray, rows: RowBuffer,
+               drain: Callable[[], None]) -> np.ndarray:
+    """Apply ``batch`` (an ``EventBatch``, log order) to ``state``, writing its snapshot rows
+    into ``rows``; ``drain()`` is called whenever ``rows`` is too full for another event and
+    must leave room for at least one (``rows.n`` at most half the capacity).
 
     ``last_offset`` is updated in place and returned (grown when new users appear): per
     user, one past the offset of the newest event applied (the rows' ``offset``).  The
@@ -234,7 +258,7 @@ def event_rows(state: UserState, batch, last_offset: np.ndarray, *, block_rows: 
     """
     n = len(batch.offset)
     if n == 0:
-        return [], last_offset
+        return last_offset
     uidx = state.index_users(batch.user_id)
     item = state.encode_items(batch.item_id)
     catg = state.encode_categories(batch.category)
@@ -244,23 +268,29 @@ def event_rows(state: UserState, batch, last_offset: np.ndarray, *, block_rows: 
         (uidx, batch.ts, batch.type, batch.price, batch.quantity, item, catg), strict=True)}
     off = checked("offset", batch.offset, np.int64, n)
     eff = np.empty(n, np.int64)
-    buf = _Buffers(max(min(block_rows, 2 * n + MAX_ROWS_PER_EVENT), MAX_ROWS_PER_EVENT))
-    blocks, i = [], 0
+    i = 0
     while i < n:
-        i, j = _event_rows(i, *cols.values(), off, state.item_hash,
-                           *_state_arrays(state), last_offset, eff, *buf.outputs())
-        if j:
-            blocks += buf.blocks(j)
-    return blocks, last_offset
+        i, rows.n = _event_rows(i, rows.n, *cols.values(), off, state.item_hash,
+                                *_state_arrays(state), last_offset, eff, *rows.outputs())
+        if i < n:
+            _drained(rows, drain)
+    return last_offset
 
 
-def tail_rows(state: UserState, last_offset: np.ndarray, *, block_rows: int = 65_536,
-              ) -> list[RowBlock]:
-    """Expiry rows after every user's newest event (their windows emptying out)."""
-    buf = _Buffers(max(block_rows, MAX_ROWS_PER_EVENT))
-    blocks, u = [], 0
+def tail_rows(state: UserState, last_offset: np.ndarray, rows: RowBuffer,
+              drain: Callable[[], None]) -> None:
+    """Expiry rows after every user's newest event (their windows emptying out), written
+    into ``rows`` as ``event_rows`` does."""
+    u = 0
     while u < state.n_users:
-        u, j = _tail_rows(u, state.n_users, *_state_arrays(state), last_offset, *buf.outputs())
-        if j:
-            blocks += buf.blocks(j)
-    return blocks
+        u, rows.n = _tail_rows(u, rows.n, state.n_users, *_state_arrays(state), last_offset,
+                               *rows.outputs())
+        if u < state.n_users:
+            _drained(rows, drain)
+
+
+def _drained(rows: RowBuffer, drain: Callable[[], None]) -> None:
+    drain()
+    if rows.n > rows.capacity // 2:
+        raise RuntimeError(f"a drain left {rows.n} of {rows.capacity} rows in the buffer: "
+                           "at most half may stay")

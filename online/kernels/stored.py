@@ -105,24 +105,7 @@ def _stored_row(u, tw, ints, floats, win_count, win_spend, win_head, cat_code, c
     out_f[j, O_ABANDONMENT] = (cs - ints[u, I_CONVERTED]) / cs if cs > 0 else 0.0
     for h in range(2 * N_HL):
         out_f[j, O_DEC_F + h] = floats[u, F_DEC_EV + h]
-    for r in range(NWIN):
-        size = SIZES[r]
-        head = win_head[u, r]
-        count = 0
-        spend_w = 0.0
-        if n_ev > 0:
-            k0 = max(head, tw // WIDTHS[r]) - size + 1
-            slot = k0 % size  # then stepped: one division per window, not per bucket
-            for k in range(k0, head + 1):
-                s = OFFSETS[r] + slot
-                if win_count[u, s, 1] == k:  # the slot holds bucket k (not an older one)
-                    count += win_count[u, s, 0]
-                    spend_w += win_spend[u, s]
-                slot += 1
-                if slot == size:
-                    slot = 0
-        out_i[j, O_WIN_I + r] = count
-        out_f[j, O_WIN_F + r] = spend_w
+    _window_row(u, tw, n_ev, win_count, win_spend, win_head, out_i, out_f, j)
     taken = 0  # bit s: slot s already ranked
     for k in range(TOP):
         best = -1
@@ -142,6 +125,30 @@ def _stored_row(u, tw, ints, floats, win_count, win_spend, win_head, cat_code, c
         out_recent[j, k] = -1
         if k < n_recent:
             out_recent[j, k] = recent[u, (ints[u, I_RECENT_COUNT] - 1 - k) % RECENT]
+
+
+@njit(**JIT)
+def _window_row(u, tw, n_ev, win_count, win_spend, win_head, out_i, out_f, j):
+    """Write user u's window event counts and spend at time tw into row j (the only
+    stored values that depend on the time they are read at)."""
+    for r in range(NWIN):
+        size = SIZES[r]
+        head = win_head[u, r]
+        count = 0
+        spend_w = 0.0
+        if n_ev > 0:
+            k0 = max(head, tw // WIDTHS[r]) - size + 1
+            slot = k0 % size  # then stepped: one division per window, not per bucket
+            for k in range(k0, head + 1):
+                s = OFFSETS[r] + slot
+                if win_count[u, s, 1] == k:  # the slot holds bucket k (not an older one)
+                    count += win_count[u, s, 0]
+                    spend_w += win_spend[u, s]
+                slot += 1
+                if slot == size:
+                    slot = 0
+        out_i[j, O_WIN_I + r] = count
+        out_f[j, O_WIN_F + r] = spend_w
 
 
 @njit(**JIT)
