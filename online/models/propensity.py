@@ -96,10 +96,10 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
     --------
 
     >>> model = PurchasePropensity(features=("carts",), horizon_us=10)
-    >>> model.observe("ann", 0, {"carts": 1.0})
+    >>> model.observe("ann", 0, {"carts": 1.0})  # nothing seen: the prior reads 1/2
     0.5
-    >>> model.observe("bob", 1, {"carts": 0.0})
-    0.5
+    >>> round(model.observe("bob", 1, {"carts": 0.0}), 3)  # ann waited 1 of 10 without a yes
+    0.471
     >>> model.pending_size, model.stats()["n_learnt"]
     (2, 0)
     >>> _ = model.observe("ann", 5, {"carts": 2.0}, is_purchase=True)  # t=0 answered: yes
