@@ -44,7 +44,7 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
     that prediction as pending. Steps 1-2 reveal answers before the new question is asked, as
     `simulate_qa` does, so the score returned at t has learnt from nothing later than t.
 
-    How questions are held (one per user and hour, a bound, logs out of time order): see
+    How questions are held (one per user and 15 minutes, a bound, logs out of time order): see
     `online.models.questions.DelayedLabels`.
 
     What a question weighs: a learner whose ``learn_one`` takes a ``group`` (the served
