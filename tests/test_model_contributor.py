@@ -347,3 +347,27 @@ def test_as_of_profile_is_scored_by_the_model_of_its_time(tmp_path):
         day_start = t_mid // DAY_US * DAY_US
         first_of_day = int(np.flatnonzero(np.maximum.accumulate(batch.ts) >= day_start)[0])
         assert before[users[0]]["model_offset"] == first_of_day
+
+
+def test_models_checkpointed_in_another_state_format_are_rebuilt_from_the_log(tmp_path,
+                                                                              monkeypatch):
+    """A data dir from an earlier release: its model state (another `STATE_FORMAT`) is not
+    loaded into today's classes but rebuilt from the log, and the server starts."""
+    import online.models.modelset as ms
+
+    settings = Settings(data_dir=tmp_path)
+    fill(settings.event_log_path, n=600, users=15)
+    with EventLog(settings.event_log_path) as log:
+        monkeypatch.setattr(ms, "STATE_FORMAT", ms.STATE_FORMAT - 1)
+        old = build_projector(log, settings, online_writes=False)
+        old.run()
+        old.checkpoint()
+        user = str(log.read(0, 1)[0].user_id[0])
+        monkeypatch.undo()
+        with pytest.raises(ms.StaleModels, match="rebuild the models"):
+            blob = next(tmp_path.rglob("models.pkl")).read_bytes()
+            ms.ModelSet.from_bytes(blob)
+        new = build_projector(log, settings, online_writes=False)
+        body = new.profile(user)
+        assert body["propensity"] is not None and 0 < body["model_offset"] <= old.offset
+        assert new.offset == old.offset

@@ -41,7 +41,7 @@ from online.events import EventType
 from online.projector import ProfileContributor, ServedFeatures
 
 from .learners import SignedLogScaler, WindowedLogistic
-from .modelset import ModelSet
+from .modelset import ModelSet, StaleModels
 from .propensity import DAY_US, PurchasePropensity
 from .segments import UserSegments
 from .snapshots import SegmentSnapshots
@@ -283,7 +283,10 @@ class ModelContributor(ProfileContributor):
         (Path(directory) / "offset").write_text(str(self.offset), "utf-8")
 
     def load(self, directory: Path) -> None:
-        models = ModelSet.from_bytes((Path(directory) / _MODELS_FILE).read_bytes())
+        try:
+            models = ModelSet.from_bytes((Path(directory) / _MODELS_FILE).read_bytes())
+        except StaleModels:  # another version's state: rebuilt from the log, as below
+            return
         if models.propensity.horizon_us != self.models.propensity.horizon_us:
             # Checkpointed with another horizon: keep the configured fresh models and stay
             # not `loaded`, so the wiring rebuilds them from the log (a new model_version).

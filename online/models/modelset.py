@@ -13,10 +13,15 @@ from .segments import UserSegments
 from .snapshots import SegmentSnapshots
 from .versions import ModelVersions
 
-__all__ = ["ModelSet", "STATE_FORMAT"]
+__all__ = ["ModelSet", "STATE_FORMAT", "StaleModels"]
 
 # Bump when the pickled layout of the models changes incompatibly.
-STATE_FORMAT = 1
+# 2: questions hold moments and the prior's tallies (a checkpoint of 1 is rebuilt from the log)
+STATE_FORMAT = 2
+
+
+class StaleModels(ValueError):
+    """A checkpoint's model state is of another format: rebuild the models from the log."""
 
 
 class ModelSet:
@@ -282,7 +287,7 @@ class ModelSet:
     def from_state_dict(cls, state: dict) -> ModelSet:
         """Rebuild a `ModelSet` from `state_dict()` output (after its pickle round trip)."""
         if state.get("format") != STATE_FORMAT:
-            raise ValueError(
+            raise StaleModels(
                 f"model state format {state.get('format')!r} is not {STATE_FORMAT}: "
                 "rebuild the models by replaying the log"
             )
