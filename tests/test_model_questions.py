@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -148,3 +149,20 @@ def test_kaplan_meier_reads_half_with_nothing_seen_and_carries_a_falling_hazard(
     early = kaplan_meier([1, 2] * 10, list(range(3, 60)), 100)
     constant = kaplan_meier(list(range(1, 60, 3)), list(range(3, 60)), 100)
     assert early < constant
+
+
+def test_an_erased_users_examples_leave_the_learners_window():
+    m = PurchasePropensity(("f",), model=WindowedLogistic(), horizon_us=HOUR_US,
+                           min_spacing_us=MINUTE)
+    for i in range(300):
+        for user in ("ann", "bob", "cat"):
+            m.observe(user, i * 2 * MINUTE, {"f": float(i % 7)}, is_purchase=i % 5 == 0)
+    learner = m._model
+    ann = user_key("ann")
+    mine = int((learner._g == ann).sum())
+    assert mine > 50
+    assert m.erase_learnt("ann") == mine
+    assert not (learner._g == ann).any() and m.erase_learnt("ann") == 0
+    assert learner._w[:learner._n].sum() > 0  # the others' examples stay
+    learner._fit()  # a refit after the erasure reads only the others
+    assert math.isfinite(learner.intercept)

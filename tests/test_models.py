@@ -695,10 +695,10 @@ def test_erase_user_leaves_no_trace_of_the_id():
     pending = m.propensity.pending_size
     held = len(m.propensity._open.get(who, ()))
     assert held > 0
-    assert m.erase_user(who) == {"pending_dropped": held, "period_seen": 1}
+    assert m.erase_user(who) == {"pending_dropped": held, "window_rows": 0, "period_seen": 1}
     assert m.propensity.pending_size == pending - held
     assert who.encode() not in pickle.dumps(m.state_dict())
-    assert m.erase_user(who) == {"pending_dropped": 0, "period_seen": 0}
+    assert m.erase_user(who) == {"pending_dropped": 0, "window_rows": 0, "period_seen": 0}
     m.advance(10**18)  # the other questions still resolve
     assert m.propensity.pending_size == 0
 

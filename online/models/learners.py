@@ -319,6 +319,15 @@ class WindowedLogistic(base.Classifier):
         p = _sigmoid(a)
         return {False: 1.0 - p, True: p}
 
+    def erase_group(self, group: int) -> int:
+        """Blank the window's examples of `group` (a user's erasure): their values, label and
+        weight become 0, so no later fit reads them; how many were blanked. The fit in use
+        stays (an aggregate over the window)."""
+        m = min(self._n, self.window)
+        rows = np.flatnonzero(self._g[:m] == group)
+        self._Z[rows], self._y[rows], self._w[rows], self._g[rows] = 0.0, 0.0, 0.0, -1
+        return len(rows)
+
     def scoring_copy(self) -> WindowedLogistic:
         """A copy that scores and explains as this one does now, without the window (what a
         model version keeps: a few floats per feature instead of `window` rows)."""

@@ -191,11 +191,13 @@ class ModelSet:
         return [self.profile({c: row[j] for c, j in pairs}, top=top) for row in rows]
 
     def erase_user(self, user: str) -> dict[str, int]:
-        """Drop everything the models keep under `user`'s id (their open questions, their mark
-        in the segments' current period); learnt weights and centroids are aggregates and stay.
-        Returns what was dropped: ``{"pending_dropped": n, "period_seen": 0 or 1}``."""
+        """Drop everything the models keep under `user`'s id (their open questions, their
+        examples in the propensity learner's window, their mark in the segments' current
+        period); learnt weights and centroids are aggregates and stay. Returns what was
+        dropped: ``{"pending_dropped": n, "window_rows": n, "period_seen": 0 or 1}``."""
         out = {
             "pending_dropped": self.propensity.erase_user(user),
+            "window_rows": self.propensity.erase_learnt(user),
             "period_seen": int(self.segments.erase_user(user)),
         }
         if self.snapshots is not None:

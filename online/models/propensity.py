@@ -281,6 +281,12 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
             for u, t, row, p in zip(users, ts, rows, flags, strict=True)
         ])
 
+    def erase_learnt(self, user: str) -> int:
+        """Blank `user`'s examples in the learner's window (a learner that keeps them by
+        group, as `WindowedLogistic`); how many. Its open questions: `erase_user`."""
+        erase = getattr(self._model, "erase_group", None) if self._grouped else None
+        return int(erase(user_key(user))) if callable(erase) else 0
+
     def frozen(self) -> PurchasePropensity:
         """A copy that scores and explains as this one does now and holds no questions (no
         user ids): what `ModelVersions` keeps. Pickle it at once; it shares the learner."""
