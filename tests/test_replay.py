@@ -117,7 +117,8 @@ def test_rerun_replaces_rows_and_never_duplicates(data):
     assert max(keys.values()) == 1
 
 
-def test_interrupted_replay_resumes_from_its_last_chunk(data, tmp_path):
+def _interrupt_after_two_chunks(data) -> None:
+    """A replay stopped (KeyboardInterrupt) once two chunks of SMALL are done."""
     calls = []
 
     def crash_after_two_chunks(n: int) -> None:
@@ -127,6 +128,10 @@ def test_interrupted_replay_resumes_from_its_last_chunk(data, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         replay(data, chunk_events=150, batch_events=60, progress=crash_after_two_chunks)
+
+
+def test_interrupted_replay_resumes_from_its_last_chunk(data, tmp_path):
+    _interrupt_after_two_chunks(data)
     manifest = json.loads((data.offline_dir / "replay" / "manifest.json").read_text())
     assert manifest["run"]["done"] == 300
     resumed = replay(data, **SMALL)
@@ -144,15 +149,7 @@ def test_interrupted_replay_resumes_from_its_last_chunk(data, tmp_path):
 def test_an_interrupted_run_s_end_gets_its_checkpoint_from_any_later_call(data, tmp_path):
     # only the run's last chunk and anchors are checkpointed: a run stopped after two chunks
     # leaves its end without one, and the next call (here one that replays nothing) adds it
-    calls = []
-
-    def crash_after_two_chunks(n: int) -> None:
-        calls.append(n)
-        if sum(calls) > 2 * SMALL["chunk_events"]:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        replay(data, chunk_events=150, batch_events=60, progress=crash_after_two_chunks)
+    _interrupt_after_two_chunks(data)
     assert replayed_end(data) == 300
     with pytest.raises(KeyError, match="no replay checkpoint at offset 300"):
         replay_state(data)

@@ -186,13 +186,7 @@ def save_checkpoint(man: Manifest, offset: int, state: UserState, last_offset: n
     tmp.mkdir(parents=True)
     state.write_into(tmp)
     np.save(tmp / "last_offset.npy", last_offset[: state.n_users])
-    fsync_dir(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    fsync_dir(target.parent)
-    if offset not in man.checkpoints:
-        man.checkpoints = sorted([*man.checkpoints, offset])
+    adopt_checkpoint(man, offset, tmp)
 
 
 def adopt_checkpoint(man: Manifest, offset: int, directory: Path) -> None:
