@@ -40,6 +40,7 @@ from offline.backfill.replay import BATCH_EVENTS, ReplaySummary, _progress, _set
 from offline.log_archive import SegmentStore, segment_store
 from online import catalogue as cat
 from online import partitions as pt
+from online.durable import fsync_tree
 from online.eventlog import ColumnBatch, EventLog
 from online.settings import Settings
 from online.state import I_LAST_TS, CodeMap, UserState
@@ -182,6 +183,7 @@ def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end
     (out / "state").mkdir()
     state.write_into(out / "state")
     np.save(out / "state" / "last_offset.npy", last_offset[: state.n_users])
+    fsync_tree(out / "state")  # durable before done.json lets a resume trust this group
     n = state.n_users
     result = {
         "group": group, "partitions": parts, "events": events, "files": names,
