@@ -48,3 +48,32 @@ def test_one_dimension_keeps_numpy():
     Z = np.random.default_rng(3).normal(size=(500, 1))
     C = Z[:3].copy()
     assert not kmeans._compiled(Z, C)
+
+
+def _numpy_choose(Z, candidates, tolerance):
+    """`kmeans.choose` written with `inertia` and `separation` (their numpy forms)."""
+    Zf = np.asfortranarray(Z)
+    costs = [kmeans.inertia(Zf, C) for C in candidates]
+    bound = min(costs) * (1.0 + tolerance) + 1e-9
+    near = [i for i, c in enumerate(costs) if c <= bound]
+    return near[int(np.argmax([kmeans.separation(Zf, candidates[i]) for i in near]))]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_compiled_kmeans_pp_and_choose_match_numpy(seed):
+    rng = np.random.default_rng(seed)
+    n, k, dims = int(rng.integers(1, 1200)), int(rng.integers(1, 8)), int(rng.integers(2, 6))
+    Z = rng.normal(size=(n, dims)) * [1.0, 1e-3, 1e3][seed % 3]
+    if seed % 4 == 0:
+        Z = np.round(Z, 0)  # repeated rows: zero distances, ties, a zero total
+    if seed % 7 == 0:
+        Z[:] = Z[0]  # every row the same: the draws fall back to integers()
+    a, b = np.random.default_rng((seed, 1)), np.random.default_rng((seed, 1))
+    fresh = [kmeans.kmeans_pp(Z, k, a) for _ in range(4)]
+    numpy_form = [kmeans._kmeans_pp_numpy(Z, k, b) for _ in range(4)]
+    assert [C.tobytes() for C in fresh] == [C.tobytes() for C in numpy_form]
+    assert a.random() == b.random()  # the same draws were consumed
+    candidates = fresh + [Z[rng.integers(0, n, k)] + rng.normal(size=(k, dims))]
+    for tolerance in (0.0, 0.02, 0.5):
+        assert kmeans.choose(Z, candidates, tolerance) == _numpy_choose(Z, candidates,
+                                                                         tolerance)

@@ -87,3 +87,58 @@ def lloyd_steps(Z, C, iterations):
                     d[far, c2] = 0.0
                 reseeded += 1
     return reseeded
+
+
+@njit(**JIT)
+def nearer(Z, c, d):
+    """d = min(d, squared distance of each row of Z to row c of Z), in place, summed as
+    `sq_distances` sums them: a k-means++ round's distances to the nearest centre so far."""
+    n, dims = Z.shape
+    for i in range(n):
+        v = Z[i, 0] - Z[c, 0]
+        s = v * v
+        for j in range(1, dims):
+            v = Z[i, j] - Z[c, j]
+            s += v * v
+        if s < d[i]:
+            d[i] = s
+
+
+@njit(**JIT)
+def weighted_pick(d, total, u):
+    """numpy's ``Generator.choice(len(d), p=d / total)`` given its uniform draw u: the first
+    index whose normalised running sum exceeds u (the same sums in the same order)."""
+    n = len(d)
+    cdf = np.empty(n)
+    acc = 0.0
+    for i in range(n):
+        acc += d[i] / total
+        cdf[i] = acc
+    last = cdf[n - 1]
+    lo, hi = 0, n  # searchsorted(side="right") of u in cdf / last
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if u < cdf[mid] / last:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@njit(**JIT)
+def nearest_two(Z, C):
+    """Per row, the squared distances to its nearest and second nearest centre (k >= 2)."""
+    d = sq_distances(Z, C)
+    n, k = d.shape
+    a = np.empty(n)
+    b = np.empty(n)
+    for i in range(n):
+        first, second = np.inf, np.inf
+        for c in range(k):
+            v = d[i, c]
+            if v < first:
+                first, second = v, first
+            elif v < second:
+                second = v
+        a[i], b[i] = first, second
+    return a, b

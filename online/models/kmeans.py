@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from online.kernels.kmeans import lloyd_steps, sq_distances
+from online.kernels.kmeans import lloyd_steps, nearer, nearest_two, sq_distances, weighted_pick
 
 __all__ = ["choose", "inertia", "kmeans_pp", "lloyd", "matching", "separation"]
 
@@ -76,15 +76,49 @@ def choose(Z: np.ndarray, candidates: list[np.ndarray], tolerance: float) -> int
     segmentation on noise; among partitions that fit about equally well, the one whose
     segments stand apart is the one worth naming.
     """
-    costs = [inertia(Z, C) for C in candidates]
+    pairs = [_nearest_two(Z, C) for C in candidates]
+    costs = [float(a.sum()) for a, _ in pairs]
     bound = min(costs) * (1.0 + tolerance) + 1e-9
     near = [i for i, c in enumerate(costs) if c <= bound]
-    scores = [separation(Z, candidates[i]) for i in near]
+    scores = [_separation(*pairs[i]) if len(candidates[i]) >= 2 else 1.0 for i in near]
     return near[int(np.argmax(scores))]
+
+
+def _nearest_two(Z: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Squared distances of each row to its nearest centre and (k >= 2) its second nearest:
+    what `inertia` and `separation` read, from one pass."""
+    if len(C) >= 2 and _compiled(Z, C):
+        return nearest_two(Z, C)
+    d = _sq_distances(Z, C)
+    if len(C) < 2:
+        return d.min(axis=1), None
+    two = np.partition(d, 1, axis=1)
+    return two[:, 0], two[:, 1]
+
+
+def _separation(a2: np.ndarray, b2: np.ndarray) -> float:
+    a, b = np.sqrt(a2), np.sqrt(b2)
+    return float(np.mean((b - a) / np.maximum(b, 1e-12)))
 
 
 def kmeans_pp(Z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """k-means++ starting centres drawn from the rows of Z."""
+    if not _compiled(Z, Z[:1]):
+        return _kmeans_pp_numpy(Z, k, rng)
+    # The numpy form's draws and sums, compiled (a test holds them equal): each round updates
+    # every row's distance to its nearest centre so far, then ``rng.choice(p=d / d.sum())``
+    # is its one uniform draw and a search of the normalised running sums.
+    picked = [int(rng.integers(len(Z)))]
+    d = np.full(len(Z), np.inf)
+    for _ in range(1, k):
+        nearer(Z, picked[-1], d)
+        total = d.sum()
+        picked.append(int(weighted_pick(d, total, rng.random())) if total > 0
+                      else int(rng.integers(len(Z))))
+    return Z[picked]
+
+
+def _kmeans_pp_numpy(Z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     centres = [Z[int(rng.integers(len(Z)))]]
     for _ in range(1, k):
         d = _sq_distances(Z, np.array(centres)).min(axis=1)

@@ -97,13 +97,17 @@ class SegmentSnapshots:
         period = self.period_us
         starts = np.flatnonzero((running // period > previous // period)
                                 & (previous != cat.NO_TS))
-        picked = [i for i, u in enumerate(users.tolist()) if self._sampled(u)]
-        columns = [np.asarray(rows[n]) for n in self.stored_names]
+        ids = users.tolist()
+        picked = [i for i, u in enumerate(ids) if self._sampled(u)]
+        # the picked events' rows as tuples of Python scalars, made once per batch
+        at_picked = np.asarray(picked, np.int64)
+        values = list(zip(*(np.asarray(rows[n])[at_picked].tolist()
+                            for n in self.stored_names), strict=True))
         learnt, at = 0, 0
         for boundary in [*starts.tolist(), len(eff)]:
             while at < len(picked) and picked[at] < boundary:
                 i = picked[at]
-                self._keep(users[i], tuple(c[i] for c in columns))
+                self._keep(ids[i], values[at])
                 at += 1
                 if self._updates >= max(self.refresh_every, len(self._rows) // 10):
                     self._learn(segments, int(running[i]))
@@ -128,9 +132,9 @@ class SegmentSnapshots:
         if not self._rows:
             return
         # Users in a fixed order (by id), so the k-means sees the same sequence on replay.
-        ordered = [self._rows[u] for u in sorted(self._rows)]
-        stored = {n: np.array([r[j] for r in ordered])
-                  for j, n in enumerate(self.stored_names)}
+        rows = self._rows
+        columns = zip(*(rows[u] for u in sorted(rows)), strict=True)
+        stored = {n: np.array(c) for n, c in zip(self.stored_names, columns, strict=True)}
         served = kernels.evaluate_stored(stored, np.int64(t_us), names=self.inputs)
         X = np.column_stack([np.asarray(served[n], np.float64) for n in self.inputs])
         segments.learn_snapshot(X, self.inputs)
