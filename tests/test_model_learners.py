@@ -216,3 +216,35 @@ def test_weights_must_be_positive_and_finite():
     for bad in (0.0, -1.0, math.nan, math.inf):
         with pytest.raises(ValueError, match="w must be"):
             model.learn_one({"a": 1.0}, True, w=bad)
+
+
+def test_values_in_a_fixed_order_learn_and_score_as_dicts_do():
+    """`learn_values` / `proba_values` (the propensity's per-event path) give the model and
+    the scores `learn_one` / `predict_proba_one` give, bit for bit, also for an order other
+    than the learnt one and for values the fast path cannot take (None, inf)."""
+    by_dict, by_values = WindowedLogistic(first_fit=40), WindowedLogistic(first_fit=40)
+    names = ("carts", "spend", "noise")
+    data = _examples(700, seed=5)
+    for i, (x, y) in enumerate(data):
+        if i % 97 == 3:
+            x = {**x, "spend": math.inf if i % 2 else None}
+        group = i % 13
+        by_dict.learn_one(x, y, w=1.0 + i % 3, group=group)
+        by_values.learn_values(names, tuple(x[k] for k in names), y, 1.0 + i % 3, group)
+    assert by_values.weights == by_dict.weights and by_values.intercept == by_dict.intercept
+    assert by_values.fitted and by_values._Z.tobytes() == by_dict._Z.tobytes()
+    for x, _ in data[:50] + [({"carts": None, "spend": 3.0, "noise": math.nan}, True)]:
+        expected = by_dict.predict_proba_one(x)[True]
+        assert by_values.proba_values(names, tuple(x[k] for k in names)) == expected
+        other = ("noise", "carts", "spend")  # the slow path: summed in the dict's order
+        assert by_values.proba_values(other, tuple(x[k] for k in other)) == \
+            by_dict.predict_proba_one({k: x[k] for k in other})[True]
+
+
+def test_a_propensity_pickled_without_the_values_path_takes_it_on_load():
+    model = PurchasePropensity(features=("carts",), model=WindowedLogistic())
+    state = dict(model.__dict__)
+    del state["_by_values"]  # as pickled before the attribute existed
+    loaded = PurchasePropensity.__new__(PurchasePropensity)
+    loaded.__setstate__(state)
+    assert loaded._by_values and pickle.loads(pickle.dumps(model))._by_values

@@ -15,12 +15,12 @@ import numpy as np
 from river import base, preprocessing
 
 from .newton import newton, normalised, one_blas_thread, sigmoid_array, weighted_moments
+from .signed import sigmoid as _sigmoid
+from .signed import signed_log1p
+from .signed import signed_log_or_zero as _signed_log_or_zero
+from .signed import signed_logs as _signed_logs
 
 __all__ = ["SignedLogScaler", "WindowedLogistic", "signed_log1p"]
-
-
-def signed_log1p(v: float) -> float:
-    return math.copysign(math.log1p(abs(v)), v)
 
 
 class SignedLogScaler(preprocessing.StandardScaler):
@@ -156,6 +156,19 @@ class WindowedLogistic(base.Classifier):
         return False
 
     def learn_one(self, x, y, w: float = 1.0, group: int | None = None):
+        # the usual case (the same names in the same order every time) writes the row at once
+        zs = _signed_logs(x.values()) if tuple(x) == self._keys else None
+        self._learn_row(zs, x, y, w, group)
+
+    def learn_values(self, names: tuple, values, y, w: float = 1.0,
+                     group: int | None = None) -> None:
+        """`learn_one` of ``dict(zip(names, values))`` without the dict: the per-event path of
+        a caller whose values come in one fixed order (`PurchasePropensity`)."""
+        zs = _signed_logs(values) if names == self._keys else None
+        x = dict(zip(names, values, strict=True)) if zs is None else None
+        self._learn_row(zs, x, y, w, group)
+
+    def _learn_row(self, zs: list | None, x, y, w: float, group: int | None) -> None:
         if not 0.0 < w < math.inf:
             raise ValueError(f"w must be a finite weight > 0, got {w!r}")
         row = self._n % self.window
@@ -165,11 +178,8 @@ class WindowedLogistic(base.Classifier):
             self._y = np.r_[self._y, np.zeros(grow - len(self._y))]
             self._w = np.r_[self._w, np.ones(grow - len(self._w))]
             self._g = np.r_[self._g, np.full(grow - len(self._g), -1, dtype=np.int64)]
-        Z = self._Z
-        # the usual case (the same names in the same order every time) writes the row at once
-        zs = _signed_logs(x.values()) if tuple(x) == self._keys else None
         if zs is not None:
-            Z[row] = zs
+            self._Z[row] = zs
         else:
             self._learn_slowly(x, row)
         self._y[row] = 1.0 if y else 0.0
@@ -305,6 +315,15 @@ class WindowedLogistic(base.Classifier):
             losses.append(float(np.mean(w_new * (np.logaddexp(0.0, a) - y_new * a))))
         return float(self.l2_grid[int(np.argmin(losses))])
 
+    def proba_values(self, names: tuple, values) -> float:
+        """``predict_proba_one(dict(zip(names, values)))[True]`` without the dict (see
+        `learn_values`)."""
+        if names == self._fit_keys:
+            zs = _signed_logs(values)
+            if zs is not None:
+                return _sigmoid(self._offset + sum(map(operator.mul, self._slopes, zs)))
+        return self.predict_proba_one(dict(zip(names, values, strict=True)))[True]
+
     def predict_proba_one(self, x):
         zs = _signed_logs(x.values()) if tuple(x) == self._fit_keys else None
         if zs is not None:
@@ -365,25 +384,3 @@ class WindowedLogistic(base.Classifier):
         return {k: math.copysign(math.expm1(abs(means.get(k, 0.0))), means.get(k, 0.0))
                 for k in names}
 
-
-def _signed_logs(values) -> list | None:
-    """sign(v) log1p(|v|) of each value; None if one is None or not finite (the slow path)."""
-    log1p = math.log1p
-    try:
-        zs = [log1p(v) if v >= 0 else -log1p(-v) for v in values]
-    except TypeError:
-        return None
-    return zs if math.isfinite(sum(zs)) else None
-
-
-def _signed_log_or_zero(v) -> float:
-    if v is None or v != v or v in (math.inf, -math.inf):
-        return 0.0
-    return math.log1p(v) if v >= 0 else -math.log1p(-v)
-
-
-def _sigmoid(a: float) -> float:
-    if a >= 0:
-        return 1.0 / (1.0 + math.exp(-a))
-    e = math.exp(a)
-    return e / (1.0 + e)

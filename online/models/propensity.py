@@ -144,6 +144,7 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         self._drift = drift if drift is not None else ErrorDrift()
         self._linear = explain.is_additive(self._model)
         self._grouped = "group" in inspect.signature(self._model.learn_one).parameters
+        self._by_values = _by_values(self._model)
         self._getter = operator.itemgetter(*self.features)
         self._single = len(self.features) == 1
         self._watermark = NEVER
@@ -165,6 +166,10 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         self._prior_gone: list[int] = []  # unanswered, while the prior scores
         # Running sums of learnt x: the occlusion baseline, kept only for a non-linear model.
         self._sums = None if self._linear else [0.0] * len(self.features)
+
+    def __setstate__(self, state: dict) -> None:  # pickled before the attribute existed too
+        self.__dict__.update(state)
+        self._by_values = _by_values(self._model)
 
     @classmethod
     def _unit_test_params(cls):
@@ -199,9 +204,7 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         return dict(zip(self.features, vals))  # noqa: B905
 
     def _score(self, vals: tuple) -> float:
-        if self._uninformed:
-            return self.prior_proba()
-        return self._model.predict_proba_one(self._dict(vals)).get(True, 0.0)
+        return self._ask(vals)
 
     def predict_proba_one(self, x: dict) -> float:
         """P(purchase within the horizon) for features `x`; learns nothing, mutates nothing."""
@@ -238,7 +241,9 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         if self._uninformed:
             self._uninformed = False
             self._prior_yes, self._prior_gone = [], []
-        if self._grouped and user is not None:
+        if self._by_values and user is not None:
+            self._model.learn_values(self.features, vals, y, float(k), user_key(user))
+        elif self._grouped and user is not None:
             self._model.learn_one(self._dict(vals), y, w=float(k), group=user_key(user))
         else:
             self._model.learn_one(self._dict(vals), y)
@@ -308,6 +313,13 @@ def user_key(user: str) -> int:
     counts a user's examples by, the same in every process (unlike `hash`)."""
     digest = hashlib.blake2b(user.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
+
+
+def _by_values(model) -> bool:
+    """Whether `model` scores and learns values in a given order without a dict
+    (`WindowedLogistic.proba_values` / `learn_values`, with weights and groups)."""
+    return callable(getattr(model, "proba_values", None)) and callable(
+        getattr(model, "learn_values", None))
 
 
 def _default_model() -> Any:

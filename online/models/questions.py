@@ -55,6 +55,8 @@ class DelayedLabels:
     max_pending: int
     reveal: str
     _model: Any
+    _by_values: bool
+    features: tuple[str, ...]
     _drift: Any
     _watermark: int
     _last_user: str | None
@@ -119,6 +121,8 @@ class DelayedLabels:
     def _ask(self, vals: tuple) -> float:
         if self._uninformed:
             return self.prior_proba()
+        if self._by_values:  # a learner that takes the values in `features` order
+            return self._model.proba_values(self.features, vals)
         return self._model.predict_proba_one(self._dict(vals)).get(True, 0.0)
 
     def _observe(self, user: str, t_us: int, vals: tuple, is_purchase,
