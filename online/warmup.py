@@ -89,10 +89,11 @@ def _warm_segments() -> None:
     """The segments' k-means kernels: a three-event log learns no snapshot."""
     import numpy as np
 
-    from online.models.kmeans import inertia, lloyd
+    from online.models.kmeans import choose, kmeans_pp, lloyd
 
     Z = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
-    inertia(Z, lloyd(Z, Z[:1].copy(), 2)[0])
+    fresh = kmeans_pp(Z, 2, np.random.default_rng(0))
+    choose(Z, [lloyd(Z, Z[:1].copy(), 2)[0], lloyd(Z, fresh, 2)[0]], 0.02)
 
 
 def main() -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 import pickle
 import random
+from array import array
 
 import numpy as np
 import pytest
 
+from online.kernels.signed import signed_log_rows
 from online.models import DAY_US, ModelSet, PurchasePropensity
 from online.models.contributor import propensity_model
 from online.models.learners import WindowedLogistic, signed_log1p
+from online.models.signed import signed_logs
 
 
 def _examples(n: int, seed: int = 0, flip_after: int | None = None) -> list[tuple[dict, bool]]:
@@ -218,33 +221,54 @@ def test_weights_must_be_positive_and_finite():
             model.learn_one({"a": 1.0}, True, w=bad)
 
 
-def test_values_in_a_fixed_order_learn_and_score_as_dicts_do():
-    """`learn_values` / `proba_values` (the propensity's per-event path) give the model and
-    the scores `learn_one` / `predict_proba_one` give, bit for bit, also for an order other
-    than the learnt one and for values the fast path cannot take (None, inf)."""
-    by_dict, by_values = WindowedLogistic(first_fit=40), WindowedLogistic(first_fit=40)
+def test_signed_logs_in_a_fixed_order_learn_and_score_as_dicts_do():
+    """`learn_logs` / `proba_logs` (the propensity's per-event path) give the model and the
+    scores `learn_one` / `predict_proba_one` give, bit for bit, also for an order other than
+    the learnt one (summed in that order, as a dict in it is)."""
+    by_dict, by_logs = WindowedLogistic(first_fit=40), WindowedLogistic(first_fit=40)
     names = ("carts", "spend", "noise")
     data = _examples(700, seed=5)
     for i, (x, y) in enumerate(data):
         if i % 97 == 3:
-            x = {**x, "spend": math.inf if i % 2 else None}
-        group = i % 13
-        by_dict.learn_one(x, y, w=1.0 + i % 3, group=group)
-        by_values.learn_values(names, tuple(x[k] for k in names), y, 1.0 + i % 3, group)
-    assert by_values.weights == by_dict.weights and by_values.intercept == by_dict.intercept
-    assert by_values.fitted and by_values._Z.tobytes() == by_dict._Z.tobytes()
-    for x, _ in data[:50] + [({"carts": None, "spend": 3.0, "noise": math.nan}, True)]:
-        expected = by_dict.predict_proba_one(x)[True]
-        assert by_values.proba_values(names, tuple(x[k] for k in names)) == expected
-        other = ("noise", "carts", "spend")  # the slow path: summed in the dict's order
-        assert by_values.proba_values(other, tuple(x[k] for k in other)) == \
+            x = {**x, "spend": 0.0}
+        by_dict.learn_one(x, y, w=1.0 + i % 3, group=i % 13)
+        by_logs.learn_logs(names, signed_logs([x[k] for k in names]), y, 1.0 + i % 3, i % 13)
+    assert by_logs.weights == by_dict.weights and by_logs.intercept == by_dict.intercept
+    assert by_logs.fitted and by_logs._Z.tobytes() == by_dict._Z.tobytes()
+    for x, _ in data[:50]:
+        assert by_logs.proba_logs(names, signed_logs([x[k] for k in names])) == \
+            by_dict.predict_proba_one(x)[True]
+        other = ("noise", "carts", "spend")
+        assert by_logs.proba_logs(other, signed_logs([x[k] for k in other])) == \
             by_dict.predict_proba_one({k: x[k] for k in other})[True]
 
 
-def test_a_propensity_pickled_without_the_values_path_takes_it_on_load():
-    model = PurchasePropensity(features=("carts",), model=WindowedLogistic())
-    state = dict(model.__dict__)
-    del state["_by_values"]  # as pickled before the attribute existed
+def test_the_batch_transform_is_the_per_value_one():
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.lognormal(0, 6, (4000, 3)), -rng.lognormal(0, 2, (1000, 3)),
+                        np.array([[0.0, -0.0, 5e-324], [np.nan, np.inf, -np.inf]])])
+    got = signed_log_rows(X, 0.0)
+    filled = np.where(np.isfinite(X), X, 0.0)
+    expected = np.array([signed_logs(row) for row in filled.tolist()])
+    assert got.tobytes() == expected.tobytes()
+
+
+def test_a_propensity_pickled_when_questions_held_raw_values_holds_their_logs():
+    raw = PurchasePropensity(features=("carts", "spend"), model=WindowedLogistic())
+    held = PurchasePropensity(features=("carts", "spend"), model=WindowedLogistic())
+    for i in range(30):
+        x = {"carts": float(i % 4), "spend": 10.0 * i}
+        held.observe(f"u{i % 5}", i * DAY_US // 10, x)
+        raw.observe(f"u{i % 5}", i * DAY_US // 10, x)
+    # as pickled before questions held logs: raw values, no `_by_logs`
+    state = dict(raw.__dict__)
+    del state["_by_logs"]
+    for q in state["_open"].values():
+        for j, item in enumerate(q):
+            q[j] = item[:3] + (array("d", [math.expm1(abs(z)) for z in item[3]]),) + item[4:]
     loaded = PurchasePropensity.__new__(PurchasePropensity)
     loaded.__setstate__(state)
-    assert loaded._by_values and pickle.loads(pickle.dumps(model))._by_values
+    assert loaded._by_logs
+    for q_loaded, q_held in zip(loaded._open.values(), held._open.values(), strict=True):
+        for a, b in zip(q_loaded, q_held, strict=True):
+            assert a[3] == pytest.approx(b[3], rel=1e-12)

@@ -158,17 +158,23 @@ class WindowedLogistic(base.Classifier):
     def learn_one(self, x, y, w: float = 1.0, group: int | None = None):
         # the usual case (the same names in the same order every time) writes the row at once
         zs = _signed_logs(x.values()) if tuple(x) == self._keys else None
-        self._learn_row(zs, x, y, w, group)
+        if zs is None:
+            zs = [(k, _signed_log_or_zero(v)) for k, v in x.items()]
+            self._learn_row(zs, y, w, group, named=True)
+        else:
+            self._learn_row(zs, y, w, group)
 
-    def learn_values(self, names: tuple, values, y, w: float = 1.0,
-                     group: int | None = None) -> None:
-        """`learn_one` of ``dict(zip(names, values))`` without the dict: the per-event path of
-        a caller whose values come in one fixed order (`PurchasePropensity`)."""
-        zs = _signed_logs(values) if names == self._keys else None
-        x = dict(zip(names, values, strict=True)) if zs is None else None
-        self._learn_row(zs, x, y, w, group)
+    def learn_logs(self, names: tuple, zs, y, w: float = 1.0, group: int | None = None) -> None:
+        """`learn_one` of the example whose signed logs (``sign(x) log1p(|x|)``, finite) are
+        `zs`, in `names` order: the per-event path of a caller that transforms a whole batch
+        at once and keeps one order of names (`PurchasePropensity`)."""
+        if names == self._keys:
+            self._learn_row(zs, y, w, group)
+        else:
+            self._learn_row(list(zip(names, zs, strict=True)), y, w, group, named=True)
 
-    def _learn_row(self, zs: list | None, x, y, w: float, group: int | None) -> None:
+    def _learn_row(self, zs, y, w: float, group: int | None, named: bool = False) -> None:
+        """Write one example's row: `zs` in column order, or (``named``) (name, log) pairs."""
         if not 0.0 < w < math.inf:
             raise ValueError(f"w must be a finite weight > 0, got {w!r}")
         row = self._n % self.window
@@ -178,10 +184,10 @@ class WindowedLogistic(base.Classifier):
             self._y = np.r_[self._y, np.zeros(grow - len(self._y))]
             self._w = np.r_[self._w, np.ones(grow - len(self._w))]
             self._g = np.r_[self._g, np.full(grow - len(self._g), -1, dtype=np.int64)]
-        if zs is not None:
-            self._Z[row] = zs
+        if named:
+            self._learn_slowly(zs, row)
         else:
-            self._learn_slowly(x, row)
+            self._Z[row] = zs
         self._y[row] = 1.0 if y else 0.0
         self._w[row] = w
         self._g[row] = -1 if group is None else group
@@ -194,17 +200,17 @@ class WindowedLogistic(base.Classifier):
         elif self._n_fits == 0:
             self._offset = self.intercept = self._base_logit()
 
-    def _learn_slowly(self, x, row: int) -> None:
+    def _learn_slowly(self, pairs, row: int) -> None:
         Z, column = self._Z, self._column
         Z[row] = 0.0
-        for k, v in x.items():
+        for k, z in pairs:
             j = column.get(k)
             if j is None:
                 j = column[k] = len(self._names)
                 self._names.append(k)
                 Z = self._Z = np.hstack([Z, np.zeros((len(Z), 1))])
                 self._keys = tuple(self._names)
-            Z[row, j] = _signed_log_or_zero(v)
+            Z[row, j] = z
 
     def _base_logit(self) -> float:
         p = (self._n_positive + 0.5) / (self._n + 1.0)
@@ -315,14 +321,19 @@ class WindowedLogistic(base.Classifier):
             losses.append(float(np.mean(w_new * (np.logaddexp(0.0, a) - y_new * a))))
         return float(self.l2_grid[int(np.argmin(losses))])
 
-    def proba_values(self, names: tuple, values) -> float:
-        """``predict_proba_one(dict(zip(names, values)))[True]`` without the dict (see
-        `learn_values`)."""
+    def proba_logs(self, names: tuple, zs) -> float:
+        """``predict_proba_one(x)[True]`` for the example whose signed logs are `zs`, in
+        `names` order (see `learn_logs`)."""
         if names == self._fit_keys:
-            zs = _signed_logs(values)
-            if zs is not None:
-                return _sigmoid(self._offset + sum(map(operator.mul, self._slopes, zs)))
-        return self.predict_proba_one(dict(zip(names, values, strict=True)))[True]
+            a = self._offset + sum(map(operator.mul, self._slopes, zs))
+        else:
+            slope = self._slope
+            a = self._offset
+            for k, z in zip(names, zs, strict=True):
+                s = slope.get(k)
+                if s is not None:
+                    a += s * z
+        return _sigmoid(a)
 
     def predict_proba_one(self, x):
         zs = _signed_logs(x.values()) if tuple(x) == self._fit_keys else None

@@ -15,16 +15,20 @@ import hashlib
 import inspect
 import math
 import operator
+from array import array
 from collections import deque
 from typing import Any, cast
 
+import numpy as np
 from river import base, linear_model, preprocessing
 
 from online.clock import DAY_US, HOUR_US
+from online.kernels.signed import signed_log_rows
 
 from . import explain
 from .drift import ErrorDrift
 from .questions import NEVER, DelayedLabels, _as_list, _rows
+from .signed import signed_logs
 
 __all__ = ["PurchasePropensity", "DAY_US", "HOUR_US", "QUESTION_SPACING_US"]
 
@@ -144,7 +148,9 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         self._drift = drift if drift is not None else ErrorDrift()
         self._linear = explain.is_additive(self._model)
         self._grouped = "group" in inspect.signature(self._model.learn_one).parameters
-        self._by_values = _by_values(self._model)
+        # a learner that reads signed logs in `features` order (`WindowedLogistic.learn_logs`):
+        # questions then hold those, computed for a whole batch at once (`observe_many`)
+        self._by_logs = _by_logs(self._model) and math.isfinite(fill_value)
         self._getter = operator.itemgetter(*self.features)
         self._single = len(self.features) == 1
         self._watermark = NEVER
@@ -167,9 +173,14 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         # Running sums of learnt x: the occlusion baseline, kept only for a non-linear model.
         self._sums = None if self._linear else [0.0] * len(self.features)
 
-    def __setstate__(self, state: dict) -> None:  # pickled before the attribute existed too
+    def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._by_values = _by_values(self._model)
+        if "_by_logs" not in state:  # pickled when questions held raw values: now their logs
+            self._by_logs = _by_logs(self._model) and math.isfinite(self.fill_value)
+            if self._by_logs:
+                for q in self._open.values():
+                    for i, item in enumerate(q):
+                        q[i] = item[:3] + (array("d", signed_logs(item[3])),) + item[4:]
 
     @classmethod
     def _unit_test_params(cls):
@@ -203,8 +214,13 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         # ~0.3 µs a call, and this runs twice per event.
         return dict(zip(self.features, vals))  # noqa: B905
 
+    def _question(self, vals: tuple):
+        """What a question holds of checked values: their signed logs for a learner that
+        reads those (`_by_logs`), else the values."""
+        return signed_logs(vals) if self._by_logs else vals
+
     def _score(self, vals: tuple) -> float:
-        return self._ask(vals)
+        return self._ask(self._question(vals))
 
     def predict_proba_one(self, x: dict) -> float:
         """P(purchase within the horizon) for features `x`; learns nothing, mutates nothing."""
@@ -241,8 +257,8 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         if self._uninformed:
             self._uninformed = False
             self._prior_yes, self._prior_gone = [], []
-        if self._by_values and user is not None:
-            self._model.learn_values(self.features, vals, y, float(k), user_key(user))
+        if self._by_logs and user is not None:  # vals: a question's signed logs
+            self._model.learn_logs(self.features, vals, y, float(k), user_key(user))
         elif self._grouped and user is not None:
             self._model.learn_one(self._dict(vals), y, w=float(k), group=user_key(user))
         else:
@@ -256,7 +272,7 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
 
     def observe(self, user: str, t_us: int, x: dict, is_purchase: bool = False) -> float:
         """Resolve what event time t_us settles, then score `x` and hold it as a question."""
-        score = self._observe(user, t_us, self._vector(x), is_purchase)
+        score = self._observe(user, t_us, self._question(self._vector(x)), is_purchase)
         assert score is not None  # scored: the default of `_observe`
         return score
 
@@ -269,22 +285,32 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         no dict per event has to be built; `users`, `t_us` and `is_purchase` are equally long
         sequences (numpy arrays are fine). Same results as calling `observe` row by row.
         """
-        rows = _rows(X, len(self.features), "X")
+        rows = self._questions(X)
         ts, flags = _as_list(t_us), _as_list(is_purchase)
         if not len(users) == len(ts) == len(flags) == len(rows):
             raise ValueError(
                 f"users, t_us, is_purchase and X must have one entry per event; got lengths "
                 f"{len(users)}, {len(ts)}, {len(flags)}, {len(rows)}"
             )
-        observe, checked = self._observe, self._checked
+        observe = self._observe
         if not scores:
             for u, t, row, p in zip(users, ts, rows, flags, strict=True):
-                observe(u, t, checked(tuple(row)), p, False)
+                observe(u, t, row, p, False)
             return []
         return cast(list[float], [
-            observe(u, t, checked(tuple(row)), p)
-            for u, t, row, p in zip(users, ts, rows, flags, strict=True)
+            observe(u, t, row, p) for u, t, row, p in zip(users, ts, rows, flags, strict=True)
         ])
+
+    def _questions(self, X) -> list:
+        """`_question` of each row of `X`: for a float array and a learner of signed logs, the
+        whole batch in one compiled call (the same values as per row)."""
+        width = len(self.features)
+        if (self._by_logs and isinstance(X, np.ndarray) and X.dtype.kind in "fiu"
+                and X.ndim == 2 and X.shape[1] == width):
+            X = np.ascontiguousarray(X, np.float64)
+            return signed_log_rows(X, float(self.fill_value)).tolist()
+        question, checked = self._question, self._checked
+        return [question(checked(tuple(row))) for row in _rows(X, width, "X")]
 
     def erase_learnt(self, user: str) -> int:
         """Blank `user`'s examples in the learner's window (a learner that keeps them by
@@ -315,11 +341,11 @@ def user_key(user: str) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
-def _by_values(model) -> bool:
-    """Whether `model` scores and learns values in a given order without a dict
-    (`WindowedLogistic.proba_values` / `learn_values`, with weights and groups)."""
-    return callable(getattr(model, "proba_values", None)) and callable(
-        getattr(model, "learn_values", None))
+def _by_logs(model) -> bool:
+    """Whether `model` scores and learns signed logs in a given order without a dict
+    (`WindowedLogistic.proba_logs` / `learn_logs`, with weights and groups)."""
+    return callable(getattr(model, "proba_logs", None)) and callable(
+        getattr(model, "learn_logs", None))
 
 
 def _default_model() -> Any:

@@ -55,7 +55,7 @@ class DelayedLabels:
     max_pending: int
     reveal: str
     _model: Any
-    _by_values: bool
+    _by_logs: bool
     features: tuple[str, ...]
     _drift: Any
     _watermark: int
@@ -121,8 +121,8 @@ class DelayedLabels:
     def _ask(self, vals: tuple) -> float:
         if self._uninformed:
             return self.prior_proba()
-        if self._by_values:  # a learner that takes the values in `features` order
-            return self._model.proba_values(self.features, vals)
+        if self._by_logs:  # questions hold signed logs (`PurchasePropensity._question`)
+            return self._model.proba_logs(self.features, vals)
         return self._model.predict_proba_one(self._dict(vals)).get(True, 0.0)
 
     def _observe(self, user: str, t_us: int, vals: tuple, is_purchase,
