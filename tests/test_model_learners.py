@@ -124,6 +124,9 @@ def test_model_versions_keep_the_served_learner_without_its_window():
     x = {"carts": 2.0, "spend": 50.0}
     assert frozen.score(x) == models.score(x)
     assert frozen.propensity._model._Z.shape[0] == 0
+    # nothing in the version reaches the window (the constructor's argument was the learner)
+    assert frozen.propensity.model is frozen.propensity._model
+    assert len(pickle.dumps(frozen.propensity)) < len(pickle.dumps(models.propensity._model))
 
 
 def test_warm_start_serves_the_given_fit_until_the_first_refit():

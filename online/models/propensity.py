@@ -327,6 +327,8 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         scoring_copy = getattr(self._model, "scoring_copy", None)
         if callable(scoring_copy):
             twin._model = scoring_copy()
+            if self.model is self._model:  # the constructor's argument is that learner too
+                twin.model = twin._model
         return twin
 
     @property
