@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sqlite3
 import sys
@@ -78,6 +79,19 @@ def build_log(path: Path, n_users: int, n_events: int, seed: int) -> int:
     return offset
 
 
+def settle_disk() -> None:
+    """Write back every dirty page before a timed run (untimed): the log just written, an
+    earlier run's output; otherwise its writeback competes with the run that follows."""
+    os.sync()
+
+
+def clear_output(settings: Settings) -> None:
+    """Remove an earlier replay's output (snapshot files, manifest, checkpoints), as the
+    local run starts without one; the log and its sealed segments stay."""
+    shutil.rmtree(settings.offline_dir / "user_features", ignore_errors=True)
+    shutil.rmtree(settings.offline_dir / "replay", ignore_errors=True)
+
+
 def read_only(path: Path, batch: int) -> tuple[float, int]:
     """Seconds to read the whole log in the kernels' columns (the replay's read)."""
     t0, n = time.perf_counter(), 0
@@ -127,6 +141,7 @@ def main() -> None:
     build_log(warm / "events.db", 50, 2_000, 1)
     replay(Settings(data_dir=warm), progress=False)
 
+    settle_disk()
     cpu0 = time.process_time()
     summary = replay(settings, progress=True, chunk_events=args.chunk_events,
                      batch_events=args.batch_events)
@@ -183,6 +198,9 @@ def ray_figures(work: Path, warm: Path, n: int, rows: int, t_local: float,
                  object_store_memory=200 * 1024 * 1024)
         try:
             replay_ray(Settings(data_dir=warm), progress=False)  # start and warm the workers
+            # like the local run: no earlier output to delete, no writeback of it pending
+            clear_output(Settings(data_dir=work))
+            settle_disk()
             s = replay_ray(Settings(data_dir=work), progress=False, batch_events=batch_events)
         finally:
             ray.shutdown()
