@@ -137,15 +137,18 @@ class DelayedLabels:
                 self._expire()
             if self._uninformed:
                 self._refresh_prior(t_us)
-        opened = self._open
+        opened, horizon = self._open, self.horizon_us
         if user != self._last_user:
             last = self._last_user
-            if last is not None and last in opened:
-                self._settle(last, self._watermark)
+            if last is not None:
+                q = opened.get(last)
+                # `_settle` learns the head questions whose window closed: none, if not the first
+                if q is not None and q[0][1] + horizon < self._watermark:
+                    self._settle(last, self._watermark)
             self._last_user = user
         q = opened.get(user)
         if q is not None:
-            if q[0][1] + self.horizon_us < t_us:
+            if q[0][1] + horizon < t_us:
                 self._settle(user, t_us)
             if is_purchase and user in opened:
                 self._resolve_positives(user, t_us)
@@ -154,7 +157,7 @@ class DelayedLabels:
         # Hold the question, unless the user has one held less than min_spacing_us ago. A
         # negative gap (an out-of-order time) also skips, which keeps each user's queue
         # time-sorted.
-        if t_us + self.horizon_us < self._watermark:
+        if t_us + horizon < self._watermark:
             self._n_late += 1
         q = opened.get(user)
         if q is not None:
