@@ -26,8 +26,9 @@ def _app(tmp_path, recorder: Recorder, **settings):
     def factory(log, s):
         return Projector(log, s.state_dir, contributors=[DeferredWrites(recorder)])
 
-    # a long flush interval: the test flushes by hand, the follower does not interfere
-    s = ApiSettings(data_dir=tmp_path, online_flush_seconds=3600, **settings)
+    # long flush intervals: the test flushes by hand, the follower does not interfere
+    settings = {"online_flush_seconds": 3600, "online_flush_idle_seconds": 3600, **settings}
+    s = ApiSettings(data_dir=tmp_path, **settings)
     return create_app(s, projector_factory=factory)
 
 
@@ -75,3 +76,18 @@ def test_an_erased_user_is_not_pushed(tmp_path) -> None:
         client.post("/v1/events", json={"events": _events("u2", 5, 1)})
         client.app.state.service._flush_writes()
     assert [r[0] for r in recorder.rows] == ["u2"]
+
+
+def test_writes_are_pushed_as_soon_as_ingestion_pauses(tmp_path) -> None:
+    """Not a flush period later: a burst's rows reach the store right after it."""
+    import time
+
+    recorder = Recorder()
+    app = _app(tmp_path, recorder, online_flush_idle_seconds=0.05)
+    with TestClient(app) as client:
+        client.post("/v1/events", json={"events": _events("u1", 0, 3)})
+        deadline = time.monotonic() + 20  # the flush period is an hour
+        while not recorder.rows and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert recorder.rows == [("u1", 3, 3)]
+        assert client.app.state.service._flush_writes() == 0  # nothing left to push

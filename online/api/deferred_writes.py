@@ -5,8 +5,9 @@ touched users to the online store inside the projection, so an ingest request pa
 push (Feast: ~100 µs per row), reads wait behind it, and a user active in ten requests is
 pushed ten times. `DeferredWrites` replaces that: during projection it only notes which
 users changed and the log offset their newest row reflects; the server's follower thread
-flushes about once a second: `collect` copies those users' stored rows (projection held
-still, briefly), then `push` hands them to the writer with no lock held.
+flushes about once a second while events stream in, and as soon as they pause: `collect`
+copies those users' stored rows (projection held still, briefly), then `push` hands them to
+the writer with no lock held.
 
 Why this is safe: profiles are served from the projector's state, not from the online store,
 so read-your-writes does not depend on the push; the users not yet pushed are saved with
@@ -59,6 +60,11 @@ class DeferredWrites(ProfileContributor):
         """Users changed and not yet pushed."""
         with self._lock:
             return len(self._dirty.keys() | self._inflight.keys())
+
+    @property
+    def waiting(self) -> bool:
+        """Whether users changed since the last `collect` (a hint, read without the lock)."""
+        return bool(self._dirty)
 
     def on_batch(self, projector, batch, user_idx: np.ndarray, eff_ts: np.ndarray) -> None:
         # dict() keeps the last (highest) offset of a user repeated in the batch

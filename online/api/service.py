@@ -109,6 +109,7 @@ class ProfileService:
         self._checkpoint_time = time.monotonic()
         self._caught_up_at = time.monotonic()
         self._flushed_at = time.monotonic()
+        self._ingested_at = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -179,6 +180,7 @@ class ProfileService:
         offset = self.projector.offset
         if result.accepted or offset < result.next_offset:
             offset = self._project()
+        self._ingested_at = time.monotonic()
         if offset - self._checkpoint_offset >= self.settings.checkpoint_every_events:
             self._wake.set()  # the follower checkpoints; this request does not wait for it
         return result, offset
@@ -195,6 +197,12 @@ class ProfileService:
                 self.metrics.projection_seconds.observe(time.perf_counter() - start)
             self._caught_up_at = time.monotonic()
             return self.projector.offset
+
+    def _writes_waiting(self) -> bool:
+        """Whether a deferred writer holds changed users not yet collected (a hint: read
+        without its lock)."""
+        return any(c.waiting for c in self.projector.contributors
+                   if isinstance(c, DeferredWrites))
 
     def _flush_writes(self) -> int:
         """Push deferred online writes (contributors with ``collect``/``push``).
@@ -229,15 +237,24 @@ class ProfileService:
         return True
 
     def _follow(self) -> None:
+        s = self.settings
         while not self._stop.is_set():
-            self._wake.wait(_FOLLOW_POLL_S)
+            # with writes waiting, look again once ingestion may have paused long enough
+            waiting = self._writes_waiting()
+            self._wake.wait(min(_FOLLOW_POLL_S, s.online_flush_idle_seconds) if waiting
+                            else _FOLLOW_POLL_S)
             self._wake.clear()
             if self._stop.is_set():
                 return
             try:
                 if self.log.next_offset > self.projector.offset:
                     self._project()
-                if time.monotonic() - self._flushed_at >= self.settings.online_flush_seconds:
+                now = time.monotonic()
+                # once a period while events stream in, and as soon as they pause: the
+                # store then holds a burst's rows right after it, not up to a period later
+                if now - self._flushed_at >= s.online_flush_seconds or (
+                        now - self._ingested_at >= s.online_flush_idle_seconds
+                        and self._writes_waiting()):
                     self._flush_writes()
                 self._checkpoint(force=False)
             except Exception:  # keep following; the next round retries

@@ -72,7 +72,11 @@ class ApiSettings(Settings):
         60.0, gt=0, description="...or after this many seconds with new events, whichever first."
     )
     online_flush_seconds: float = Field(
-        1.0, gt=0, description="Deferred online-store writes are pushed this often."
+        1.0, gt=0, description="Deferred online-store writes are pushed this often..."
+    )
+    online_flush_idle_seconds: float = Field(
+        0.05, gt=0, description="...and once ingestion has paused this long (the store "
+        "then holds a burst's rows right after it)."
     )
     metrics_require_key: bool = Field(
         True,
