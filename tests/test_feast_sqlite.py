@@ -26,6 +26,7 @@ from helpers import shoplogs
 from offline import feast_online as fo
 from offline import feast_sqlite
 from offline import feast_store as fs
+from offline.backfill.replay import replay
 from offline.feast_rows import push_views, view_rows, write_rows
 from online import catalogue as cat
 from online import kernels
@@ -142,6 +143,25 @@ def test_projector_rows_are_stored_as_feasts_store_stores_them(tmp_path):
     versions = fo.OnlineWriter(Settings(data_dir=tmp_path / "plugin"),
                                store=stores["plugin"]).stored_versions(ids)
     assert sorted(o for o, _ in versions.values()) == sorted(np.arange(n) * 7 + 9)
+
+
+def test_materialize_writes_what_feasts_store_writes(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data")
+    shoplogs.write(settings.event_log_path, EVENTS)
+    replay(settings, progress=False)
+    fs.apply(settings)
+    stores = {}
+    for kind, config_class in (("feast", FeastConfig),
+                               ("plugin", feast_sqlite.SqliteOnlineStoreConfig)):
+        config = fs.repo_config(settings)
+        config.online_config = config_class(path=str(tmp_path / f"{kind}.db"))
+        store = stores[kind] = FeatureStore(repo_path=str(fs.FEATURE_REPO), config=config)
+        store.provider.online_store.update(config, [], store.list_feature_views(), [], [], False)
+        store.materialize(start_date=datetime(1970, 1, 1, tzinfo=UTC),
+                          end_date=datetime(2030, 1, 1, tzinfo=UTC))
+    tables = _tables(stores["feast"])
+    assert sum(len(rows) for _, rows in tables.values()) > 100
+    assert _tables(stores["plugin"]) == tables
 
 
 def test_every_value_kind_and_timestamp_is_stored_as_feast_stores_it(tmp_path):
