@@ -3,8 +3,8 @@
 Feast's ``SqliteOnlineStore.online_write_batch`` runs one ``conn.execute`` of its UPSERT per
 feature value (~50 per user), and per value serializes the proto, extracts its text and has
 sqlite's registered adapter turn both timestamps into epoch seconds; per (user, view) it
-serializes the entity key. For the projector's flushes that Python loop was most of a flush
-(~570 us per user row). `SqliteOnlineStore` here is a Feast online-store plugin
+serializes the entity key. For the projector's flushes that loop cost ~500 us per user row
+(49 values), ~85% of a flush. `SqliteOnlineStore` here is a Feast online-store plugin
 (``online_store: {type: offline.feast_sqlite.SqliteOnlineStore}`` in
 ``feature_repo/feature_store.yaml``; Feast imports ``<module>.<Class>Config`` for a dotted
 type and makes the store from the config's module and class name minus ``Config``) that
@@ -13,19 +13,20 @@ subclasses Feast's store and changes only the write:
 - the values Feast's loop would bind are made first, by Feast's own functions:
   ``serialize_entity_key`` once per distinct key (kept across calls by the key proto's own
   bytes: a user's key is serialized once for all views), ``SerializeToString`` and
-  ``extract_text_and_num`` once per distinct ``ValueProto`` object in the call
-  (``offline.feast_rows`` shares the protos of repeated values), ``to_naive_utc`` and the
+  ``extract_text_and_num`` once per distinct ``ValueProto`` in the call (by object, as
+  ``offline.feast_rows`` shares the protos of repeated values, then by the proto's bytes,
+  which determine its text: a flush's ~68k values hold ~15k contents), ``to_naive_utc`` and the
   adapter sqlite3 has registered for ``datetime`` (Feast's ``adapt_datetime_epoch``) once per
   timestamp object (kept across calls by identity, the object held), so the stored integers
   are the ones Feast's ``execute`` binds;
-- then, in one transaction as Feast's loop, ``executemany`` of one statement per entity row:
-  Feast's UPSERT with one ``VALUES`` row per feature, in Feast's order (SQLite upserts a
-  multi-row ``VALUES`` row by row, so rows, rowids and conflicts come out as Feast's), the
-  entity key and both times bound once for the row's features. sqlite3 looks up an adapter
-  for every bound ``bytes`` and ``None`` (~1 us each): the blobs are bound as ``bytearray``
-  (stored as the same blobs) and a NULL value_text as the integer 0, a NULL created_ts as
-  ``''``, which the statement turns back into NULL (a stored text is always text, a stored
-  time always an integer).
+- then, in one transaction as Feast's loop, ``executemany`` of Feast's UPSERT with one
+  ``VALUES`` row per feature of 8 entity rows (the rest one by one), in Feast's order (SQLite
+  upserts a multi-row ``VALUES`` row by row, so rows, rowids and conflicts come out as
+  Feast's), each entity row's key and times bound once for all its features. sqlite3 looks
+  up an adapter for every bound ``bytes`` and ``None`` (~1 us each): the blobs are bound as
+  ``bytearray`` (stored as the same blobs), a NULL value_text as the integer 0 and a NULL
+  created_ts as ``''``, which the statement turns back into NULL (a stored text is always
+  text, a stored time always an integer).
 
 Whatever it does not handle exactly as Feast goes to Feast's method unchanged:
 ``vector_enabled``, ``enable_openai_compatible_store`` (the ``value_num`` column), a
@@ -61,6 +62,7 @@ _CACHE_MAX = 1 << 16  # entity keys / timestamps kept across calls; cleared when
 _COLUMNS = ("entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts")
 _BOUND_HERE = (int, str, bytearray, bytes, type(None))  # an adapter for one: Feast's write
 _NO_TEXT, _NO_CREATED = 0, ""
+_USERS = 8  # entity rows a statement writes
 
 
 class SqliteOnlineStoreConfig(feast_sqlite.SqliteOnlineStoreConfig):
@@ -76,7 +78,7 @@ class SqliteOnlineStore(feast_sqlite.SqliteOnlineStore):
     _keys: dict[bytes, bytearray] | None = None  # key proto's bytes -> Feast's key bytes
     _key_version: int | None = None  # the serialization version of `_keys`
     _times: dict[int, tuple[datetime, int]] | None = None  # id -> (the datetime, bound int)
-    _statements: dict[tuple[str, tuple[str, ...]], str] | None = None
+    _statements: dict[tuple[str, tuple[str, ...], int], str] | None = None
 
     def online_write_batch(self, config, table, data: Sequence[tuple],
                            progress: Callable[[int], Any] | None) -> None:
@@ -116,9 +118,11 @@ class SqliteOnlineStore(feast_sqlite.SqliteOnlineStore):
         keys, times = self._keys, self._times
         limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         values: dict[int, tuple[bytearray, Any]] = {}  # id -> (serialized, value_text)
-        runs: list[tuple[str, list[list]]] = []
+        contents: dict[bytes, tuple[bytearray, Any]] = {}  # the same by the proto's bytes
+        runs: list[tuple[tuple[str, ...], list[list]]] = []  # (names, one list per row)
         names: tuple[str, ...] | None = None
         params: list[list] = []
+        get, ident = values.get, id
         for entity_key, features, event_ts, created_ts in data:
             proto = entity_key.SerializeToString()
             key = keys.get(proto)
@@ -137,24 +141,37 @@ class SqliteOnlineStore(feast_sqlite.SqliteOnlineStore):
                         type(n) is str and "\0" not in n for n in row_names):
                     return None
                 names, params = row_names, []
-                runs.append((self._statement(table_name, names), params))
+                runs.append((names, params))
             row = [key, event, created]
             for val in features.values():
-                done = values.get(id(val))  # `data` holds every val: ids are not reused
+                done = get(ident(val))  # `data` holds every val: ids are not reused
                 if done is None:
-                    text = extract_text_and_num(val, False)[0]
-                    done = values[id(val)] = (bytearray(val.SerializeToString()),
-                                              _NO_TEXT if text is None else text)
+                    serialized = val.SerializeToString()
+                    done = contents.get(serialized)
+                    if done is None:
+                        text = extract_text_and_num(val, False)[0]
+                        done = contents[serialized] = (bytearray(serialized),
+                                                       _NO_TEXT if text is None else text)
+                    values[ident(val)] = done
                 row += done
             params.append(row)
-        return runs
+        out = []
+        for names, rows in runs:  # `_USERS` entity rows a statement, then one at a time
+            per = min(_USERS, limit // (3 + 2 * len(names)))
+            whole = len(rows) - len(rows) % per
+            if whole:
+                out.append((self._statement(table_name, names, per),
+                            [sum(rows[i:i + per], []) for i in range(0, whole, per)]))
+            if whole < len(rows):
+                out.append((self._statement(table_name, names, 1), rows[whole:]))
+        return out
 
-    def _statement(self, table_name: str, names: tuple[str, ...]) -> str:
+    def _statement(self, table_name: str, names: tuple[str, ...], users: int) -> str:
         assert self._statements is not None
-        key = (table_name, names)
+        key = (table_name, names, users)
         statement = self._statements.get(key)
         if statement is None:
-            statement = self._statements[key] = _upsert(table_name, names)
+            statement = self._statements[key] = _upsert(table_name, names, users)
         return statement
 
 
@@ -176,17 +193,21 @@ def _bound(times: dict[int, tuple[datetime, int]], adapt: Callable[[datetime], A
     return bound
 
 
-def _upsert(table_name: str, names: Sequence[str]) -> str:
-    """Feast's UPSERT (no value_num/vector columns) of one entity row, a ``VALUES`` row per
-    feature: parameters key, event time, created time ('' for NULL), then (value, value_text
-    (0 for NULL)) per feature."""
+def _upsert(table_name: str, names: Sequence[str], users: int) -> str:
+    """Feast's UPSERT (no value_num/vector columns) of ``users`` entity rows, a ``VALUES`` row
+    per feature: parameters per entity row key, event time, created time ('' for NULL), then
+    (value, value_text (0 for NULL)) per feature."""
     rows = []
-    for i, name in enumerate(names):
-        value, text = 4 + 2 * i, 5 + 2 * i
-        literal = "'" + name.replace("'", "''") + "'"
-        rows.append(f"(?1, {literal}, ?{value}, "
-                    f"CASE WHEN typeof(?{text}) = 'integer' THEN NULL ELSE ?{text} END, ?2, "
-                    "CASE WHEN typeof(?3) = 'text' THEN NULL ELSE ?3 END)")
+    for user in range(users):
+        at = user * (3 + 2 * len(names))
+        key, event, created = at + 1, at + 2, at + 3
+        for i, name in enumerate(names):
+            value, text = at + 4 + 2 * i, at + 5 + 2 * i
+            literal = "'" + name.replace("'", "''") + "'"
+            rows.append(f"(?{key}, {literal}, ?{value}, "
+                        f"CASE WHEN typeof(?{text}) = 'integer' THEN NULL ELSE ?{text} END, "
+                        f"?{event}, CASE WHEN typeof(?{created}) = 'text' THEN NULL "
+                        f"ELSE ?{created} END)")
     update_set = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[2:])
     return (f"INSERT INTO {feast_sqlite._quote_id(table_name)} ({', '.join(_COLUMNS)}) "
             f"VALUES {', '.join(rows)} "

@@ -34,7 +34,7 @@ from online.eventlog import EventLog
 from online.projector import Projector
 from online.settings import Settings
 
-EVENTS = shoplogs.make_events(300, seed=13, users=8)
+EVENTS = shoplogs.make_events(300, seed=13, users=11)
 
 
 def _stores(tmp_path, **options) -> dict[str, FeatureStore]:
@@ -122,10 +122,10 @@ def test_projector_rows_are_stored_as_feasts_store_stores_them(tmp_path):
     conn = plugin.provider.online_store._get_conn(plugin.config)
     for offsets in (np.arange(n, dtype=np.int64) * 7 + 3, np.arange(n, dtype=np.int64) * 7 + 9):
         batches = view_rows(views, ids, stored, offsets, ts)
-        for view, rows in batches:  # batched: one statement, one parameter row per user
+        for view, rows in batches:  # batched: 8 users a statement, then the rest one by one
             table = _table_id(plugin.project, view, False)
             runs = plugin.provider.online_store._runs(plugin.config, conn, table, rows)
-            assert runs is not None and [len(p) for _, p in runs] == [n]
+            assert runs is not None and [len(p) for _, p in runs] == [n // 8, n % 8]
         for store in stores.values():
             write_rows(store, batches)
         stored = {k: (v[::-1].copy() if isinstance(v, np.ndarray) else v[::-1])
