@@ -17,8 +17,8 @@ subclasses Feast's store and changes only the write:
   ``offline.feast_rows`` shares the protos of repeated values, then by the proto's bytes,
   which determine its text: a flush's ~68k values hold ~15k contents), ``to_naive_utc`` and the
   adapter sqlite3 has registered for ``datetime`` (Feast's ``adapt_datetime_epoch``) once per
-  timestamp object (kept across calls by identity, the object held), so the stored integers
-  are the ones Feast's ``execute`` binds;
+  timestamp object (kept across calls by identity, the object held, while the adapter is the
+  same), so the stored integers are the ones Feast's ``execute`` binds;
 - then, in one transaction as Feast's loop, ``executemany`` of Feast's UPSERT with one
   ``VALUES`` row per feature of 8 entity rows (the rest one by one), in Feast's order (SQLite
   upserts a multi-row ``VALUES`` row by row, so rows, rowids and conflicts come out as
@@ -78,6 +78,7 @@ class SqliteOnlineStore(feast_sqlite.SqliteOnlineStore):
     _keys: dict[bytes, bytearray] | None = None  # key proto's bytes -> Feast's key bytes
     _key_version: int | None = None  # the serialization version of `_keys`
     _times: dict[int, tuple[datetime, int]] | None = None  # id -> (the datetime, bound int)
+    _adapt: Callable[[datetime], Any] | None = None  # the adapter `_times` holds values of
     _statements: dict[tuple[str, tuple[str, ...], int], str] | None = None
 
     def online_write_batch(self, config, table, data: Sequence[tuple],
@@ -111,9 +112,9 @@ class SqliteOnlineStore(feast_sqlite.SqliteOnlineStore):
         version = config.entity_key_serialization_version
         if self._keys is None or self._key_version != version or len(self._keys) > _CACHE_MAX:
             self._keys, self._key_version = {}, version
-        if self._times is None or len(self._times) > _CACHE_MAX:
-            self._times = {}
-        if self._statements is None:
+        if self._times is None or self._adapt is not adapt or len(self._times) > _CACHE_MAX:
+            self._times, self._adapt = {}, adapt
+        if self._statements is None or len(self._statements) > _CACHE_MAX:
             self._statements = {}
         keys, times = self._keys, self._times
         limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
