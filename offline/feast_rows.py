@@ -2,8 +2,9 @@
 
 ``FeatureStore.push`` of a frame converts it per feature view through pandas, arrow and
 Feast's generic per-value type mapping, then hands the rows to the online store's
-``online_write_batch``, which for the sqlite store runs one ``INSERT ... ON CONFLICT`` per
-feature value and commits once per view. For the projector's flushes (thousands of users, ~60
+``online_write_batch``, which for Feast's sqlite store runs one ``INSERT ... ON CONFLICT`` per
+feature value and commits once per view (``offline.feast_sqlite``, the store we run, batches
+that write). For the projector's flushes (thousands of users, ~60
 features each) the conversions before that write took about half of a flush. Here:
 
 - `view_rows` builds each view's ``online_write_batch`` rows (entity key, ``ValueProto`` per
