@@ -35,7 +35,7 @@ import numpy as np
 from online import kernels
 from online.projector import ProfileContributor
 
-__all__ = ["DeferredWrites", "PushRows"]
+__all__ = ["DeferredWrites", "PushRows", "writes_waiting"]
 
 # push_rows(user_ids, stored values by feature name (kernels.stored_values), offsets)
 PushRows = Callable[[list[str], Mapping[str, np.ndarray], np.ndarray], Any]
@@ -137,3 +137,9 @@ class DeferredWrites(ProfileContributor):
 
     def stats(self) -> dict[str, int]:
         return {"pending_users": self.pending, "pushed_rows": self.pushed_rows}
+
+
+def writes_waiting(projector) -> bool:
+    """Whether a `DeferredWrites` of the projector holds users changed since its last
+    `collect` (a hint: read without its lock)."""
+    return any(c.waiting for c in projector.contributors if isinstance(c, DeferredWrites))

@@ -25,14 +25,13 @@ from contextlib import nullcontext
 from typing import Any
 
 from online import catalogue
-from online.catalogue import iso_utc
 from online.eventlog import AppendResult, EventLog
-from online.events import EventType
 from online.writerlock import WriterLock
 
 from .consistency import ProfileSampler
-from .deferred_writes import DeferredWrites
+from .deferred_writes import DeferredWrites, writes_waiting
 from .errors import AsOfWorkLimit, UnknownFeature, UnknownUserError
+from .history import history_rows
 from .metrics import ApiMetrics
 from .profile_cache import ProfileCache, profile_json, served_body, warm_up
 from .rwlock import ReadWriteLock
@@ -51,18 +50,7 @@ Eraser = Callable[[ApiSettings, str, EventLog, Any], dict[str, Any]]
 
 _log = logging.getLogger("portrait.api")
 _FOLLOW_POLL_S = 0.25
-_TYPE_NAMES = {int(t): t.wire_name for t in EventType}
 _KNOWN_FEATURES = frozenset(catalogue.served_names())
-
-
-def pseudonymizer_for(settings: ApiSettings):
-    """The user-id pseudonymizer of the data dir (None without a key), as every writer uses.
-
-    Raises `online.privacy.PseudonymKeyError` when the key does not match the data dir's.
-    """
-    from online.privacy import pseudonymizer_from_settings
-
-    return pseudonymizer_from_settings(settings)
 
 
 def default_projector(log: EventLog, settings: ApiSettings):
@@ -120,7 +108,7 @@ class ProfileService:
         # the server is the data dir's one projecting writer while it runs (WriterBusy else)
         self._writer = WriterLock(s.state_dir, command="portrait serve").acquire()
         try:
-            self.log = EventLog(s.event_log_path, pseudonymizer=pseudonymizer_for(s))
+            self.log = EventLog(s.event_log_path, pseudonymizer=_pseudonymizer(s))
             self.projector = self._projector_factory(self.log, s)
             self._checkpoint_offset = self.projector.offset
             self._project()
@@ -198,12 +186,6 @@ class ProfileService:
             self._caught_up_at = time.monotonic()
             return self.projector.offset
 
-    def _writes_waiting(self) -> bool:
-        """Whether a deferred writer holds changed users not yet collected (a hint: read
-        without its lock)."""
-        return any(c.waiting for c in self.projector.contributors
-                   if isinstance(c, DeferredWrites))
-
     def _flush_writes(self) -> int:
         """Push deferred online writes (contributors with ``collect``/``push``).
 
@@ -240,7 +222,7 @@ class ProfileService:
         s = self.settings
         while not self._stop.is_set():
             # with writes waiting, look again once ingestion may have paused long enough
-            waiting = self._writes_waiting()
+            waiting = writes_waiting(self.projector)
             self._wake.wait(min(_FOLLOW_POLL_S, s.online_flush_idle_seconds) if waiting
                             else _FOLLOW_POLL_S)
             self._wake.clear()
@@ -254,7 +236,7 @@ class ProfileService:
                 # store then holds a burst's rows right after it, not up to a period later
                 if now - self._flushed_at >= s.online_flush_seconds or (
                         now - self._ingested_at >= s.online_flush_idle_seconds
-                        and self._writes_waiting()):
+                        and writes_waiting(self.projector)):
                     self._flush_writes()
                 self._checkpoint(force=False)
             except Exception:  # keep following; the next round retries
@@ -385,21 +367,8 @@ class ProfileService:
     ) -> list[dict[str, Any]]:
         """The user's newest ``limit`` events (time before ``before_us``, offset before
         ``before_offset``), newest first."""
-        batch = self.log.read_user(
-            self.log.stored_user_id(user_id), limit=limit, before_ts_us=before_us,
-            before_offset=before_offset,
-        )
-        rows = []
-        for i in range(len(batch) - 1, -1, -1):
-            price = float(batch.price[i])
-            rows.append({
-                "offset": int(batch.offset[i]), "event_id": batch.event_id[i],
-                "user_id": user_id, "type": _TYPE_NAMES[int(batch.type[i])],
-                "ts": iso_utc(int(batch.ts[i])), "item_id": batch.item_id[i],
-                "category": batch.category[i], "session_id": batch.session_id[i],
-                "price": None if price != price else price, "quantity": int(batch.quantity[i]),
-            })  # fmt: skip
-        return rows
+        return history_rows(self.log, user_id, limit=limit, before_us=before_us,
+                            before_offset=before_offset)
 
     def readiness(self) -> tuple[bool, int, int]:
         """(log open, projector offset, log next offset)."""
@@ -409,6 +378,15 @@ class ProfileService:
             return True, self.projector.offset, self.log.next_offset
         except Exception:
             return False, self.projector.offset, 0
+
+
+def _pseudonymizer(settings: ApiSettings):
+    """The data dir's user-id pseudonymizer (None without a key; `PseudonymKeyError` when
+    the key does not match the data dir's), as every writer uses."""
+    from online.privacy import pseudonymizer_from_settings
+
+    return pseudonymizer_from_settings(settings)
+
 
 def _check_features(features: list[str] | None) -> None:
     if features:
