@@ -80,7 +80,7 @@ def choose(Z: np.ndarray, candidates: list[np.ndarray], tolerance: float) -> int
     costs = [float(a.sum()) for a, _ in pairs]
     bound = min(costs) * (1.0 + tolerance) + 1e-9
     near = [i for i, c in enumerate(costs) if c <= bound]
-    scores = [_separation(*pairs[i]) if len(candidates[i]) >= 2 else 1.0 for i in near]
+    scores = [_separation(*pairs[i]) for i in near]
     return near[int(np.argmax(scores))]
 
 
@@ -96,7 +96,10 @@ def _nearest_two(Z: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray |
     return two[:, 0], two[:, 1]
 
 
-def _separation(a2: np.ndarray, b2: np.ndarray) -> float:
+def _separation(a2: np.ndarray, b2: np.ndarray | None) -> float:
+    """`separation` from `_nearest_two`'s distances (1 when k = 1: no second centre)."""
+    if b2 is None:
+        return 1.0
     a, b = np.sqrt(a2), np.sqrt(b2)
     return float(np.mean((b - a) / np.maximum(b, 1e-12)))
 

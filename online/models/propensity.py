@@ -180,7 +180,9 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
             if self._by_logs:
                 for q in self._open.values():
                     for i, item in enumerate(q):
-                        q[i] = item[:3] + (array("d", signed_logs(item[3])),) + item[4:]
+                        logs = signed_logs(item[3])  # held values are finite (_checked)
+                        assert logs is not None
+                        q[i] = item[:3] + (array("d", logs),) + item[4:]
 
     @classmethod
     def _unit_test_params(cls):
