@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from offline.backfill import files as store
+from offline.backfill.checkpoints import merge_states
 from online import catalogue as cat
 from online.state import UserState
 
@@ -19,6 +20,13 @@ def _state(n: int) -> tuple[UserState, np.ndarray]:
     state = UserState()
     state.index_users(np.array([f"u{k}" for k in range(n)], dtype=object))
     return state, np.arange(n, dtype=np.int64)
+
+
+def _written(directory, state: UserState, last: np.ndarray):
+    directory.mkdir(parents=True)
+    state.write_into(directory)
+    np.save(directory / "last_offset.npy", last)
+    return directory
 
 
 def _touch(root, *names):
@@ -73,14 +81,42 @@ def test_a_rebuild_replaces_every_chunk_and_deletes_the_files_it_does_not_name(m
     man.replace_tail(root, ["d/t"], 1, 1)
     man.begin_run({"engine": "ray", "end": 9})
     man.replace_all(root, {"start": 0, "end": 9, "files": ["d/new"], "rows": 2, "events": 9},
-                    {"end": 9, "files": ["d/new-tail"], "rows": 1}, 99, *_state(3))
+                    {"end": 9, "files": ["d/new-tail"], "rows": 1}, 99,
+                    [_written(tmp_path / "staged", *_state(3))])
     again = store.Manifest.load(man.root)
     assert [c["files"] for c in again.chunks] == [["d/new"]] and again.run is None
     assert again.tail["files"] == ["d/new-tail"] and again.watermark_us == 99
     assert sorted(p.name for p in (root / "d").iterdir()) == ["new", "new-tail"]
     assert again.checkpoints == [9]
     # an empty log: nothing committed, nothing checkpointed
-    man.replace_all(root, None, {}, cat.NO_TS, UserState(), np.zeros(0, np.int64))
+    man.replace_all(root, None, {}, cat.NO_TS, [])
     again = store.Manifest.load(man.root)
     assert (again.chunks, again.tail, again.end) == ([], {}, 0)
     assert not list((root / "d").iterdir())
+
+
+def _users(prefix: str, n: int, items: list[str]) -> tuple[UserState, np.ndarray]:
+    state = UserState()
+    state.index_users(np.array([f"{prefix}{k}" for k in range(n)], dtype=object))
+    codes = state.encode_items(np.array(items, dtype=object))
+    state.recent[:n, 0] = codes[np.arange(n) % len(codes)]
+    state.ints[:n, 0] = np.arange(n) + (100 if prefix == "b" else 0)
+    return state, np.arange(n, dtype=np.int64) + (1000 if prefix == "b" else 0)
+
+
+def test_disjoint_states_adopted_as_parts_read_back_as_their_merge(man, tmp_path):
+    a, b = _users("a", 3, ["i1", "i2"]), _users("b", 4, ["i2", "i3", "i4"])
+    dirs = [_written(tmp_path / "g0", *a), _written(tmp_path / "g1", *b)]
+    store.adopt_parts(man, 7, dirs)
+    assert man.checkpoints == [7] and not any(d.exists() for d in dirs)  # renamed, not copied
+    state, last = store.load_checkpoint(man, 7)
+    want, want_last = merge_states([a, b])
+    assert state.equals(want) and last.tolist() == want_last.tolist()
+    assert state.users.values == ["a0", "a1", "a2", "b0", "b1", "b2", "b3"]
+    # codes re-coded into the merged maps: b's users still point at b's items
+    assert [state.items.values[c] for c in state.recent[3:7, 0]] == ["i2", "i3", "i4", "i2"]
+    assert sorted(p.name for p in store.state_dirs(man.root)) == ["p0000", "p0001"]
+    # one part is adopted as a whole checkpoint
+    store.adopt_parts(man, 9, [_written(tmp_path / "g2", *a)])
+    assert store.load_checkpoint(man, 9)[0].equals(a[0])
+    assert not (man.checkpoint_dir(9) / "parts.json").exists()

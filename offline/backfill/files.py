@@ -10,7 +10,8 @@ Layout under ``<data_dir>/offline/``:
 - ``replay/manifest.json``: committed chunks (offsets, files, rows), the tail, the kept
   checkpoints, the run in progress and the watermark; replaced atomically.
 - ``replay/checkpoints/<offset>/``: the feature state (``UserState.write_into``) and each
-  user's newest applied offset (``last_offset.npy``) at a chunk boundary;
+  user's newest applied offset (``last_offset.npy``) at a chunk boundary, whole or in parts
+  (``offline.backfill.checkpoints``);
   ``replay/ray/<group>/state/``: the same for each group of an unfinished Ray replay.
 
 Erasure: `erase_user_from_checkpoints` and `erase_user_from_parquet` rewrite, each file
@@ -31,6 +32,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from offline.backfill import rows as sn
+from offline.backfill.checkpoints import (  # noqa: F401 (the replay's names for them)
+    adopt_checkpoint,
+    adopt_parts,
+    load_checkpoint,
+    save_checkpoint,
+    state_dirs,
+)
 from online import catalogue as cat
 from online.durable import fsync_dir, fsync_tree, replace_file
 from online.state import UserState
@@ -130,17 +138,13 @@ class Manifest:
             (root / name).unlink(missing_ok=True)
 
     def replace_all(self, root: Path, chunk: dict[str, Any] | None, tail: dict[str, Any],
-                    watermark_us: int, state: UserState | None, last_offset: np.ndarray | None,
-                    *, prepared: Path | None = None) -> None:
+                    watermark_us: int, parts: list[Path]) -> None:
         """A rebuild of ``[0, chunk end)`` as one chunk (its files in place under ``root``):
-        checkpoint its state (or adopt ``prepared``, a directory holding it already), delete
-        every file it does not name, finish the run."""
+        adopt ``parts`` (directories each holding the state of disjoint users, in order) as
+        its checkpoint, delete every file it does not name, finish the run."""
         end = chunk["end"] if chunk else 0
-        if end and prepared is not None:
-            adopt_checkpoint(self, end, prepared)
-        elif end:  # offset 0 is the empty state, never stored
-            assert state is not None and last_offset is not None
-            save_checkpoint(self, end, state, last_offset)
+        if end:  # offset 0 is the empty state, never stored
+            adopt_parts(self, end, parts)
         keep = set(chunk["files"] if chunk else []) | set(tail.get("files", []))
         old = [f for c in self.chunks for f in c["files"]] + self.tail.get("files", [])
         for name in set(old) - keep:
@@ -175,40 +179,6 @@ class Manifest:
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically and durably (`online.durable.replace_file`)."""
     replace_file(path, data)
-
-
-def save_checkpoint(man: Manifest, offset: int, state: UserState, last_offset: np.ndarray,
-                    ) -> None:
-    """Write the state at chunk boundary ``offset`` (atomically) and record it."""
-    target = man.checkpoint_dir(offset)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state.write_into(tmp)
-    np.save(tmp / "last_offset.npy", last_offset[: state.n_users])
-    adopt_checkpoint(man, offset, tmp)
-
-
-def adopt_checkpoint(man: Manifest, offset: int, directory: Path) -> None:
-    """Make ``directory`` (``UserState.write_into`` plus ``last_offset.npy``, on the same
-    file system) the checkpoint at ``offset`` by renaming it: no copy of the state."""
-    fsync_tree(directory)  # durable before the manifest names it
-    target = man.checkpoint_dir(offset)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(directory, target)
-    fsync_dir(target.parent)
-    if offset not in man.checkpoints:
-        man.checkpoints = sorted([*man.checkpoints, offset])
-
-
-def load_checkpoint(man: Manifest, offset: int) -> tuple[UserState, np.ndarray]:
-    """The state and per-user newest offsets at ``offset`` (0: empty)."""
-    if offset == 0:
-        return UserState(), np.zeros(0, np.int64)
-    path = man.checkpoint_dir(offset)
-    return UserState.load(path), np.load(path / "last_offset.npy")
 
 
 def prune_checkpoints(man: Manifest, keep_also: int) -> None:
@@ -325,11 +295,8 @@ def erase_user_from_checkpoints(offline_dir: Path, stored_id: str) -> dict[str, 
     """Rewrite every replay checkpoint (and Ray group state) holding the user without them."""
     replay_dir = Path(offline_dir) / "replay"
     rewritten = 0
-    found = [*replay_dir.glob("checkpoints/*"), *replay_dir.glob("ray/*/state")]
-    for directory in sorted(p for p in found if p.is_dir()):
+    for directory in state_dirs(replay_dir):
         root = directory.parent
-        if not (directory / "codes.json").exists():
-            continue
         users = json.loads((directory / "codes.json").read_text("utf-8"))["users"]
         if stored_id not in users:  # the id map alone says: no arrays to load
             continue

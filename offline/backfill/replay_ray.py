@@ -5,16 +5,18 @@ snapshot is a function of one user's events, so a group of partitions replays on
 each task reads its partitions (sealed segments, then the live tail in offset order), runs
 the very kernels of the local replay (``offline.backfill.rows.event_rows`` and
 ``tail_rows``) on a state of its own users, and writes its parquet files and its state into
-a staging directory.  The snapshot (files in ``user_features/``, the manifest, a checkpoint of
-the merged state at the end) is committed by the driver only when every task has finished,
-so readers never see a half-run.  The rows are exactly those of ``offline.backfill.replay.replay``
+a staging directory.  The snapshot (files in ``user_features/``, the manifest, the end
+checkpoint) is committed by the driver only when every task has finished, so readers never
+see a half-run; the groups' states become the parts of that checkpoint by renaming
+(``offline.backfill.checkpoints``), merged only when read.  The rows are exactly those of
+``offline.backfill.replay.replay``
 over the same offsets (tests compare them); only their grouping into files differs.
 
 Failures: a task whose worker dies (killed, OOM, a machine lost) is retried alone by Ray
 (``max_retries``); it starts its group afresh.  A driver that dies leaves the finished groups
 in the staging directory (each with a ``done.json``), and the same call resumes: only the
 missing groups run again.  A Ray replay rebuilds ``[0, end)``, the whole backfill; the local
-engine then extends the snapshot incrementally from the merged checkpoint.
+engine then extends the snapshot incrementally from that checkpoint.
 
 Layout: ``offline/replay/ray/g<k>/{rows/date=D/*.parquet, state/, done.json}`` while a run
 is in progress; the committed files are ``part-0-<end>-g<k>.parquet`` and
@@ -36,6 +38,7 @@ import numpy as np
 
 from offline.backfill import files as store
 from offline.backfill import rows as sn
+from offline.backfill.checkpoints import merge_states
 from offline.backfill.replay import BATCH_EVENTS, ReplaySummary, _progress, _settings, snapshot_dir
 from offline.log_archive import SegmentStore, segment_store
 from online import catalogue as cat
@@ -43,7 +46,7 @@ from online import partitions as pt
 from online.durable import fsync_tree
 from online.eventlog import ColumnBatch, EventLog
 from online.settings import Settings
-from online.state import I_LAST_TS, CodeMap, UserState
+from online.state import I_LAST_TS, UserState
 
 __all__ = ["RayReplayFailed", "merge_states", "replay_ray"]
 
@@ -237,19 +240,12 @@ def _maybe_fail(fail_once_dir: str | None, group: int) -> None:
 
 def _commit(man: store.Manifest, root: Path, staging: Path, results: dict[int, dict],
             end: int, n_parts: int, summary: ReplaySummary) -> None:
-    """Merge the groups' states into the end checkpoint, move their files in, save.
+    """Move the groups' files in, make their states the end checkpoint, save.
 
-    One group's state is already the whole state: its directory becomes the checkpoint
-    (renamed, not loaded, merged and written again: at 100,000 users that is ~200 MB)."""
+    The groups' state directories become the parts of the end checkpoint by renaming
+    (``offline.backfill.checkpoints``): the driver neither loads nor writes any user's state,
+    so committing costs the same for 1,000 users as for 100 million."""
     order = sorted(results)
-    prepared = staging / f"g{order[0]:04d}" / "state" if len(order) == 1 else None
-    state: UserState | None = None
-    last_offset: np.ndarray | None = None
-    if prepared is None:
-        parts = [(UserState.load(staging / f"g{g:04d}" / "state"),
-                  np.load(staging / f"g{g:04d}" / "state" / "last_offset.npy")) for g in order]
-        state, last_offset = merge_states(parts)
-        del parts
     rows_files, tail_files = [], []
     for g in order:
         r = results[g]
@@ -265,7 +261,8 @@ def _commit(man: store.Manifest, root: Path, staging: Path, results: dict[int, d
              "groups": len(order)} if end else None
     tail = {"end": end, "files": sorted(tail_files), "rows": summary.tail_rows}
     watermark = max((results[g]["watermark_us"] for g in order), default=cat.NO_TS)
-    man.replace_all(root, chunk, tail, watermark, state, last_offset, prepared=prepared)
+    man.replace_all(root, chunk, tail, watermark,
+                    [staging / f"g{g:04d}" / "state" for g in order])
     shutil.rmtree(staging, ignore_errors=True)
     summary.chunks = len(order)
     peaks: dict[str, float] = {}
@@ -283,41 +280,3 @@ def _move(src: Path, dst: Path) -> None:
         os.replace(src, dst)
     elif not dst.exists():
         raise FileNotFoundError(f"staged snapshot file {src} is missing")
-
-
-def merge_states(parts: list[tuple[UserState, np.ndarray]]) -> tuple[UserState, np.ndarray]:
-    """One state holding the disjoint users of ``parts`` (each with its per-user offsets).
-
-    Users are concatenated in order; item and category codes are re-coded into the merged
-    maps (``recent`` and ``cat_code`` hold codes; HyperLogLog registers use the items'
-    stable hashes and need nothing).
-    """
-    total = sum(s.n_users for s, _ in parts)
-    merged = UserState(capacity=max(total, 1))
-    users: list[str | None] = []
-    offsets = []
-    at = 0
-    for state, last in parts:
-        n = state.n_users
-        if not n:
-            continue
-        for name, arr in state.arrays().items():
-            getattr(merged, name)[at: at + n] = arr
-        items = _recode(merged.encode_items, state.items.values)
-        cats = _recode(merged.encode_categories, state.categories.values)
-        recent, codes = merged.recent[at: at + n], merged.cat_code[at: at + n]
-        recent[...] = np.where(recent >= 0, items[np.maximum(recent, 0)], -1)
-        codes[...] = np.where(codes >= 0, cats[np.maximum(codes, 0)], -1)
-        users += state.users.values
-        offsets.append(np.asarray(last[:n], np.int64))
-        at += n
-    merged.users = CodeMap(users)
-    merged.n_users = total
-    return merged, np.concatenate(offsets) if offsets else np.zeros(0, np.int64)
-
-
-def _recode(encode: Callable[[np.ndarray], np.ndarray], values: list) -> np.ndarray:
-    """Merged codes of a part's code map values (index: the part's code)."""
-    if not values:
-        return np.zeros(1, np.int32)
-    return np.asarray(encode(np.array(values, dtype=object)), np.int32)
