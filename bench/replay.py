@@ -13,13 +13,19 @@ The bench log is bulk-loaded with plain SQLite inserts in the log's own column l
 10 million of them would take longer than everything measured here.
 
 With ``--engine ray`` the same run also times ``offline.backfill.replay_ray.replay_ray`` on a local
-Ray with 1 and with 2 workers (one task per worker, each a group of log partitions; Ray
-started and its workers warmed on a tiny log before the clock starts), checks that its rows
-equal the local replay's row count, and reports each worker's peak RSS and the speed-ups
-(bars: 2 workers >= 1.7x one worker, one worker >= the local replay).
+Ray of 2 CPUs with 1 and with 2 workers (one task per worker, each a group of log partitions;
+both workers started and warmed on a tiny log before the clock starts), checks that its rows
+equal the local replay's row count, and reports each task's peak RSS and the speed-ups (bars:
+2 workers >= 1.7x one worker, one worker >= the local replay).
+
+Every timed run starts from an empty output with the disk settled, and the runs go in rounds
+(``--repeat``, default 3: local, Ray 1 worker, Ray 2 workers, again): on these shared 2-core
+hosts one configuration's time drifts by 10-20% between minutes, so a single run of each
+compared moments of the host, not the engines.  Figures are the medians of the rounds, ratios
+are of medians, and every run's seconds are in the JSON.
 
 Run: ``.venv/bin/python bench/replay.py [--events 10000000] [--users N] [--seed 7]
-[--engine ray]``. The last line of output is one JSON object with every figure.
+[--engine ray] [--repeat 3]``. The last line of output is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import json
 import os
 import shutil
 import sqlite3
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -120,6 +127,8 @@ def main() -> None:
     p.add_argument("--chunk-events", type=int, default=1_000_000)
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="ray: also time the Ray replay with 1 and 2 workers")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="rounds of runs; figures are the medians over them")
     p.add_argument("--archive", action="store_true",
                    help="with --engine ray: seal the log into segments first (untimed, after "
                         "the local replay), so that the Ray tasks read segments, as on a "
@@ -132,7 +141,6 @@ def main() -> None:
     n = build_log(log_path, users, args.events, args.seed)
     print(f"log: {n:,} events, {users:,} users ({time.perf_counter() - t0:.1f} s to prepare)",
           file=sys.stderr)
-    shutil.rmtree(work / "offline", ignore_errors=True)
     settings = Settings(data_dir=work)
 
     # warm the JIT on a tiny replay so compile time is not counted
@@ -140,21 +148,50 @@ def main() -> None:
     shutil.rmtree(warm, ignore_errors=True)
     build_log(warm / "events.db", 50, 2_000, 1)
     replay(Settings(data_dir=warm), progress=False)
+    ray = _start_ray(warm) if args.engine == "ray" else None
+    if args.engine == "ray" and args.archive:
+        from offline.log_archive import archive
 
-    settle_disk()
-    cpu0 = time.process_time()
-    summary = replay(settings, progress=True, chunk_events=args.chunk_events,
-                     batch_events=args.batch_events)
-    t_replay = summary.seconds
-    cpu_per_wall = (time.process_time() - cpu0) / t_replay
+        t0 = time.perf_counter()
+        for data_dir in (warm, work):
+            archive(Settings(data_dir=data_dir))
+        print(f"archive: the log sealed into segments ({time.perf_counter() - t0:.1f} s, "
+              "untimed)", file=sys.stderr)
+
+    # rounds of (local, Ray 1 worker, Ray 2 workers): the host's speed drifts by 10-20%
+    # within minutes, so each configuration runs in every round and medians are compared
+    runs: dict[str, list] = {"local": [], "ray1": [], "ray2": []}
+    cpu: list[float] = []
+    rows = 0
+    for r in range(args.repeat):
+        clear_output(settings)
+        settle_disk()
+        cpu0 = time.process_time()
+        summary = replay(settings, progress=True, chunk_events=args.chunk_events,
+                         batch_events=args.batch_events)
+        cpu.append((time.process_time() - cpu0) / summary.seconds)
+        runs["local"].append(summary)
+        rows = summary.rows + summary.tail_rows
+        print(f"round {r + 1}: local {summary.seconds:.1f} s", file=sys.stderr)
+        if ray is not None:
+            for workers in (1, 2):
+                s = _ray_run(settings, workers, args.batch_events, rows)
+                runs[f"ray{workers}"].append(s)
+                print(f"round {r + 1}: ray {workers} worker(s) {s.seconds:.1f} s",
+                      file=sys.stderr)
+    if ray is not None:
+        ray.shutdown()
+    summary = runs["local"][-1]
+    t_replay = statistics.median(s.seconds for s in runs["local"])
+    cpu_per_wall = statistics.median(cpu)
     t_read, _ = read_only(log_path, args.batch_events)
     t_apply = apply_only(log_path, args.batch_events)
     files = list((work / "offline" / "user_features").rglob("*.parquet"))
     size = sum(f.stat().st_size for f in files)
-    rows = summary.rows + summary.tail_rows
     figures = {
-        "bench": "replay", "events": n, "users": users,
+        "bench": "replay", "events": n, "users": users, "rounds": args.repeat,
         "replay_s": round(t_replay, 2), "replay_events_per_s": round(n / t_replay),
+        "replay_runs_s": [s.seconds for s in runs["local"]],
         "read_only_events_per_s": round(n / t_read),
         "read_apply_events_per_s": round(n / t_apply),
         "rows": rows, "event_rows_and_expiries": summary.rows, "tail_rows": summary.tail_rows,
@@ -164,59 +201,62 @@ def main() -> None:
         "one_core_goal_met": n / t_replay >= ONE_CORE_EVENTS_PER_S,
         "goal_events_per_s": GOAL_EVENTS_PER_S, "goal_met": n / t_replay >= GOAL_EVENTS_PER_S,
     }
-    print(f"replay:        {n / t_replay:>12,.0f} events/s  ({t_replay:.1f} s, {rows:,} rows, "
-          f"{rows / n:.2f} rows/event, {size / n:.0f} B/event on disk, "
-          f"{cpu_per_wall:.2f} CPU s per s)")
+    print(f"replay:        {n / t_replay:>12,.0f} events/s  (median {t_replay:.1f} s of "
+          f"{args.repeat}, {rows:,} rows, {rows / n:.2f} rows/event, {size / n:.0f} B/event "
+          f"on disk, {cpu_per_wall:.2f} CPU s per s)")
     print(f"read only:     {n / t_read:>12,.0f} events/s  (EventLog.column_batches alone)")
     print(f"read + apply:  {n / t_apply:>12,.0f} events/s  (kernels.apply, no rows)")
-    if args.engine == "ray":
-        if args.archive:
-            from offline.log_archive import archive
-
-            t0 = time.perf_counter()
-            for data_dir in (warm, work):
-                archive(Settings(data_dir=data_dir))
-            print(f"archive: the log sealed into segments ({time.perf_counter() - t0:.1f} s, "
-                  "untimed)", file=sys.stderr)
-            figures["ray_reads"] = "sealed segments"
-        else:
-            figures["ray_reads"] = "the SQLite log"
-        figures.update(ray_figures(work, warm, n, rows, t_replay, args.batch_events))
+    if ray is not None:
+        figures["ray_reads"] = "sealed segments" if args.archive else "the SQLite log"
+        figures.update(ray_figures(n, t_replay, runs))
     print(json.dumps(figures))
 
 
-def ray_figures(work: Path, warm: Path, n: int, rows: int, t_local: float,
-                batch_events: int) -> dict:
-    """Events/s of the Ray replay with 1 and 2 workers, per-worker peak RSS, speed-ups."""
+def _start_ray(warm: Path):
+    """A local Ray of 2 CPUs, both workers started and warmed on a tiny log (untimed)."""
     import ray
 
     from offline.backfill.replay_ray import replay_ray
 
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 1024 * 1024)
+    replay_ray(Settings(data_dir=warm), workers=2, progress=False)
+    return ray
+
+
+def _ray_run(settings: Settings, workers: int, batch_events: int, rows: int):
+    """One timed Ray replay with ``workers`` tasks at once (one partition group each),
+    started like the local run: no earlier output to delete, no writeback of it pending."""
+    from offline.backfill.replay_ray import replay_ray
+
+    clear_output(settings)
+    settle_disk()
+    s = replay_ray(settings, workers=workers, progress=False, batch_events=batch_events)
+    if s.rows + s.tail_rows != rows:
+        raise SystemExit(f"ray ({workers} workers) wrote {s.rows + s.tail_rows:,} rows, "
+                         f"the local replay {rows:,}")
+    return s
+
+
+def ray_figures(n: int, t_local: float, runs: dict[str, list]) -> dict:
+    """Median events/s of the Ray replay with 1 and 2 workers, each task's peak RSS (the
+    largest over the rounds), the speed-ups of the medians."""
     out: dict = {}
     for workers in (1, 2):
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=200 * 1024 * 1024)
-        try:
-            replay_ray(Settings(data_dir=warm), progress=False)  # start and warm the workers
-            # like the local run: no earlier output to delete, no writeback of it pending
-            clear_output(Settings(data_dir=work))
-            settle_disk()
-            s = replay_ray(Settings(data_dir=work), progress=False, batch_events=batch_events)
-        finally:
-            ray.shutdown()
-        if s.rows + s.tail_rows != rows:
-            raise SystemExit(f"ray ({workers} workers) wrote {s.rows + s.tail_rows:,} rows, "
-                             f"the local replay {rows:,}")
-        out[f"ray{workers}_s"] = s.seconds
-        out[f"ray{workers}_events_per_s"] = round(n / s.seconds)
-        out[f"ray{workers}_peak_rss_mb"] = sorted(s.worker_peak_rss_mb.values())
-        print(f"ray, {workers} worker(s): {n / s.seconds:>9,.0f} events/s  ({s.seconds:.1f} s, "
-              f"peak RSS per worker {out[f'ray{workers}_peak_rss_mb']} MB)")
+        key = f"ray{workers}"
+        t = statistics.median(s.seconds for s in runs[key])
+        peaks = [sorted(s.worker_peak_rss_mb.values()) for s in runs[key]]
+        out[f"{key}_s"] = round(t, 3)
+        out[f"{key}_runs_s"] = [s.seconds for s in runs[key]]
+        out[f"{key}_events_per_s"] = round(n / t)
+        out[f"{key}_peak_rss_mb"] = [max(p[k] for p in peaks) for k in range(len(peaks[0]))]
+        print(f"ray, {workers} worker(s): {n / t:>9,.0f} events/s  (median {t:.1f} s, runs "
+              f"{out[f'{key}_runs_s']}, peak RSS per task {out[f'{key}_peak_rss_mb']} MB)")
     out["ray2_over_ray1"] = round(out["ray1_s"] / out["ray2_s"], 2)
     out["ray1_over_local"] = round(t_local / out["ray1_s"], 2)
     out["ray_goals_met"] = out["ray2_over_ray1"] >= RAY_SCALING and out["ray1_over_local"] >= 1
     print(f"2 workers / 1 worker: {out['ray2_over_ray1']:.2f}x; 1 worker / local: "
-          f"{out['ray1_over_local']:.2f}x")
+          f"{out['ray1_over_local']:.2f}x (medians)")
     return out
 
 

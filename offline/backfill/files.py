@@ -40,7 +40,7 @@ from offline.backfill.checkpoints import (  # noqa: F401 (the replay's names for
     state_dirs,
 )
 from online import catalogue as cat
-from online.durable import fsync_dir, fsync_tree, replace_file
+from online.durable import fsync_dir, fsync_tree, replace_file, start_writeback
 from online.state import UserState
 
 ANCHOR_CHUNKS = 8  # keep the checkpoint of every 8th chunk boundary for re-runs
@@ -210,6 +210,7 @@ class DayFiles:
         self.root, self.stem = root, stem
         self._state, self._dicts = state, dicts
         self._writers: dict[str, pq.ParquetWriter] = {}
+        self._fds: dict[str, int] = {}  # a read-only descriptor of each file: its writeback
         self.buffer = sn.RowBuffer(capacity)
         self.rows = 0
 
@@ -265,7 +266,9 @@ class DayFiles:
             self._tmp(day).parent.mkdir(parents=True, exist_ok=True)
             writer = pq.ParquetWriter(self._tmp(day), table.schema, **WRITE_OPTIONS)
             self._writers[day] = writer
+            self._fds[day] = os.open(self._tmp(day), os.O_RDONLY)
         writer.write_table(table, row_group_size=len(table))
+        start_writeback(self._fds[day])  # the disk works while the kernels do
         self.rows += len(table)
 
     def commit(self, previous: list[str]) -> list[str]:
@@ -274,8 +277,8 @@ class DayFiles:
         self._drain(final=True)
         for day, writer in self._writers.items():
             writer.close()
-            with open(self._tmp(day), "rb") as f:  # durable before the manifest names it
-                os.fsync(f.fileno())
+            os.fsync(self._fds[day])  # durable before the manifest names it
+            os.close(self._fds.pop(day))
         names = []
         for day in sorted(self._writers):
             os.replace(self._tmp(day), self.root / self.relpath(day))

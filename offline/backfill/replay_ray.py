@@ -164,6 +164,7 @@ def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end
                   batch_events: int, fail_once_dir: str | None,
                   segments_url: str | None = None) -> dict[str, Any]:
     """One Ray task: replay partitions ``parts`` over ``[0, end)`` into the staging dir."""
+    _reset_peak_rss()
     out = Path(staging) / f"g{group:04d}"
     shutil.rmtree(out, ignore_errors=True)  # a retry starts its group afresh
     out.mkdir(parents=True)
@@ -193,11 +194,30 @@ def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end
         "rows": files.rows, "tail_files": tail_names, "tail_rows": tail.rows, "users": n,
         "watermark_us": int(state.ints[:n, I_LAST_TS].max()) if n else cat.NO_TS,
         "pid": os.getpid(),
-        # the worker process's peak so far (workers are pooled: over every task it ran)
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": _peak_rss_mb(),
     }
     store.atomic_write(out / "done.json", json.dumps(result).encode())
     return result
+
+
+def _reset_peak_rss() -> None:
+    """Start this process's peak RSS afresh (Linux: ``clear_refs`` 5), so that a pooled
+    worker reports the peak of this task, not of every task it ran before."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS since ``_reset_peak_rss`` (``VmHWM``), else the process's lifetime peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _group_batches(log: EventLog, parts: list[int], end: int, batch_events: int,
