@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -120,3 +122,20 @@ def test_disjoint_states_adopted_as_parts_read_back_as_their_merge(man, tmp_path
     store.adopt_parts(man, 9, [_written(tmp_path / "g2", *a)])
     assert store.load_checkpoint(man, 9)[0].equals(a[0])
     assert not (man.checkpoint_dir(9) / "parts.json").exists()
+
+
+def test_a_parts_commit_that_died_half_way_is_finished_by_repeating_it(man, tmp_path):
+    a, b = _users("a", 3, ["i1"]), _users("b", 2, ["i2"])
+    want = merge_states([a, b])[0]
+    dirs = [_written(tmp_path / "g0", *a), _written(tmp_path / "g1", *b)]
+    half = man.checkpoint_dir(5).with_name(f".{man.checkpoint_dir(5).name}.parts")
+    half.mkdir(parents=True)
+    os.replace(dirs[0], half / "p0000")  # the first part moved, then the driver died
+    store.adopt_parts(man, 5, dirs)
+    assert store.load_checkpoint(man, 5)[0].equals(want) and man.checkpoints == [5]
+    # died after the rename, before the manifest was saved: the repeat only records it
+    again = store.Manifest.load(man.root)
+    store.adopt_parts(again, 5, dirs)
+    assert again.checkpoints == [5] and store.load_checkpoint(again, 5)[0].equals(want)
+    with pytest.raises(FileNotFoundError):
+        store.adopt_parts(again, 6, [tmp_path / "gone0", tmp_path / "gone1"])

@@ -56,31 +56,43 @@ def save_checkpoint(man: Manifest, offset: int, state: UserState, last_offset: n
 def adopt_checkpoint(man: Manifest, offset: int, directory: Path) -> None:
     """Make ``directory`` (``UserState.write_into`` plus ``last_offset.npy``, or a parts
     directory, on the same file system) the checkpoint at ``offset`` by renaming it: no copy
-    of the state."""
-    fsync_tree(directory)  # durable before the manifest names it
+    of the state.  A repeat after a crash that came after the rename finds it in place."""
     target = man.checkpoint_dir(offset)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(directory, target)
-    fsync_dir(target.parent)
+    if directory.exists():
+        fsync_tree(directory)  # durable before the manifest names it
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(directory, target)
+        fsync_dir(target.parent)
+    elif not target.exists():
+        raise FileNotFoundError(f"checkpoint state {directory} is missing")
     if offset not in man.checkpoints:
         man.checkpoints = sorted([*man.checkpoints, offset])
 
 
 def adopt_parts(man: Manifest, offset: int, parts: list[Path]) -> None:
     """Make the whole-checkpoint directories ``parts`` (disjoint users, in this order) the
-    checkpoint at ``offset``, by renaming each into it: nothing is loaded or written again."""
+    checkpoint at ``offset``, by renaming each into it: nothing is loaded or written again.
+
+    Repeatable: a commit that died half-way (some parts moved, or all of them and the
+    directory renamed) is finished by calling it again with the same ``parts``."""
     if len(parts) == 1:
         adopt_checkpoint(man, offset, parts[0])
         return
     target = man.checkpoint_dir(offset)
     tmp = target.with_name(f".{target.name}.parts")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     names = [f"p{k:04d}" for k in range(len(parts))]
+    if not tmp.exists() and not any(p.exists() for p in parts):
+        adopt_checkpoint(man, offset, tmp)  # renamed into place already (else: missing)
+        return
+    tmp.mkdir(parents=True, exist_ok=True)
     for name, part in zip(names, parts, strict=True):
-        os.replace(part, tmp / name)
+        if part.exists():
+            shutil.rmtree(tmp / name, ignore_errors=True)
+            os.replace(part, tmp / name)
+        elif not (tmp / name).exists():
+            raise FileNotFoundError(f"checkpoint part {part} is missing")
     replace_file(tmp / PARTS, json.dumps({"parts": names}).encode())
     adopt_checkpoint(man, offset, tmp)
 
