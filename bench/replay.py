@@ -132,8 +132,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3,
                    help="rounds of runs; figures are the medians over them")
     p.add_argument("--archive", action="store_true",
-                   help="with --engine ray: seal the log into segments first (untimed, after "
-                        "the local replay), so that the Ray tasks read segments, as on a "
+                   help="with --engine ray: seal the log into segments first (untimed, before "
+                        "the rounds), so that the Ray tasks read segments, as on a "
                         "cluster, instead of the SQLite file")
     args = p.parse_args()
     users = args.users or max(args.events // 100, 10)
