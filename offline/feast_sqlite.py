@@ -28,6 +28,10 @@ subclasses Feast's store and changes only the write:
   created_ts as ``''``, which the statement turns back into NULL (a stored text is always
   text, a stored time always an integer).
 
+Rows given as `offline.feast_rows.EncodedRows` (the projector's flushes) already hold each
+value's serialized bytes and text by column: the statements and bound values are the same,
+made from those columns (the entity key serialized once per user id), with no proto built.
+
 Whatever it does not handle exactly as Feast goes to Feast's method unchanged:
 ``vector_enabled``, ``enable_openai_compatible_store`` (the ``value_num`` column), a
 timestamp that is not a plain ``datetime`` after ``to_naive_utc`` (sqlite3 adapts by exact
@@ -45,6 +49,7 @@ stays ``"sqlite"``; the Redis config of ``offline.feast_store.repo_config`` is u
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -54,6 +59,8 @@ from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores import sqlite as feast_sqlite
 from feast.infra.online_stores.helpers import extract_text_and_num
 from feast.utils import to_naive_utc
+
+from offline.feast_rows import EncodedRows
 
 __all__ = ["SqliteOnlineStore", "SqliteOnlineStoreConfig", "TYPE"]
 
@@ -75,7 +82,8 @@ class SqliteOnlineStore(feast_sqlite.SqliteOnlineStore):
     """Feast's sqlite online store; ``online_write_batch`` batched (see the module docstring).
     The class name must end in ``SqliteOnlineStore``: Feast's store asserts it of the type."""
 
-    _keys: dict[bytes, bytearray] | None = None  # key proto's bytes -> Feast's key bytes
+    # key proto's bytes (or, for `EncodedRows`, the user id) -> Feast's key bytes
+    _keys: dict[bytes | str, bytearray] | None = None
     _key_version: int | None = None  # the serialization version of `_keys`
     _times: dict[int, tuple[datetime, int]] | None = None  # id -> (the datetime, bound int)
     _adapt: Callable[[datetime], Any] | None = None  # the adapter `_times` holds values of
@@ -118,6 +126,8 @@ class SqliteOnlineStore(feast_sqlite.SqliteOnlineStore):
             self._statements = {}
         keys, times = self._keys, self._times
         limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        if isinstance(data, EncodedRows):
+            return self._encoded_runs(table_name, data, version, adapt, limit)
         values: dict[int, tuple[bytearray, Any]] = {}  # id -> (serialized, value_text)
         contents: dict[bytes, tuple[bytearray, Any]] = {}  # the same by the proto's bytes
         runs: list[tuple[tuple[str, ...], list[list]]] = []  # (names, one list per row)
@@ -156,15 +166,55 @@ class SqliteOnlineStore(feast_sqlite.SqliteOnlineStore):
                     values[ident(val)] = done
                 row += done
             params.append(row)
-        out = []
-        for names, rows in runs:  # `_USERS` entity rows a statement, then one at a time
-            per = min(_USERS, limit // (3 + 2 * len(names)))
-            whole = len(rows) - len(rows) % per
-            if whole:
-                out.append((self._statement(table_name, names, per),
-                            [sum(rows[i:i + per], []) for i in range(0, whole, per)]))
-            if whole < len(rows):
-                out.append((self._statement(table_name, names, 1), rows[whole:]))
+        out: list[tuple[str, list]] = []
+        for names, rows in runs:
+            out += self._grouped(table_name, names, rows, limit)
+        return out
+
+    def _encoded_runs(self, table_name: str, data: EncodedRows, version: int,
+                      adapt: Callable[[datetime], Any], limit: int,
+                      ) -> list[tuple[str, list]] | None:
+        """`_runs` of rows held by column (`offline.feast_rows.EncodedRows`): the same
+        statements and bound values, made per column instead of per ``ValueProto``."""
+        names = data.names
+        if not data or not names:  # Feast writes nothing for a row without features
+            return []
+        if 3 + 2 * len(names) > limit or not all(type(n) is str and "\0" not in n
+                                                 for n in names):
+            return None
+        assert self._keys is not None and self._times is not None
+        keys, times = self._keys, self._times
+        heads = []
+        for i, (user, event_ts, created_ts) in enumerate(
+                zip(data.user_ids, data.event_ts, data.created, strict=True)):
+            key = keys.get(user)  # a user id (str) here; key protos' bytes in `_runs`
+            if key is None:
+                key = keys[user] = bytearray(serialize_entity_key(
+                    data.entity_key(i), entity_key_serialization_version=version))
+            event = _bound(times, adapt, event_ts)
+            created = _NO_CREATED if created_ts is None else _bound(times, adapt, created_ts)
+            if event is None or created is None:
+                return None
+            heads.append((key, event, created))
+        columns: list[list] = []
+        for values, texts in zip(data.values, data.texts, strict=True):
+            columns += (values, [_NO_TEXT if t is None else t for t in texts])
+        rows = [head + bound for head, bound in zip(heads, zip(*columns, strict=True), strict=True)]
+        return self._grouped(table_name, names, rows, limit)
+
+    def _grouped(self, table_name: str, names: tuple[str, ...], rows: list, limit: int,
+                 ) -> list[tuple[str, list]]:
+        """A run's entity rows (each key, times, then (value, text) per feature) as
+        statements of `_USERS` entity rows, then one at a time."""
+        per = min(_USERS, limit // (3 + 2 * len(names)))
+        whole = len(rows) - len(rows) % per
+        out: list[tuple[str, list]] = []
+        if whole:
+            chain = itertools.chain.from_iterable
+            out.append((self._statement(table_name, names, per),
+                        [list(chain(rows[i:i + per])) for i in range(0, whole, per)]))
+        if whole < len(rows):
+            out.append((self._statement(table_name, names, 1), rows[whole:]))
         return out
 
     def _statement(self, table_name: str, names: tuple[str, ...], users: int) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from feast import FeatureStore
+from feast.infra.online_stores.helpers import extract_text_and_num
 from feast.infra.online_stores.sqlite import SqliteOnlineStore as FeastStore
 from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig as FeastConfig
 from feast.infra.online_stores.sqlite import _table_id
@@ -143,6 +144,52 @@ def test_projector_rows_are_stored_as_feasts_store_stores_them(tmp_path):
     versions = fo.OnlineWriter(Settings(data_dir=tmp_path / "plugin"),
                                store=stores["plugin"]).stored_versions(ids)
     assert sorted(o for o, _ in versions.values()) == sorted(np.arange(n) * 7 + 9)
+
+
+def _reference_value(dtype: str, v) -> Value:
+    """Feast's type mapping of one stored value, proto by proto (what `EncodedRows` encodes)."""
+    if dtype == "float64":
+        return Value() if math.isnan(v) else Value(double_val=v)
+    if dtype == "int64":
+        return Value(int64_val=v)
+    if dtype == "timestamp":
+        return Value(unix_timestamp_val=v if v == cat.NO_TS else v // 1_000_000)
+    if dtype == "str":
+        return Value() if v is None else Value(string_val=v)
+    return Value() if v is None else Value(string_list_val=StringList(val=list(v)))
+
+
+def test_odd_values_encoded_by_column_are_feasts_protos_and_rows(tmp_path):
+    ids, stored = _projected(tmp_path)
+    n = len(ids)
+    odd = {"float64": [-0.0, math.inf, -math.inf, 1e300, 5e-324, math.nan, 0.1 + 0.2],
+           "int64": [-(2**63), 2**63 - 1, -1, 0, 7, 7, -300],
+           "timestamp": [cat.NO_TS, 0, -1_500_000, 1_900_000_000_123_456, 1, -1, 999_999],
+           "str": ["", "\u00e9\u2028x'y", None, "a" * 128, "\U0001f600", "", "z"],
+           "str_list": [[""], ["a", "a"], None, [], ["\u00e9", "b"], [""], ["c"]]}
+    for f in cat.stored_features():
+        if f.name == "last_event_ts":
+            continue
+        column = stored[f.name]
+        for i, v in enumerate(odd[f.dtype][:n]):
+            column[i] = v
+    stores = _stores(tmp_path)
+    views = push_views(stores["plugin"], fs.PUSH_SOURCE)
+    offsets = np.arange(n, dtype=np.int64) * 3 + 1
+    batches = view_rows(views, ids, stored, offsets, np.asarray(stored["last_event_ts"]))
+    columns = {**stored, "offset": offsets}
+    for _, rows in batches:  # the protos any store iterates are Feast's mapping's
+        for name, values, texts in zip(rows.names, rows.values, rows.texts, strict=True):
+            dtype = "int64" if name == "offset" else cat.feature(name).dtype
+            for i, (raw, encoded, text) in enumerate(zip(columns[name], values, texts,
+                                                         strict=True)):
+                want = _reference_value(dtype, raw)
+                assert bytes(encoded) == want.SerializeToString(), (name, raw)
+                assert text == extract_text_and_num(want, False)[0], (name, raw)
+                assert rows[i][1][name] == want
+    for store in stores.values():
+        write_rows(store, batches)
+    assert _tables(stores["plugin"]) == _tables(stores["feast"])
 
 
 def test_materialize_writes_what_feasts_store_writes(tmp_path):
