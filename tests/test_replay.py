@@ -192,3 +192,42 @@ def summary_of_chunks(settings: Settings) -> list[tuple[int, int]]:
     manifest = json.loads((settings.offline_dir / "replay" / "manifest.json").read_text())
     assert manifest["run"] is None
     return [(c["start"], c["end"]) for c in manifest["chunks"]]
+
+
+def test_a_failed_write_leaves_no_temporary_file_nor_descriptor(data, tmp_path, monkeypatch):
+    import os
+
+    from offline.backfill import files as store
+
+    commit = store.DayFiles.commit
+    calls = {"n": 0}
+
+    def failing(self, previous):  # the second chunk's files fail once written, unclosed
+        calls["n"] += 1
+        if calls["n"] == 2:
+            self._drain(final=True)
+            assert self._fds and list(data.offline_dir.rglob("*.tmp"))
+            raise OSError(28, "No space left on device")
+        return commit(self, previous)
+
+    monkeypatch.setattr(store.DayFiles, "commit", failing)
+    def open_files() -> set[str]:
+        out = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                out.add(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:  # listdir's own descriptor, closed since
+                pass
+        return out
+
+    before = open_files()
+    with pytest.raises(OSError, match="No space"):
+        replay(data, **SMALL)
+    assert not [f for f in open_files() - before if ".parquet" in f]  # writers and fds closed
+    assert not list(data.offline_dir.rglob("*.tmp"))
+    monkeypatch.setattr(store.DayFiles, "commit", commit)
+    assert replay(data, **SMALL).resumed_at == 150  # the run goes on from its first chunk
+    clean = Settings(data_dir=tmp_path / "clean")
+    shoplogs.write(clean.event_log_path, EVENTS)
+    replay(clean, **BATCHED)
+    assert rows(data) == rows(clean)

@@ -288,7 +288,31 @@ class DayFiles:
         for d in {(self.root / n).parent for n in names}:
             fsync_dir(d)
         self.buffer = sn.RowBuffer(0)  # the memory goes back now, not when this is dropped
+        self._writers.clear()
         return names
+
+    def abort(self) -> None:
+        """Give up what was written (the run failed): every writer and descriptor closed,
+        the temporary files removed. A task retried in the same process (Ray) or a replay run
+        again then starts clean, holding no descriptor of a deleted file."""
+        for day, writer in self._writers.items():
+            try:
+                writer.close()
+            except Exception:  # e.g. the disk that failed the run fails the close too
+                pass
+            fd = self._fds.pop(day, None)
+            if fd is not None:
+                os.close(fd)
+            self._tmp(day).unlink(missing_ok=True)
+        self._writers.clear()
+        self.buffer = sn.RowBuffer(0)
+
+    def __enter__(self) -> DayFiles:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
 
 
 # -- erasure ---------------------------------------------------------------------------------

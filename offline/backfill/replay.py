@@ -221,16 +221,16 @@ def _replay_chunk(man: store.Manifest, log: EventLog, root: Path, lo: int, hi: i
     # One thread: reading, the kernels and parquet encoding take turns.  Threads overlapping
     # them would make one replay use more than a core, and replays scale by running on
     # more partitions at once (offline.backfill.replay_ray), not by threads.
-    files = store.DayFiles(root, f"part-{lo:012d}-{hi:012d}", cur.state, dicts)
     events, pos = 0, lo
-    for batch, nxt in _batches(log, lo, hi, batch_events):
-        cur.last_offset = files.add_events(batch, cur.last_offset)
-        events += len(batch)
-        advance(nxt - pos)
-        pos = nxt
-    advance(hi - pos)
-    old = next((c for c in man.chunks if c["start"] == lo), None)
-    names = files.commit(old["files"] if old else [])
+    with store.DayFiles(root, f"part-{lo:012d}-{hi:012d}", cur.state, dicts) as files:
+        for batch, nxt in _batches(log, lo, hi, batch_events):
+            cur.last_offset = files.add_events(batch, cur.last_offset)
+            events += len(batch)
+            advance(nxt - pos)
+            pos = nxt
+        advance(hi - pos)
+        old = next((c for c in man.chunks if c["start"] == lo), None)
+        names = files.commit(old["files"] if old else [])
     man.commit_chunk({"start": lo, "end": hi, "files": names, "rows": files.rows,
                       "events": events}, cur.state, cur.last_offset,
                      checkpoint=last or man.is_anchor(hi))
@@ -239,12 +239,13 @@ def _replay_chunk(man: store.Manifest, log: EventLog, root: Path, lo: int, hi: i
 
 def _write_tail(man: store.Manifest, root: Path, cur: _Cursor, dicts: sn.Dictionaries) -> int:
     man.drop_tail(root)
-    files = store.DayFiles(root, f"tail-{man.end:012d}", cur.state, dicts)
-    files.add_tail(cur.last_offset)
+    with store.DayFiles(root, f"tail-{man.end:012d}", cur.state, dicts) as files:
+        files.add_tail(cur.last_offset)
+        names = files.commit([])
     state = cur.state
     watermark = int(state.ints[: state.n_users, kn.I_LAST_TS].max()) \
         if state.n_users else cat.NO_TS
-    man.replace_tail(root, files.commit([]), files.rows, watermark)
+    man.replace_tail(root, names, files.rows, watermark)
     return files.rows
 
 

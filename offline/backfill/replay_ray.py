@@ -171,19 +171,20 @@ def _replay_group(log_path: str, staging: str, group: int, parts: list[int], end
     state, last_offset = UserState(), np.zeros(0, np.int64)
     dicts = sn.Dictionaries()
     rows_dir = out / "rows"
-    files = store.DayFiles(rows_dir, f"part-{0:012d}-{end:012d}-g{group:04d}", state, dicts)
     events = 0
-    # one thread per task: a worker is one core, and tasks scale by running side by side
-    with EventLog(log_path) as log:
+    # one thread per task: a worker is one core, and tasks scale by running side by side;
+    # a failed task closes its files (a retry may run in this same worker process)
+    with (store.DayFiles(rows_dir, f"part-{0:012d}-{end:012d}-g{group:04d}", state,
+                         dicts) as files, EventLog(log_path) as log):
         segments = SegmentStore(segments_url) if segments_url else None
         for batch in _group_batches(log, parts, end, batch_events, segments):
             last_offset = files.add_events(batch, last_offset)
             events += len(batch)
             _maybe_fail(fail_once_dir, group)
-    names = files.commit([])
-    tail = store.DayFiles(rows_dir, f"tail-{end:012d}-g{group:04d}", state, dicts)
-    tail.add_tail(last_offset)
-    tail_names = tail.commit([])
+        names = files.commit([])
+    with store.DayFiles(rows_dir, f"tail-{end:012d}-g{group:04d}", state, dicts) as tail:
+        tail.add_tail(last_offset)
+        tail_names = tail.commit([])
     (out / "state").mkdir()
     state.write_into(out / "state")
     np.save(out / "state" / "last_offset.npy", last_offset[: state.n_users])
