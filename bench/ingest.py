@@ -19,10 +19,12 @@ the same Feast repo applied:
   event, River ``StandardScaler | LogisticRegression`` predict + learn per event, and one Feast
   ``store.push`` per batch of each touched user's newest row (same push source and schema).
 
-    python bench/ingest.py                       # every run: 50,000 events, 2,000 users
+    python bench/ingest.py                       # every run, 3 rounds: 50,000 events, 2,000 users
     python bench/ingest.py --events 20000 --no-feast
     python bench/ingest.py --runs ours,peer
 
+The runs go in rounds (``--repeat``, default 3): figures are the medians over the rounds, a
+ratio ours / peer the median of the rounds' own ratios (each round's is listed beside it).
 The LAST line printed is one JSON object: every run's figures and the ratios ours / peer.
 """
 
@@ -34,6 +36,7 @@ import math
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -282,7 +285,7 @@ RUNS = (
 def run_one(work: Path, name: str, server: str, feast: bool, payloads: list[bytes]) -> dict:
     """Start one server on a fresh data dir, drive it, stop it; its figures."""
     data = work / name
-    data.mkdir()
+    data.mkdir(parents=True)
     if feast:
         from offline.feast_store import apply
         from online.settings import Settings
@@ -313,6 +316,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--no-feast", action="store_true", help="skip the runs with Feast writes")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds of the runs; figures are the medians over them")
     ap.add_argument("--runs", default=",".join(r[0] for r in RUNS),
                     help="comma-separated runs (default all): " + ", ".join(r[0] for r in RUNS))
     args = ap.parse_args()
@@ -326,26 +331,51 @@ def main() -> None:
     if unknown:
         ap.error(f"--runs: unknown {unknown}; choose from {[r[0] for r in RUNS]}")
     runs = [r for r in RUNS if r[0] in wanted and not (args.no_feast and r[3])]
+    if args.repeat < 1:
+        ap.error("--repeat must be >= 1")
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     payloads = bodies(args.users, args.events, args.seed)
-    results: dict[str, Any] = {}
-    for name, server, models, feast in runs:
-        r = run_one(work, name, server, feast, payloads)
-        r.update(server="portrait serve" if server == "ours" else server,
-                 online_models=models, feast_online_write=feast)
-        results[name] = r
-        print(f"{name:15s}: {r['events_per_s']:>9.0f} events/s  batch p50 {r['batch_p50_ms']} ms"
-              f"  p99 {r['batch_p99_ms']} ms  (first batch {r['first_batch_s']} s)",
-              file=sys.stderr)
-    ratios = {}
+    # rounds of every run: the host's speed drifts by 10-20% within minutes, so each run goes
+    # once per round and the figures are medians (a ratio: the median of the rounds' own)
+    rounds: dict[str, list[dict]] = {name: [] for name, *_ in runs}
+    for k in range(args.repeat):
+        for name, server, models, feast in runs:
+            r = run_one(work / f"round{k}", name, server, feast, payloads)
+            r.update(server="portrait serve" if server == "ours" else server,
+                     online_models=models, feast_online_write=feast)
+            rounds[name].append(r)
+            print(f"[{k + 1}/{args.repeat}] {name:15s}: {r['events_per_s']:>9.0f} events/s  "
+                  f"batch p50 {r['batch_p50_ms']} ms  p99 {r['batch_p99_ms']} ms  "
+                  f"(first batch {r['first_batch_s']} s)", file=sys.stderr)
+    results = {name: _median_run(rs) for name, rs in rounds.items()}
+    for name, r in results.items():
+        print(f"{name:15s}: {r['events_per_s']:>9.0f} events/s (median of "
+              f"{args.repeat}: {r['events_per_s_rounds']})  batch p50 {r['batch_p50_ms']} ms  "
+              f"p99 {r['batch_p99_ms']} ms", file=sys.stderr)
+    ratios: dict[str, Any] = {}
     for mine, peer in (("ours", "peer"), ("ours_no_feast", "peer_no_feast")):
-        if mine in results and peer in results:
-            ratios[f"{mine}_over_{peer}"] = round(
-                results[mine]["events_per_s"] / results[peer]["events_per_s"], 2)
+        if mine in rounds and peer in rounds:
+            paired = [a["events_per_s"] / b["events_per_s"]
+                      for a, b in zip(rounds[mine], rounds[peer], strict=True)]
+            ratios[f"{mine}_over_{peer}"] = round(statistics.median(paired), 2)
+            ratios[f"{mine}_over_{peer}_rounds"] = [round(v, 2) for v in paired]
     for key, value in ratios.items():
-        print(f"{key}: {value}x", file=sys.stderr)
+        if not key.endswith("_rounds"):
+            print(f"{key}: {value}x (median of the rounds' ratios "
+                  f"{ratios[key + '_rounds']})", file=sys.stderr)
     print(json.dumps({"bench": "ingest", "batch": BATCH, "users": args.users,
-                      "events": args.events, "runs": results, "ratios": ratios}))
+                      "events": args.events, "rounds": args.repeat, "runs": results,
+                      "ratios": ratios}))
+
+
+def _median_run(rs: list[dict]) -> dict:
+    """One run's figures over the rounds: medians of the numbers, each round's events/s."""
+    out = dict(rs[0])
+    for key in ("seconds", "events_per_s", "batch_p50_ms", "batch_p99_ms", "first_batch_s",
+                "settle_s"):
+        out[key] = round(statistics.median(r[key] for r in rs), 3)
+    out["events_per_s_rounds"] = [round(r["events_per_s"]) for r in rs]
+    return out
 
 
 if __name__ == "__main__":
