@@ -275,3 +275,53 @@ def test_a_propensity_pickled_when_questions_held_raw_values_holds_their_logs():
     for q_loaded, q_held in zip(loaded._open.values(), held._open.values(), strict=True):
         for a, b in zip(q_loaded, q_held, strict=True):
             assert a[3] == pytest.approx(b[3], rel=1e-12)
+
+
+def _newton_reference(A, y, sw, theta, l2, iterations):
+    """Newton's method step by step, each step's products made afresh (the shape the shared
+    first step of `newton_grid` must reproduce bit for bit)."""
+    from online.models.newton import _objective, sigmoid_array
+
+    m, d1 = A.shape
+    reg = np.full(d1, l2)
+    reg[-1] = 1e-9
+    theta = np.array(theta, dtype=np.float64)
+    a = A @ theta
+    loss = _objective(a, y, sw, theta, reg)
+    for _ in range(iterations):
+        p = sigmoid_array(a)
+        g = A.T @ (sw * (p - y)) / m + reg * theta
+        H = (A * (sw * p * (1.0 - p))[:, None]).T @ A / m + np.diag(reg)
+        step = np.linalg.solve(H, g)
+        t, along = 1.0, float(g @ step)
+        while True:
+            trial = theta - t * step
+            a_trial = A @ trial
+            trial_loss = _objective(a_trial, y, sw, trial, reg)
+            if trial_loss <= loss - 1e-4 * t * along or t < 1e-3:
+                break
+            t *= 0.5
+        if trial_loss > loss:
+            break
+        theta, a, loss = trial, a_trial, trial_loss
+    return theta
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_ridge_grid_sharing_its_first_step_fits_each_ridge_bit_for_bit(seed):
+    from online.models.newton import newton, newton_grid
+
+    rng = np.random.default_rng(seed)
+    m, d = 600, 7
+    A = np.hstack([rng.normal(size=(m, d)) * rng.uniform(0.1, 5, d), np.ones((m, 1))])
+    separable = seed == 3  # classes nearly separate: backtracking and early stops
+    y = ((A[:, 0] * (8 if separable else 1) + rng.normal(size=m)) > 0.3).astype(float)
+    sw = rng.uniform(0.2, 3, m)
+    sw *= m / sw.sum()
+    theta = rng.normal(size=d + 1) * 0.1
+    ridges = [1.0 / m, 10.0 / m, 100.0 / m, 1000.0 / m]
+    grid = newton_grid(A, y, sw, theta, ridges, 3)
+    for l2, got in zip(ridges, grid, strict=True):
+        want = _newton_reference(A, y, sw, theta, l2, 3)
+        assert got.tobytes() == want.tobytes()
+        assert newton(A, y, sw, theta, l2, 3).tobytes() == want.tobytes()

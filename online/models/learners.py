@@ -14,6 +14,7 @@ import operator
 import numpy as np
 from river import base, preprocessing
 
+from . import newton as nt
 from .newton import newton, normalised, one_blas_thread, sigmoid_array, weighted_moments
 from .signed import sigmoid as _sigmoid
 from .signed import signed_log1p
@@ -315,8 +316,9 @@ class WindowedLogistic(base.Classifier):
         A_new = np.hstack([(Z[new] - mean) / std, np.ones((len(new), 1))])
         start_theta = np.r_[slope * std, offset + float(slope @ mean)]
         losses = []
-        for l2 in self.l2_grid:
-            theta = newton(A_old, y_old, w_old, start_theta, l2 / len(old), self.iterations)
+        thetas = nt.newton_grid(A_old, y_old, w_old, start_theta,
+                             [l2 / len(old) for l2 in self.l2_grid], self.iterations)
+        for theta in thetas:
             a = A_new @ theta
             losses.append(float(np.mean(w_new * (np.logaddexp(0.0, a) - y_new * a))))
         return float(self.l2_grid[int(np.argmin(losses))])

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["normalised", "newton", "one_blas_thread", "sigmoid_array", "weighted_moments"]
+__all__ = ["newton", "newton_grid", "normalised", "one_blas_thread", "sigmoid_array",
+           "weighted_moments"]
 
 
 _BLAS: ThreadpoolController | None = None
@@ -43,16 +44,36 @@ def newton(A: np.ndarray, y: np.ndarray, sw: np.ndarray, theta: np.ndarray, l2: 
     """`iterations` Newton steps with backtracking on the weighted mean log loss of rows `A`
     (the last column the intercept's ones; weights `sw` of mean 1) + ``l2 / 2 |w|^2``, from
     `theta`."""
+    return newton_grid(A, y, sw, theta, (l2,), iterations)[0]
+
+
+def newton_grid(A: np.ndarray, y: np.ndarray, sw: np.ndarray, theta: np.ndarray,
+                l2s, iterations: int) -> list[np.ndarray]:
+    """`newton` from the same `theta` for each ridge of `l2s`, bit for bit: the first step's
+    data gradient and Hessian (the loss's, at `theta`, the same for every ridge) are computed
+    once, the costly part of a step (a refit's ridge validation runs four)."""
+    theta = np.array(theta, dtype=np.float64)
+    a = A @ theta
+    p = sigmoid_array(a)
+    first = (a, A.T @ (sw * (p - y)), (A * (sw * p * (1.0 - p))[:, None]).T @ A)
+    return [_newton(A, y, sw, theta, l2, iterations, first) for l2 in l2s]
+
+
+def _newton(A: np.ndarray, y: np.ndarray, sw: np.ndarray, theta: np.ndarray, l2: float,
+            iterations: int, first: tuple) -> np.ndarray:
     m, d1 = A.shape
     reg = np.full(d1, l2)
     reg[-1] = 1e-9
-    theta = np.array(theta, dtype=np.float64)
-    a = A @ theta
+    a = first[0]
     loss = _objective(a, y, sw, theta, reg)
-    for _ in range(iterations):
-        p = sigmoid_array(a)
-        g = A.T @ (sw * (p - y)) / m + reg * theta
-        H = (A * (sw * p * (1.0 - p))[:, None]).T @ A / m + np.diag(reg)
+    for step_number in range(iterations):
+        if step_number == 0:
+            g = first[1] / m + reg * theta
+            H = first[2] / m + np.diag(reg)
+        else:
+            p = sigmoid_array(a)
+            g = A.T @ (sw * (p - y)) / m + reg * theta
+            H = (A * (sw * p * (1.0 - p))[:, None]).T @ A / m + np.diag(reg)
         step = np.linalg.solve(H, g)
         # backtracking: a full Newton step can overshoot where classes nearly separate
         t, along = 1.0, float(g @ step)
