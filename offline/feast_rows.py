@@ -137,14 +137,13 @@ class EncodedRows(Sequence):
             from feast.protos.feast.types.Value_pb2 import Value
 
             parse, names = Value.FromString, self.names
+            per_user = (zip(*self.values, strict=True) if names
+                        else [()] * len(self.user_ids))
             self._rows = [
                 (self.entity_key(i),
                  {n: parse(v) for n, v in zip(names, vals, strict=True)},
                  self.event_ts[i], self.created[i])
-                for i, vals in enumerate(zip(*self.values, strict=True))]
-            if not names:
-                self._rows = [(self.entity_key(i), {}, self.event_ts[i], self.created[i])
-                              for i in range(len(self.user_ids))]
+                for i, vals in enumerate(per_user)]
         return self._rows
 
     def __len__(self) -> int:
