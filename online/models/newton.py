@@ -54,9 +54,16 @@ def newton_grid(A: np.ndarray, y: np.ndarray, sw: np.ndarray, theta: np.ndarray,
     once, the costly part of a step (a refit's ridge validation runs four)."""
     theta = np.array(theta, dtype=np.float64)
     a = A @ theta
-    p = sigmoid_array(a)
-    first = (a, A.T @ (sw * (p - y)), (A * (sw * p * (1.0 - p))[:, None]).T @ A)
+    first = (a, *_data_products(A, y, sw, a))
     return [_newton(A, y, sw, theta, l2, iterations, first) for l2 in l2s]
+
+
+def _data_products(A: np.ndarray, y: np.ndarray, sw: np.ndarray,
+                   a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean log loss's gradient and Hessian at logits `a`, times the row count (before
+    the ridge): the costly part of a Newton step."""
+    p = sigmoid_array(a)
+    return A.T @ (sw * (p - y)), (A * (sw * p * (1.0 - p))[:, None]).T @ A
 
 
 def _newton(A: np.ndarray, y: np.ndarray, sw: np.ndarray, theta: np.ndarray, l2: float,
@@ -67,13 +74,9 @@ def _newton(A: np.ndarray, y: np.ndarray, sw: np.ndarray, theta: np.ndarray, l2:
     a = first[0]
     loss = _objective(a, y, sw, theta, reg)
     for step_number in range(iterations):
-        if step_number == 0:
-            g = first[1] / m + reg * theta
-            H = first[2] / m + np.diag(reg)
-        else:
-            p = sigmoid_array(a)
-            g = A.T @ (sw * (p - y)) / m + reg * theta
-            H = (A * (sw * p * (1.0 - p))[:, None]).T @ A / m + np.diag(reg)
+        grad, hess = first[1:] if step_number == 0 else _data_products(A, y, sw, a)
+        g = grad / m + reg * theta
+        H = hess / m + np.diag(reg)
         step = np.linalg.solve(H, g)
         # backtracking: a full Newton step can overshoot where classes nearly separate
         t, along = 1.0, float(g @ step)
