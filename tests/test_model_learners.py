@@ -325,3 +325,36 @@ def test_a_ridge_grid_sharing_its_first_step_fits_each_ridge_bit_for_bit(seed):
         want = _newton_reference(A, y, sw, theta, l2, 3)
         assert got.tobytes() == want.tobytes()
         assert newton(A, y, sw, theta, l2, 3).tobytes() == want.tobytes()
+
+
+def test_the_ridge_is_validated_as_the_window_doubles_then_every_few_refits(monkeypatch):
+    from online.models import newton as nt
+
+    validated, fits = [], []
+    real = nt.forward_ridge
+
+    def spy(*args, **kwargs):
+        validated.append(model._n)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nt, "forward_ridge", spy)
+    model = WindowedLogistic(window=2_000, refit_every=100, first_fit=50, min_class=5,
+                             ridge_every=3)
+    fit = model._fit_window
+
+    def counted():
+        fits.append(model._n)
+        fit()
+
+    model._fit_window = counted
+    for x, y in _examples(3_000, seed=6):
+        model.learn_one(x, y)
+    assert validated[0] == fits[0]  # the first fit that can validate, validates
+    # a validation once the labels since the last one reach as many as before it, or 300
+    for before, at in zip(validated, validated[1:], strict=False):
+        assert at - before >= min(300, before)
+        later = [n for n in fits if before < n < at]
+        assert not later or later[-1] - before < min(300, before)
+    assert len(fits) > 2 * len(validated) > 10
+    # each validation chose among the grid; between them the ridge stays
+    assert model.l2_ in model.l2_grid

@@ -63,14 +63,15 @@ class WindowedLogistic(base.Classifier):
     Newton steps (backtracking) on the mean log loss + ``l2 / 2 |w|^2 / n``, warm-started from
     the previous fit. Three things make it robust to a shop's shape:
 
-    - the ridge ``l2`` (a batch fit's 1 / C) is chosen from `l2_grid` at each refit by a
-      forward validation: fitted on the older 80% of the window, scored on the newest 20%
-      (weak signal wants a strong ridge, strong signal a weak one; with one value of l2 for
-      every shop, a synthetic funnel with weak signal lost 0.03 AUC and predicted worse than
-      the base rate); until both parts hold `min_class` of each class, the strongest (with
-      10 positives in the validation fifth the choice was noise: on a weak-signal funnel
-      with 2% positives AUC 0.539, with 30 0.576; the weak funnel's log loss 0.527 -> 0.519,
-      base rate 0.535);
+    - the ridge ``l2`` (a batch fit's 1 / C) is chosen from `l2_grid` by a forward
+      validation (`newton.forward_ridge`: fitted on the older 80% of the window, scored on
+      the newest 20%; weak signal wants a strong ridge, strong signal a weak one: with one
+      l2 for every shop, a weak-signal funnel lost 0.03 AUC and predicted worse than the
+      base rate), at a refit once the labels since the last validation reach as many as
+      before it, or `ridge_every` refits' worth (at every refit it took 3/4 of their time;
+      every fourth moved `bench/quality.py --quick` AUCs by -0.004..+0.003); until both
+      parts hold `min_class` of each class, the strongest (with 10 positives in the
+      validation fifth the choice was noise: a 2%-positive funnel's AUC 0.539, with 30 0.576);
     - the intercept is then re-set so that the newest fifth's mean score is its share of
       positives: labels come a horizon late and a fit over the whole window puts the base
       rate where it was on average, not where it went;
@@ -85,9 +86,9 @@ class WindowedLogistic(base.Classifier):
 
     It refits after `first_fit` examples and then every time the examples learnt since the
     last fit reach a quarter of those before it, at most `refit_every`: cheap while the window
-    is small, and at steady state about ``(len(l2_grid) + 1) x iterations x window x
-    features^2 / refit_every`` flops per example. Nothing reads a clock or a random draw, so
-    the same examples give the same model.
+    is small, and at steady state about ``(len(l2_grid) / ridge_every + 1) x iterations x
+    window x features^2 / refit_every`` flops per example. Nothing reads a clock or a random
+    draw, so the same examples give the same model.
 
     Scores are ``sigmoid(b + sum_k w_k (z_k - m_k) / s_k)``; until the first fit, and while the
     window holds fewer than `min_class` examples of either class (a few labels of a rare class
@@ -103,17 +104,23 @@ class WindowedLogistic(base.Classifier):
     (True, 1.0)
     """
 
+    # examples learnt at the last ridge validation (0: none yet); defaults for older pickles
+    _selected_at = 0
+    ridge_every = 4
+
     def __init__(self, window: int = 10_000, refit_every: int = 1_000, first_fit: int = 50,
                  l2_grid: tuple = (1.0, 10.0, 100.0, 1000.0), iterations: int = 3,
-                 min_class: int = 30, group_cap: float | None = 20.0):
+                 min_class: int = 30, group_cap: float | None = 20.0,
+                 ridge_every: int = 4):
         if (window < 2 or refit_every < 1 or first_fit < 1 or not l2_grid
                 or min(l2_grid) <= 0 or iterations < 1 or min_class < 1
-                or (group_cap is not None and not 0 < group_cap < math.inf)):
+                or (group_cap is not None and not 0 < group_cap < math.inf)
+                or ridge_every < 1):
             raise ValueError(
                 "need window >= 2, refit_every >= 1, first_fit >= 1, a non-empty l2_grid of "
                 "values > 0, iterations >= 1, min_class >= 1, group_cap None or a finite "
-                f"value > 0; got {window}, {refit_every}, {first_fit}, {l2_grid}, "
-                f"{iterations}, {min_class}, {group_cap}")
+                f"value > 0, ridge_every >= 1; got {window}, {refit_every}, {first_fit}, "
+                f"{l2_grid}, {iterations}, {min_class}, {group_cap}, {ridge_every}")
         self.window = window
         self.refit_every = refit_every
         self.first_fit = first_fit
@@ -124,6 +131,7 @@ class WindowedLogistic(base.Classifier):
         self.iterations = iterations
         self.min_class = min_class
         self.group_cap = group_cap
+        self.ridge_every = ridge_every
         self._names: list = []
         self._column: dict = {}
         self._Z = np.zeros((min(window, 256), 0))
@@ -233,7 +241,7 @@ class WindowedLogistic(base.Classifier):
         b = self._offset + float(slope @ mean)
         positives = float(y.sum())
         if min(positives, m - positives) >= self.min_class:
-            if len(self.l2_grid) > 1:
+            if len(self.l2_grid) > 1 and self._ridge_due():
                 self.l2_ = self._select_l2(Z, y, sw, slope, self._offset)
             X = (Z - mean) / std
             A = np.hstack([X, np.ones((m, 1))])
@@ -296,32 +304,25 @@ class WindowedLogistic(base.Classifier):
                 break
         return b
 
+    def _ridge_due(self) -> bool:
+        """Whether this refit validates the ridge: until one validation could run, then once
+        the examples learnt since the last one reach as many as before it, or `ridge_every`
+        refits' worth (`refit_every` each)."""
+        at = self._selected_at
+        return at == 0 or self._n - at >= min(self.ridge_every * self.refit_every, at)
+
     def _select_l2(self, Z: np.ndarray, y: np.ndarray, sw: np.ndarray, slope: np.ndarray,
                    offset: float) -> float:
-        """The ridge of `l2_grid` whose fit on the older 80% of the window predicts the newest
-        20% best (log loss): a forward validation, as the model is used. The current one when
-        either part holds fewer than `min_class` examples of a class."""
-        m = len(y)
+        """`newton.forward_ridge` on the window, oldest first (the ring wraps at n % window);
+        the current ridge when either part is short of `min_class` examples of a class."""
         start = self._n % self.window if self._n > self.window else 0
-        order = np.r_[start:m, 0:start]  # oldest first (the ring wraps at `start`)
-        cut = int(0.8 * m)
-        old, new = order[:cut], order[cut:]
-        y_old, y_new = y[old], y[new]
-        if min(y_old.sum(), len(old) - y_old.sum(), y_new.sum(),
-               len(new) - y_new.sum()) < self.min_class:
+        order = np.r_[start:len(y), 0:start]
+        i = nt.forward_ridge(Z[order], y[order], sw[order], slope, offset, self.l2_grid,
+                             self.iterations, self.min_class)
+        if i is None:
             return self.l2_
-        Z_old, w_old, w_new = Z[old], normalised(sw[old]), normalised(sw[new])
-        mean, std = weighted_moments(Z_old, w_old)
-        A_old = np.hstack([(Z_old - mean) / std, np.ones((len(old), 1))])
-        A_new = np.hstack([(Z[new] - mean) / std, np.ones((len(new), 1))])
-        start_theta = np.r_[slope * std, offset + float(slope @ mean)]
-        losses = []
-        thetas = nt.newton_grid(A_old, y_old, w_old, start_theta,
-                             [l2 / len(old) for l2 in self.l2_grid], self.iterations)
-        for theta in thetas:
-            a = A_new @ theta
-            losses.append(float(np.mean(w_new * (np.logaddexp(0.0, a) - y_new * a))))
-        return float(self.l2_grid[int(np.argmin(losses))])
+        self._selected_at = self._n
+        return self.l2_grid[i]
 
     def proba_logs(self, names: tuple, zs) -> float:
         """``predict_proba_one(x)[True]`` for the example whose signed logs are `zs`, in

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["newton", "newton_grid", "normalised", "one_blas_thread", "sigmoid_array",
-           "weighted_moments"]
+__all__ = ["forward_ridge", "newton", "newton_grid", "normalised", "one_blas_thread",
+           "sigmoid_array", "weighted_moments"]
 
 
 _BLAS: ThreadpoolController | None = None
@@ -101,3 +101,28 @@ def _objective(a: np.ndarray, y: np.ndarray, sw: np.ndarray, theta: np.ndarray,
                reg: np.ndarray) -> float:
     """Weighted mean log loss of logits `a` on labels `y`, plus ``reg / 2 * theta^2``."""
     return float(sw @ (np.logaddexp(0.0, a) - y * a) / len(a) + 0.5 * reg @ (theta * theta))
+
+
+def forward_ridge(Z: np.ndarray, y: np.ndarray, sw: np.ndarray, slope: np.ndarray,
+                  offset: float, l2_grid, iterations: int, min_class: int) -> int | None:
+    """Index of the ridge of `l2_grid` whose fit on the older 80% of rows `Z` (signed logs,
+    oldest first; labels `y`, weights `sw`) predicts the newest 20% best (weighted log loss):
+    a forward validation, as the model is used. Each fit runs `iterations` Newton steps from
+    the previous fit (`slope`, `offset` in raw units), standardised by the older part. None
+    when either part holds fewer than `min_class` examples of a class."""
+    m = len(y)
+    cut = int(0.8 * m)
+    y_old, y_new = y[:cut], y[cut:]
+    if min(y_old.sum(), cut - y_old.sum(), y_new.sum(), m - cut - y_new.sum()) < min_class:
+        return None
+    Z_old, w_old, w_new = Z[:cut], normalised(sw[:cut]), normalised(sw[cut:])
+    mean, std = weighted_moments(Z_old, w_old)
+    A_old = np.hstack([(Z_old - mean) / std, np.ones((cut, 1))])
+    A_new = np.hstack([(Z[cut:] - mean) / std, np.ones((m - cut, 1))])
+    start = np.r_[slope * std, offset + float(slope @ mean)]
+    losses = []
+    for theta in newton_grid(A_old, y_old, w_old, start, [l2 / cut for l2 in l2_grid],
+                             iterations):
+        a = A_new @ theta
+        losses.append(float(np.mean(w_new * (np.logaddexp(0.0, a) - y_new * a))))
+    return int(np.argmin(losses))
