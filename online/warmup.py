@@ -81,15 +81,19 @@ def warm_up() -> float:
             projector.run()
             projector.profiles(["warm"])
             features_as_of_many(log, ["warm"], projector.watermark_us)
-    _warm_segments()
+    _warm_models()
     return time.perf_counter() - start
 
 
-def _warm_segments() -> None:
-    """The segments' k-means kernels: a three-event log learns no snapshot."""
+def _warm_models() -> None:
+    """The kernels the models call only once they have learnt (a three-event log learns no
+    snapshot and no fit): the segments' k-means, the propensity's batch logits."""
     import numpy as np
 
+    from online.kernels.signed import row_logits
     from online.models.kmeans import choose, kmeans_pp, lloyd
+
+    row_logits(np.zeros((1, 2)), np.zeros(2), 0.0, 0)
 
     Z = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
     fresh = kmeans_pp(Z, 2, np.random.default_rng(0))

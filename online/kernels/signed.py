@@ -14,7 +14,7 @@ from numba import njit
 
 from online.kernels.jit import JIT
 
-__all__ = ["signed_log_rows"]
+__all__ = ["row_logits", "signed_log_rows"]
 
 
 @njit(**JIT)
@@ -29,4 +29,22 @@ def signed_log_rows(X, fill):
             if not np.isfinite(v):
                 v = fill
             out[i, j] = math.log1p(v) if v >= 0 else -math.log1p(-v)
+    return out
+
+
+@njit(**JIT)
+def row_logits(Z, slopes, offset, start):
+    """``offset + sum_k slopes[k] * Z[i, k]`` for the rows i >= `start` of Z (0.0 before it):
+    the sum Python's ``offset + sum(map(operator.mul, slopes, z))`` makes, term by term in
+    k order from the first product (no fused multiply-add), so the same bits."""
+    n, m = Z.shape
+    out = np.zeros(n)
+    for i in range(start, n):
+        if m == 0:
+            out[i] = offset
+            continue
+        s = slopes[0] * Z[i, 0]
+        for k in range(1, m):
+            s += slopes[k] * Z[i, k]
+        out[i] = offset + s
     return out

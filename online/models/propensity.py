@@ -26,7 +26,9 @@ from online.clock import DAY_US, HOUR_US
 from online.kernels.signed import signed_log_rows
 
 from . import explain
+from .batch_rows import BatchRows
 from .drift import ErrorDrift
+from .learners import WindowedLogistic
 from .questions import NEVER, DelayedLabels, _as_list, _rows
 from .signed import signed_logs
 
@@ -287,7 +289,8 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
         no dict per event has to be built; `users`, `t_us` and `is_purchase` are equally long
         sequences (numpy arrays are fine). Same results as calling `observe` row by row.
         """
-        rows = self._questions(X)
+        batch = self._batch_rows(X)
+        rows = self._questions(X) if batch is None else range(len(batch.Z))
         ts, flags = _as_list(t_us), _as_list(is_purchase)
         if not len(users) == len(ts) == len(flags) == len(rows):
             raise ValueError(
@@ -295,24 +298,33 @@ class PurchasePropensity(DelayedLabels, base.Estimator):
                 f"{len(users)}, {len(ts)}, {len(flags)}, {len(rows)}"
             )
         observe = self._observe
-        if not scores:
-            for u, t, row, p in zip(users, ts, rows, flags, strict=True):
-                observe(u, t, row, p, False)
-            return []
-        return cast(list[float], [
-            observe(u, t, row, p) for u, t, row, p in zip(users, ts, rows, flags, strict=True)
-        ])
+        self._batch = batch  # the rows are then passed by index
+        try:
+            if not scores:
+                for u, t, row, p in zip(users, ts, rows, flags, strict=True):
+                    observe(u, t, row, p, False)
+                return []
+            return cast(list[float], [observe(u, t, row, p) for u, t, row, p
+                                      in zip(users, ts, rows, flags, strict=True)])
+        finally:
+            del self._batch  # the class's None again: nothing of it is pickled
+
+    def _batch_rows(self, X) -> BatchRows | None:
+        """For a float array and a learner of signed logs (`WindowedLogistic`), the whole
+        batch's signed logs in one compiled call (the same values as per row), scored as one
+        (`BatchRows`); None otherwise."""
+        if (self._by_logs and isinstance(X, np.ndarray) and X.dtype.kind in "fiu"
+                and X.ndim == 2 and X.shape[1] == len(self.features)
+                and isinstance(self._model, WindowedLogistic)):
+            X = np.ascontiguousarray(X, np.float64)
+            Z = signed_log_rows(X, float(self.fill_value))
+            return BatchRows(Z, self._model, self.features)
+        return None
 
     def _questions(self, X) -> list:
-        """`_question` of each row of `X`: for a float array and a learner of signed logs, the
-        whole batch in one compiled call (the same values as per row)."""
-        width = len(self.features)
-        if (self._by_logs and isinstance(X, np.ndarray) and X.dtype.kind in "fiu"
-                and X.ndim == 2 and X.shape[1] == width):
-            X = np.ascontiguousarray(X, np.float64)
-            return signed_log_rows(X, float(self.fill_value)).tolist()
+        """`_question` of each row of `X`, as lists."""
         question, checked = self._question, self._checked
-        return [question(checked(tuple(row))) for row in _rows(X, width, "X")]
+        return [question(checked(tuple(row))) for row in _rows(X, len(self.features), "X")]
 
     def erase_learnt(self, user: str) -> int:
         """Blank `user`'s examples in the learner's window (a learner that keeps them by

@@ -12,9 +12,12 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .survival import kaplan_meier
+
+if TYPE_CHECKING:
+    from .batch_rows import BatchRows
 
 __all__ = ["DelayedLabels", "NEVER"]
 
@@ -76,6 +79,8 @@ class DelayedLabels:
     _prior_at: int | None
     _prior_yes: list[int]
     _prior_gone: list[int]
+    # the batch `observe_many` is observing (its rows are then passed by index); None outside
+    _batch: BatchRows | None = None
 
     def _dict(self, vals: tuple) -> dict:
         raise NotImplementedError
@@ -118,14 +123,23 @@ class DelayedLabels:
         the horizon's share once a horizon has passed; the learner takes over from there."""
         return self._prior
 
-    def _ask(self, vals: tuple) -> float:
+    def _ask(self, vals) -> float:
         if self._uninformed:
             return self.prior_proba()
         if self._by_logs:  # questions hold signed logs (`PurchasePropensity._question`)
+            batch = self._batch
+            if batch is not None:  # vals: a row of the batch (`PurchasePropensity.observe_many`)
+                return batch.ask(vals)
             return self._model.proba_logs(self.features, vals)
         return self._model.predict_proba_one(self._dict(vals)).get(True, 0.0)
 
-    def _observe(self, user: str, t_us: int, vals: tuple, is_purchase,
+    def _values(self, vals) -> array:
+        """What a held question keeps of `vals`: 8 bytes a value (array("d"): half the memory
+        of a tuple of float objects)."""
+        batch = self._batch
+        return array("d", vals) if batch is None else batch.values(vals)
+
+    def _observe(self, user: str, t_us: int, vals, is_purchase,
                  scored: bool = True) -> float | None:
         """Settle what t_us settles, hold `vals` as a question; the score (None when not
         `scored` and no question took it: the model is asked only where its answer is kept,
@@ -172,7 +186,7 @@ class DelayedLabels:
                     if t_us == held[1]:  # the drawn moment goes on: its latest features
                         if score is None:
                             score = self._ask(vals)
-                        q[-1] = held[:2] + (score, array("d", vals)) + held[4:]
+                        q[-1] = held[:2] + (score, self._values(vals)) + held[4:]
                     return score
                 k = held[5] + 1
                 self._draws = draws = self._draws + 1
@@ -180,7 +194,7 @@ class DelayedLabels:
                     if score is None:
                         score = self._ask(vals)
                     seq = self._seq
-                    q[-1] = (seq, t_us, score, array("d", vals), held[4], k, False, t_us)
+                    q[-1] = (seq, t_us, score, self._values(vals), held[4], k, False, t_us)
                     heapq.heappush(self._heap, (t_us + self.horizon_us, seq, user))
                     self._seq = seq + 1
                     self._n_replaced += 1
@@ -195,10 +209,9 @@ class DelayedLabels:
             self._drop_oldest()
             q = self._open.get(user)
         seq = self._seq
-        # array("d"): 8 bytes a value, half the memory of a tuple of float objects.
         # (seq, t, score, x, start of its spacing window, moments seen in it, answered yes,
         # time of the window's latest event)
-        item = (seq, t_us, score, array("d", vals), t_us, 1, False, t_us)
+        item = (seq, t_us, score, self._values(vals), t_us, 1, False, t_us)
         if q is None:
             self._open[user] = deque((item,))
         else:
