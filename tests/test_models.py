@@ -483,6 +483,34 @@ def test_non_finite_and_missing_features_read_as_fill_value():
         assert m.predict_proba_one(x) == clean
 
 
+def test_a_full_sample_learns_the_same_snapshots_whatever_the_batches():
+    """Beyond `max_users` the users with the largest hashes leave the sample for good: one
+    that leaves inside a batch must not come back with its later events (each return would
+    count as a user joining, and joins trigger snapshots)."""
+    from online.models.snapshots import SegmentSnapshots
+
+    rng = random.Random(8)
+    n, users = 2000, [f"u{i}" for i in range(90)]
+    t = np.cumsum([rng.randrange(0, HOUR_US // 4) for _ in range(n)]).astype(np.int64)
+    who = np.array([rng.choice(users) for _ in range(n)], object)
+    spend = np.array([rng.uniform(1, 80) for _ in range(n)])
+    cols = {"last_event_ts": t.copy(), "last_purchase_ts": t.copy(),
+            "rfm_frequency": np.arange(n) % 7 + 1.0, "rfm_monetary": spend,
+            "avg_order_value": spend / 2}
+
+    def run(cuts):
+        seg = UserSegments(n_clusters=3, seed=0)
+        snaps = SegmentSnapshots(seg.inputs, max_users=15, refresh_every=4)
+        for a, b in zip([0, *cuts], [*cuts, n], strict=True):
+            snaps.observe_many(seg, who[a:b], t[a:b], {k: v[a:b] for k, v in cols.items()})
+        return pickle.dumps(seg.describe()), snaps.stats()
+
+    one_by_one = run(list(range(1, n)))
+    assert one_by_one[1]["sampled_users"] == 15
+    assert run([]) == one_by_one
+    assert run(sorted(rng.sample(range(1, n), 30))) == one_by_one
+
+
 # -- explanations ----------------------------------------------------------------------------
 
 

@@ -17,7 +17,8 @@ __all__ = ["ModelSet", "STATE_FORMAT", "StaleModels"]
 
 # Bump when the pickled layout of the models changes incompatibly.
 # 2: questions hold moments and the prior's tallies (a checkpoint of 1 is rebuilt from the log)
-STATE_FORMAT = 2
+# 3: the segment snapshots' sample is held by column
+STATE_FORMAT = 3
 
 
 class StaleModels(ValueError):

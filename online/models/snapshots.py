@@ -67,7 +67,11 @@ class SegmentSnapshots:
         for name in self.inputs:
             needed.add(cat.feature(name).stored_column)
         self.stored_names = tuple(sorted(needed))
-        self._rows: dict[str, tuple] = {}  # stored id -> its newest stored values
+        # The sample's newest stored rows by column: user -> slot, one array per stored name.
+        self._slot: dict[str, int] = {}
+        self._columns: dict[str, np.ndarray] = {}
+        self._free: list[int] = []  # slots of users who left the sample, to reuse
+        self._order: tuple[list[str], np.ndarray] | None = None  # users by id, their slots
         self._hash: dict[str, int] = {}  # stored id -> its 64-bit hash (seen users)
         self._largest: list[tuple[int, str]] = []  # max-heap (-hash, id) of the sample
         self._threshold = int(share * 2**64)
@@ -86,7 +90,10 @@ class SegmentSnapshots:
                      rows: dict[str, np.ndarray]) -> int:
         """One batch in log order: keep sampled users' rows, learn at each new period.
 
-        ``rows`` are the projector's per-event stored rows. Returns snapshots learnt.
+        ``rows`` are the projector's per-event stored rows. Returns snapshots learnt. Only
+        the users who join or leave the sample are handled event by event; the rows are
+        written by column (each user's last event before a snapshot) when one is learnt and
+        at the end of the batch.
         """
         users = np.asarray(users)
         eff = np.asarray(eff_ts, np.int64)
@@ -98,43 +105,90 @@ class SegmentSnapshots:
         starts = np.flatnonzero((running // period > previous // period)
                                 & (previous != cat.NO_TS))
         ids = users.tolist()
-        picked = [i for i, u in enumerate(ids) if self._sampled(u)]
-        # the picked events' rows as tuples of Python scalars, made once per batch
-        at_picked = np.asarray(picked, np.int64)
-        values = list(zip(*(np.asarray(rows[n])[at_picked].tolist()
-                            for n in self.stored_names), strict=True))
-        learnt, at = 0, 0
-        for boundary in [*starts.tolist(), len(eff)]:
-            while at < len(picked) and picked[at] < boundary:
-                i = picked[at]
-                self._keep(ids[i], values[at])
-                at += 1
-                if self._updates >= max(self.refresh_every, len(self._rows) // 10):
+        sampled = {u: self._sampled(u) for u in set(ids)}
+        slot = self._slot
+        at: list[int] = []  # events of sampled users, and the slot each one's row goes to
+        to: list[int] = []
+        left: list[int] = []  # slots freed in this batch: reused only after its rows land
+        learnt, written, boundaries = 0, 0, [*starts.tolist(), len(eff)]
+        b = 0
+        for i, u in enumerate(ids):
+            while i >= boundaries[b]:  # a period starts at event i: learn what came before
+                written = self._write(rows, at, to, written)
+                self._learn(segments, int(running[i] // period * period))
+                learnt += 1
+                b += 1
+            if not sampled[u]:
+                continue
+            s = slot.get(u)
+            if s is None:
+                if self._hash[u] >= self._threshold:  # left the sample earlier in the batch
+                    continue
+                s = self._join(u, left)
+                if s >= 0:  # (else its hash is the sample's largest: it left at once)
+                    at.append(i)
+                    to.append(s)
+                if self._updates >= max(self.refresh_every, len(slot) // 10):
+                    written = self._write(rows, at, to, written)
                     self._learn(segments, int(running[i]))
                     learnt += 1
-            if boundary < len(eff):
-                self._learn(segments, int(running[boundary] // period * period))
-                learnt += 1
+                continue
+            at.append(i)
+            to.append(s)
+        self._write(rows, at, to, written)
+        self._free += left
         self._watermark = int(running[-1])
         return learnt
 
-    def _keep(self, user: str, values: tuple) -> None:
-        if user not in self._rows:
-            heapq.heappush(self._largest, (-self._hash[user], user))
-            self._updates += 1
-        self._rows[user] = values
-        if len(self._rows) > self.max_users:  # bottom-k: the largest hash leaves for good
+    def _join(self, user: str, left: list[int]) -> int:
+        """Add `user` to the sample; its slot, or -1 when it is the one that leaves."""
+        heapq.heappush(self._largest, (-self._hash[user], user))
+        self._updates += 1
+        self._order = None
+        out = None
+        if len(self._slot) + 1 > self.max_users:  # bottom-k: the largest hash leaves for good
             h, out = heapq.heappop(self._largest)
-            del self._rows[out]
             self._threshold = -h
+            if out == user:
+                return -1
+            left.append(self._slot.pop(out))
+        s = self._free.pop() if self._free else len(self._slot) + len(left)
+        self._slot[user] = s
+        return s
+
+    def _write(self, rows: dict[str, np.ndarray], at: list[int], to: list[int],
+               written: int) -> int:
+        """Write the rows of events ``at[written:]`` into their slots (a slot's last event
+        wins); how many are written."""
+        if written == len(at):
+            return written
+        pos = np.asarray(at[written:], np.int64)
+        slots = np.asarray(to[written:], np.int64)
+        # the last event of each slot: the first one in reverse order
+        slots, first = np.unique(slots[::-1], return_index=True)
+        pos = pos[::-1][first]
+        size = int(slots[-1]) + 1
+        for name in self.stored_names:
+            values = np.asarray(rows[name])
+            column = self._columns.get(name)
+            if column is None or len(column) < size:
+                grown = np.zeros(max(size, 2 * (0 if column is None else len(column)), 64),
+                                 values.dtype)
+                if column is not None:
+                    grown[:len(column)] = column
+                column = self._columns[name] = grown
+            column[slots] = values[pos]
+        return len(at)
 
     def _learn(self, segments: UserSegments, t_us: int) -> None:
-        if not self._rows:
+        if not self._slot:
             return
         # Users in a fixed order (by id), so the k-means sees the same sequence on replay.
-        rows = self._rows
-        columns = zip(*(rows[u] for u in sorted(rows)), strict=True)
-        stored = {n: np.array(c) for n, c in zip(self.stored_names, columns, strict=True)}
+        if self._order is None:
+            order = sorted(self._slot)
+            self._order = order, np.array([self._slot[u] for u in order], np.int64)
+        slots = self._order[1]
+        stored = {n: self._columns[n][slots] for n in self.stored_names}
         served = kernels.evaluate_stored(stored, np.int64(t_us), names=self.inputs)
         X = np.column_stack([np.asarray(served[n], np.float64) for n in self.inputs])
         segments.learn_snapshot(X, self.inputs)
@@ -144,11 +198,16 @@ class SegmentSnapshots:
     def erase_user(self, user: str) -> bool:
         """Forget `user`'s row and sampling mark (erasure); whether they were sampled."""
         self._hash.pop(user, None)
-        if self._rows.pop(user, None) is None:
+        s = self._slot.pop(user, None)
+        if s is None:
             return False
+        for column in self._columns.values():
+            column[s] = 0  # no value of theirs stays in the arrays
+        self._free.append(s)
+        self._order = None
         self._largest = [(h, u) for h, u in self._largest if u != user]
         heapq.heapify(self._largest)
         return True
 
     def stats(self) -> dict:
-        return {"sampled_users": len(self._rows), "snapshots": self._n_snapshots}
+        return {"sampled_users": len(self._slot), "snapshots": self._n_snapshots}
