@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 
@@ -107,7 +108,8 @@ def test_label_cache_survives_pickling_and_old_pickles():
 
 
 @pytest.mark.parametrize("options", [{}, {"avg_order_value": None},
-                                     {"recency_days_per_unit": 1 / 86400, "recency_cap_days": 30}])
+                                     {"recency_days_per_unit": 1 / 86400, "recency_cap_days": 30},
+                                     {"recency_cap_days": math.inf}])
 def test_rfm_by_column_equals_rfm_per_row_bit_for_bit(options):
     seg = UserSegments(**options)
     columns = seg.inputs

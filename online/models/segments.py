@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from river import base, cluster, preprocessing
 
+from online.kernels.signed import signed_log_rows
+
 from .kmeans import choose, kmeans_pp, lloyd, matching
 from .propensity import DAY_US
 from .questions import _as_list
@@ -164,7 +166,8 @@ class UserSegments(base.Clusterer):
         """`rfm` of each row of `X` (columns named by `columns`) as an (n, 4) array.
 
         The same values as `rfm` row by row, bit for bit: the rules run by column, and the
-        logarithm is `math.log1p` on each value (numpy's may differ in the last bit).
+        logarithm is the C library's ``log1p`` on each value, as `math.log1p` (numpy's may
+        differ in the last bit), compiled (`signed_log_rows`: every value here is >= 0).
         """
         A = np.asarray(X, dtype=np.float64)  # None -> NaN, which `rfm` treats alike
         if A.ndim != 2 or A.shape[1] != len(columns):
@@ -189,6 +192,8 @@ class UserSegments(base.Clusterer):
                 out[:, 3] = np.where(freq > 0, spend / np.where(freq > 0, freq, 1.0), 0.0)
             else:
                 out[:, 3] = non_negative(column(self.avg_order_value))
+        if np.isfinite(out).all():  # compiled, the C library's log1p as math's (a test)
+            return signed_log_rows(out, 0.0)
         flat = list(map(math.log1p, out.ravel().tolist()))
         return np.array(flat, dtype=np.float64).reshape(out.shape)
 
