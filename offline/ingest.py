@@ -88,7 +88,7 @@ def ingest_records(
         summary.rejected += result.rejected
         if result.last_offset is not None:
             summary.last_offset = result.last_offset
-        for outcome in result.outcomes:
+        for outcome in result.problems:
             if outcome.status == "rejected":
                 summary.note_problem(
                     lines[outcome.index], "rejected", outcome.reason or "", outcome.field

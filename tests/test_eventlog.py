@@ -90,6 +90,16 @@ def test_duplicates_within_a_batch(log):
     assert all_events(log).ts.tolist() == [validate_event(ev("a")).ts_us] * 2  # first one wins
 
 
+def test_problems_are_the_outcomes_not_accepted_in_payload_order(log):
+    log.append([ev("x")])
+    r = log.append([ev("a"), ev("x"), {"event_id": "bad"}, ev("b"), ev("a")])
+    assert [o.status for o in r.problems] == ["duplicate", "rejected", "duplicate"]
+    assert r.problems == [o for o in r.outcomes if o.status != "accepted"]
+    accepted = [o for o in r.outcomes if o.status == "accepted"]
+    assert [(o.index, o.offset, o.event_id) for o in accepted] == [(0, 1, "a"), (3, 2, "b")]
+    assert [o.index for o in r.outcomes] == list(range(5))
+
+
 def test_event_objects_are_taken_as_validated(log):
     e = validate_event(ev("a"))
     r = log.append([e, ev("b")])

@@ -91,8 +91,7 @@ def post_events(
     listed = [
         IngestOutcome(index=o.index, status=o.status, offset=o.offset, event_id=o.event_id,
                       field=o.field, reason=o.reason)
-        for o in result.outcomes
-        if outcomes == "all" or o.status != "accepted"
+        for o in (result.outcomes if outcomes == "all" else result.problems)
     ]  # fmt: skip
     last = result.last_offset
     return IngestResponse(
