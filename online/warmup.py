@@ -87,13 +87,15 @@ def warm_up() -> float:
 
 def _warm_models() -> None:
     """The kernels the models call only once they have learnt (a three-event log learns no
-    snapshot and no fit): the segments' k-means, the propensity's batch logits."""
+    snapshot and no fit): the segments' k-means, the propensity's batch logits and prior."""
     import numpy as np
 
     from online.kernels.signed import row_logits
+    from online.kernels.survival import km_pass
     from online.models.kmeans import choose, kmeans_pp, lloyd
 
     row_logits(np.zeros((1, 2)), np.zeros(2), 0.0, 0)
+    km_pass(np.zeros(1, np.int64), np.zeros(1, np.int64), 1)
 
     Z = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
     fresh = kmeans_pp(Z, 2, np.random.default_rng(0))

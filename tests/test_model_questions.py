@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 from river import base
 
@@ -140,6 +141,24 @@ def test_a_learner_that_knows_something_scores_from_the_start():
     fresh.advance(2 * DAY_US)
     assert fresh.stats()["n_learnt"] == 1
     assert fresh.observe("bob", 2 * DAY_US, {"f": 1.0}) == 0.3
+
+
+def test_the_compiled_kaplan_meier_pass_is_the_python_one_bit_for_bit():
+    from online.kernels.survival import km_pass
+    from online.models.survival import _km_pass
+
+    rng = random.Random(11)
+    for _ in range(400):
+        horizon = rng.choice([10, 7 * 86_400_000_000])
+        answered = [rng.randrange(-horizon // 10, 2 * horizon) for _ in range(rng.randrange(40))]
+        censored = [rng.choice([horizon, rng.randrange(2 * horizon)])
+                    for _ in range(rng.randrange(1, 40))]
+        got = km_pass(np.array(answered, np.int64), np.array(censored, np.int64), horizon)
+        assert tuple(float(v) for v in got) == tuple(
+            float(v) for v in _km_pass(answered, censored, horizon))
+    # floats and ints beyond 2^61 take the Python pass, with the same meaning
+    assert kaplan_meier([1.5, 2.0], [10.0, 10.0], 10) == pytest.approx(0.5)
+    assert kaplan_meier([2**70], [2**70], 2**70) == kaplan_meier([1], [1], 1)
 
 
 def test_kaplan_meier_reads_half_with_nothing_seen_and_carries_a_falling_hazard():

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from online.kernels.survival import km_pass
+
 __all__ = ["kaplan_meier"]
 
 
@@ -31,10 +35,40 @@ def kaplan_meier(answered: list[int], censored: list[int], horizon: int) -> floa
     if n == 0:
         return 0.5
     # events before censorings at the same age (the usual convention); ages past the
-    # horizon count as the horizon
+    # horizon count as the horizon; tau: the age where a quarter are still at risk
+    yes, waiting = _ints(answered), _ints(censored)
+    if yes is not None and waiting is not None and type(horizon) is int and horizon < _BOUND:
+        survival, late_answers, late_exposure, tau = km_pass(yes, waiting, horizon)
+    else:
+        survival, late_answers, late_exposure, tau = _km_pass(answered, censored, horizon)
+    if tau < horizon:
+        hazard = (late_answers + _PRIOR_ANSWERS) / (late_exposure + _PRIOR_EXPOSURE * horizon)
+        survival *= math.exp(-hazard * (horizon - tau))
+    return ((1.0 - survival) * n + 0.5) / (n + 1.0)
+
+
+def _ints(ages) -> np.ndarray | None:
+    """`ages` as int64 when they are all ints the compiled pass takes exactly (|age| below
+    2^61: doubled, they still fit); None otherwise (floats, huge ints)."""
+    try:
+        a = np.asarray(ages)
+    except OverflowError:
+        return None
+    if len(a) == 0:
+        return np.zeros(0, np.int64)
+    if a.dtype != np.int64 or a.ndim != 1 or max(-int(a.min()), int(a.max())) >= _BOUND:
+        return None
+    return a
+
+
+_BOUND = 2**61
+
+
+def _km_pass(answered, censored, horizon) -> tuple[float, int, float, float]:
+    """`online.kernels.survival.km_pass` for any real ages (floats, huge ints)."""
+    n = len(answered) + len(censored)
     ages = sorted([(min(a, horizon), 0) for a in answered]
                   + [(min(c, horizon), 1) for c in censored])
-    # tau: the age where a quarter of the questions are still at risk
     tau = ages[max(0, (3 * n) // 4 - 1)][0] if ages[-1][0] < horizon else horizon
     survival, at_risk = 1.0, n
     late_answers, late_exposure = 0, 0.0
@@ -47,10 +81,7 @@ def kaplan_meier(answered: list[int], censored: list[int], horizon: int) -> floa
         if not censor:
             survival *= 1.0 - 1.0 / at_risk
         at_risk -= 1
-    if tau < horizon:
-        hazard = (late_answers + _PRIOR_ANSWERS) / (late_exposure + _PRIOR_EXPOSURE * horizon)
-        survival *= math.exp(-hazard * (horizon - tau))
-    return ((1.0 - survival) * n + 0.5) / (n + 1.0)
+    return survival, late_answers, late_exposure, tau
 
 
 # the late hazard's Gamma prior: half an answer over 0.5 / ln 2 of a horizon of exposure, so
