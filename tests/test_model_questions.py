@@ -185,3 +185,19 @@ def test_an_erased_users_examples_leave_the_learners_window():
     assert learner._w[:learner._n].sum() > 0  # the others' examples stay
     learner._fit()  # a refit after the erasure reads only the others
     assert math.isfinite(learner.intercept)
+
+
+def test_draws_read_from_a_block_are_the_counters_own():
+    from online.models.draws import unit
+
+    def splitmix(n):
+        z = (n * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        return ((z ^ (z >> 31)) >> 11) * (1.0 / 9007199254740992.0)
+
+    rng = random.Random(2)
+    counters = [*range(3000), *(rng.randrange(2**63) for _ in range(300)), 2**63 - 3, 2**64, -5]
+    rng.shuffle(counters[1000:])
+    assert [unit(n) for n in counters] == [splitmix(n) for n in counters]
+    assert all(0.0 <= unit(n) < 1.0 for n in range(100))

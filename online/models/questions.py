@@ -14,6 +14,7 @@ from array import array
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from .draws import unit as _unit
 from .survival import kaplan_meier
 
 if TYPE_CHECKING:
@@ -352,14 +353,6 @@ class DelayedLabels:
             "n_learnt": self._n_positive + self._n_negative,
             "watermark_us": self.watermark_us,
         }
-
-
-def _unit(n: int) -> float:
-    """A uniform draw in [0, 1) from the counter n (splitmix64): replayable, no global RNG."""
-    z = (n * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return ((z ^ (z >> 31)) >> 11) * (1.0 / 9007199254740992.0)
 
 
 def _as_list(values) -> list:
