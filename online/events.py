@@ -346,14 +346,17 @@ class EventBatch:
         return len(self.offset)
 
     @classmethod
-    def from_rows(cls, rows: list[tuple]) -> EventBatch:
-        """A batch from row tuples in ``BATCH_COLUMNS`` order (as the log's SELECT returns)."""
+    def from_rows(cls, rows: list[tuple], positions: tuple[int, ...] | None = None,
+                  ) -> EventBatch:
+        """A batch from row tuples in ``BATCH_COLUMNS`` order (as the log's SELECT returns),
+        or with each of those columns at its index of `positions`."""
         if not rows:
             return cls.empty()
         n = len(rows)
         arrays = {}
+        at = range(len(_BATCH_DTYPES)) if positions is None else positions
         # one C-level pass per column; zip(*rows) would build an iterator per row
-        for k, (name, dtype) in enumerate(_BATCH_DTYPES.items()):
+        for k, (name, dtype) in zip(at, _BATCH_DTYPES.items(), strict=True):
             values = map(itemgetter(k), rows)
             if name == "price":
                 arrays[name] = np.array(list(values), dtype=np.float64)  # None -> NaN

@@ -100,6 +100,38 @@ def test_problems_are_the_outcomes_not_accepted_in_payload_order(log):
     assert [o.index for o in r.outcomes] == list(range(5))
 
 
+def test_the_read_after_an_append_is_the_one_from_the_file(tmp_path):
+    from online.privacy.pseudonym import Pseudonymizer
+
+    def same_read(log, at, limit=100, to=None):
+        assert log._recent is not None and log._recent[0] == at
+        got, resume = log.read(at, limit, to_offset=to)  # the rows just appended
+        assert log._recent is None  # taken
+        want, want_resume = log.read(at, limit, to_offset=to)  # the file's
+        assert resume == want_resume and len(got) == len(want) > 0
+        for name, column in got.to_dict().items():
+            expected = want.to_dict()[name]
+            assert column.dtype == expected.dtype, name
+            assert np.array_equal(column, expected, equal_nan=column.dtype.kind == "f"), name
+
+    with EventLog(tmp_path / "p.db", pseudonymizer=Pseudonymizer(b"k" * 32)) as log:
+        log.append([ev("a"), ev("b", user="u2")])
+        at = log.next_offset
+        log.append([ev("c", type="view"), ev("a"), {"event_id": "bad"},
+                    ev("d", user="u2", type="purchase", price=3, quantity=2, item_id="sku"),
+                    ev("e", user="u3", minute=5, category="shoes", session_id="s9")])
+        same_read(log, at)
+        for limit, to in ((2, None), (100, 2)):  # cut by the limit, by the end offset
+            at = log.next_offset
+            log.append([ev(f"x{limit}", minute=9), ev(f"y{limit}"), ev(f"z{limit}")])
+            same_read(log, at, limit, None if to is None else at + to)
+        # an erasure leaves nothing of the user to be served from memory
+        log.append([ev("w", user="gone")])
+        stored = log.stored_user_id("gone")
+        log.erase_user(stored)
+        assert stored not in log.read(log.next_offset - 1)[0].user_id.tolist()
+
+
 def test_event_objects_are_taken_as_validated(log):
     e = validate_event(ev("a"))
     r = log.append([e, ev("b")])

@@ -153,6 +153,8 @@ class Appending(LogFile):
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'next_offset'", (offsets.stop,))
             if bad:
                 conn.executemany(_QUARANTINE, bad)
+        if rows:  # committed: the next read of these offsets takes them from here
+            self._recent = (first, rows)
         return AppendResult(
             problems=[o for o in outcomes if o is not None],
             accepted_at=(idx, events),
@@ -213,6 +215,7 @@ class Appending(LogFile):
         Offsets are not reused. Deleted pages are zeroed (``secure_delete``) and the WAL is
         checkpointed and truncated, so the erased rows do not linger in the database files.
         """
+        self._recent = None  # no row of theirs may be served from memory after this
         with self._write_lock:
             self._writer.execute("PRAGMA secure_delete=ON")
         try:

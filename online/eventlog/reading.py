@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from online.eventlog.store import _MAX_INT64, _SELECT, LogFile
+from online.eventlog.store import _INSERTED, _MAX_INT64, _SELECT, LogFile
 from online.events import EventBatch
 
 
@@ -24,6 +24,14 @@ class Reading(LogFile):
         if limit <= 0:
             return EventBatch.empty(), from_offset
         upper = _MAX_INT64 if to_offset is None else to_offset
+        recent = self._recent
+        if recent is not None and recent[0] == from_offset:
+            # the rows this process appended last, starting here: as the SELECT would return
+            # them (they are the rows inserted), without reading them back
+            self._recent = None
+            rows = recent[1][:min(limit, upper - from_offset)]
+            if rows:
+                return EventBatch.from_rows(rows, _INSERTED), rows[-1][0] + 1
         with self._reading() as conn:
             rows = conn.execute(
                 f'{_SELECT} WHERE "offset" >= ? AND "offset" < ? ORDER BY "offset" LIMIT ?',

@@ -19,6 +19,9 @@ _INSERT = (
     " price, quantity, ingested_at, part) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT = "SELECT " + ", ".join(f'"{c}"' for c in BATCH_COLUMNS) + " FROM events"
+# where each of BATCH_COLUMNS sits in an _INSERT row
+_INSERTED = tuple(("offset", "event_id", "user_id", "type", "ts", "item_id", "category",
+                   "session_id", "price", "quantity").index(c) for c in BATCH_COLUMNS)
 _MAX_INT64 = 2**63 - 1
 
 
@@ -47,6 +50,8 @@ class LogFile:
         self._readers_lock = threading.Lock()
         self._closed = False
         self._columnar: Any = None  # the arrow reader (online.eventlog.columnar), on use
+        # (first offset, rows) of the last append, for the read that follows it (`read`)
+        self._recent: tuple[int, list[tuple]] | None = None
         self._writer = self._connect()
         try:
             self._create_schema(None if partitions is None else pt.check_partitions(partitions))
