@@ -105,7 +105,8 @@ class SegmentSnapshots:
         starts = np.flatnonzero((running // period > previous // period)
                                 & (previous != cat.NO_TS))
         ids = users.tolist()
-        sampled = {u: self._sampled(u) for u in set(ids)}
+        # in event order: `_hash` (pickled with checkpoints) fills the same way in every process
+        sampled = {u: self._sampled(u) for u in dict.fromkeys(ids)}
         slot = self._slot
         at: list[int] = []  # events of sampled users, and the slot each one's row goes to
         to: list[int] = []
