@@ -30,9 +30,6 @@ from online.checkpoints import current_checkpoint, point_current, remove_stale_c
 from online.durable import fsync_dir, fsync_tree, write_synced
 from online.progress import projection_progress as _progress
 from online.state import UserState
-from online.warmup import announce_compiles
-
-announce_compiles()  # a kernel compiled on first use (a cold numba cache) is said on stderr
 
 CHECKPOINT_FORMAT = 1
 NUMERIC_STORED = tuple(f.name for f in cat.stored_features() if f.dtype not in ("str", "str_list"))

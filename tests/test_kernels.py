@@ -252,3 +252,26 @@ def test_decay_factors_match_their_definition(dt):
     for (label, hl), g in zip(cat.HALF_LIVES, got, strict=True):
         want = 2.0 ** (-dt / hl)
         assert math.isclose(g, want, rel_tol=1e-9, abs_tol=1e-300), f"{label}: {g} != {want}"
+
+
+def test_a_cold_compile_is_said_by_whatever_loads_the_kernels_first(tmp_path):
+    """A bare replay (no projector in the process) with an empty numba cache says what it
+    compiles: the announcement comes with the kernels package, not with the projector."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "import offline.backfill.replay\n"
+        "assert 'online.projector' not in sys.modules\n"
+        "from online.kernels.survival import km_pass\n"
+        "km_pass(np.array([3], np.int64), np.array([5], np.int64), 10)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_DISABLE_JIT"}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "compiling kernel km_pass (numba, once per install; cached on disk)" in done.stderr
+    assert "compiled in" in done.stderr
