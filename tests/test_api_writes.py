@@ -91,3 +91,41 @@ def test_writes_are_pushed_as_soon_as_ingestion_pauses(tmp_path) -> None:
             time.sleep(0.01)
         assert recorder.rows == [("u1", 3, 3)]
         assert client.app.state.service._flush_writes() == 0  # nothing left to push
+
+
+def _scraped(client) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = client.get("/metrics").text
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name.startswith("portrait_online_")}
+
+
+def test_flushes_are_measured_on_metrics(tmp_path) -> None:
+    """Each flush that pushed rows is timed, its rows counted; an empty flush is neither; a
+    failed one is counted as a failure and its rows are not."""
+    failing = Recorder(fail=True)
+    with TestClient(_app(tmp_path / "a", failing)) as client:
+        service = client.app.state.service
+        client.post("/v1/events", json={"events": _events("u1", 0, 3)})
+        try:
+            service._flush_writes()
+        except OSError:
+            pass
+        seen = _scraped(client)
+        assert seen["portrait_online_flush_failures_total"] == 1
+        assert seen["portrait_online_rows_pushed_total"] == 0
+        assert seen["portrait_online_flush_duration_seconds_count"] == 0
+    recorder = Recorder()
+    with TestClient(_app(tmp_path / "b", recorder)) as client:
+        service = client.app.state.service
+        client.post("/v1/events", json={"events": _events("u1", 0, 3) + _events("u2", 0, 2)})
+        assert service._flush_writes() == 2
+        assert service._flush_writes() == 0  # nothing to push: not a flush
+        client.post("/v1/events", json={"events": _events("u2", 2, 1)})
+        assert service._flush_writes() == 1
+        seen = _scraped(client)
+    assert seen["portrait_online_rows_pushed_total"] == 3
+    assert seen["portrait_online_flush_duration_seconds_count"] == 2
+    assert seen["portrait_online_flush_duration_seconds_sum"] > 0
+    assert seen["portrait_online_flush_failures_total"] == 0

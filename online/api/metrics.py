@@ -152,6 +152,21 @@ class ApiMetrics:
         self.checkpoints = Counter(
             "portrait_checkpoints", "Projector checkpoints written by the server.", registry=r
         )
+        self.online_flush_seconds = Histogram(
+            "portrait_online_flush_duration_seconds",
+            "Time of one flush of deferred online-store writes that had rows to push (copy "
+            "of the rows and the store's write).",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.online_rows = Counter(
+            "portrait_online_rows_pushed", "User rows written to the online store by flushes.",
+            registry=r,
+        )  # fmt: skip
+        self.online_flush_failures = Counter(
+            "portrait_online_flush_failures",
+            "Flushes whose write failed (their users stay pending and are pushed again).",
+            registry=r,
+        )  # fmt: skip
 
     def add_gauges(self, read: Callable[[], Mapping[str, tuple[str, float]]]) -> None:
         """Register gauges read at scrape time (projector lag)."""
