@@ -231,6 +231,22 @@ def _settle(client, metrics_url: str | None) -> float:
         time.sleep(0.02)
 
 
+def _flushes(client, metrics_url: str | None) -> tuple[float, float, float]:
+    """The server's online flushes so far: (count, seconds in all, user rows pushed)."""
+    if metrics_url is None:
+        return 0.0, 0.0, 0.0
+    seen = {}
+    for line in client.get(metrics_url).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("portrait_online_flush_duration_seconds_count",
+                    "portrait_online_flush_duration_seconds_sum",
+                    "portrait_online_rows_pushed_total"):
+            seen[name] = float(value)
+    return (seen.get("portrait_online_flush_duration_seconds_count", 0.0),
+            seen.get("portrait_online_flush_duration_seconds_sum", 0.0),
+            seen.get("portrait_online_rows_pushed_total", 0.0))
+
+
 def drive(url: str, payloads: list[bytes], *, wrap: bool, metrics_url: str | None = None,
           ) -> dict[str, Any]:
     """POST every batch in order (one at a time); events/s over the whole run, up to the
@@ -244,6 +260,7 @@ def drive(url: str, payloads: list[bytes], *, wrap: bool, metrics_url: str | Non
         first = _post(client, url, payloads[0], wrap)
         _settle(client, metrics_url)
         warm_s = time.perf_counter() - t0
+        flushes_before = _flushes(client, metrics_url)
         start = time.perf_counter()
         for body in payloads[1:]:
             t = time.perf_counter()
@@ -251,6 +268,8 @@ def drive(url: str, payloads: list[bytes], *, wrap: bool, metrics_url: str | Non
             per_batch.append(time.perf_counter() - t)
         settle_s = _settle(client, metrics_url)
         elapsed = time.perf_counter() - start
+        flushes = [b - a for a, b in zip(flushes_before, _flushes(client, metrics_url),
+                                         strict=True)]
     n = (len(payloads) - 1) * BATCH
     per_batch.sort()
     return {
@@ -260,6 +279,9 @@ def drive(url: str, payloads: list[bytes], *, wrap: bool, metrics_url: str | Non
                                             math.ceil(0.99 * len(per_batch)) - 1)] * 1000, 2),
         "first_batch_s": round(warm_s, 2), "first_batch": first,
         "settle_s": round(settle_s, 3),
+        # the online-store flushes of the timed batches (the server's /metrics)
+        "flushes": int(flushes[0]), "flush_s": round(flushes[1], 3),
+        "flushed_rows": int(flushes[2]),
     }  # fmt: skip
 
 
@@ -346,7 +368,9 @@ def main() -> None:
             rounds[name].append(r)
             print(f"[{k + 1}/{args.repeat}] {name:15s}: {r['events_per_s']:>9.0f} events/s  "
                   f"batch p50 {r['batch_p50_ms']} ms  p99 {r['batch_p99_ms']} ms  "
-                  f"(first batch {r['first_batch_s']} s)", file=sys.stderr)
+                  f"(first batch {r['first_batch_s']} s; settle {r['settle_s']} s, "
+                  f"{r['flushes']} flushes, {r['flush_s']} s, {r['flushed_rows']} rows)",
+                  file=sys.stderr)
     results = {name: _median_run(rs) for name, rs in rounds.items()}
     for name, r in results.items():
         print(f"{name:15s}: {r['events_per_s']:>9.0f} events/s (median of "
@@ -372,7 +396,7 @@ def _median_run(rs: list[dict]) -> dict:
     """One run's figures over the rounds: medians of the numbers, each round's events/s."""
     out = dict(rs[0])
     for key in ("seconds", "events_per_s", "batch_p50_ms", "batch_p99_ms", "first_batch_s",
-                "settle_s"):
+                "settle_s", "flushes", "flush_s", "flushed_rows"):
         out[key] = round(statistics.median(r[key] for r in rs), 3)
     out["events_per_s_rounds"] = [round(r["events_per_s"]) for r in rs]
     return out
