@@ -168,6 +168,11 @@ class ApiMetrics:
             registry=r,
         )  # fmt: skip
 
+    def flushed(self, seconds: float, rows: int) -> None:
+        """One flush of deferred online writes that pushed rows."""
+        self.online_flush_seconds.observe(seconds)
+        self.online_rows.inc(rows)
+
     def add_gauges(self, read: Callable[[], Mapping[str, tuple[str, float]]]) -> None:
         """Register gauges read at scrape time (projector lag)."""
         self.registry.register(_GaugeCallback(read))

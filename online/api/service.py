@@ -198,16 +198,12 @@ class ProfileService:
         with self._flush_lock:  # one flush at a time; erasure waits for a push in flight
             start = time.perf_counter()
             with self._lock.read():
-                jobs = [(c, c.collect(self.projector)) for c in writers]
-            jobs = [(c, job) for c, job in jobs if job is not None]
-            try:
+                jobs = [(c, job) for c in writers
+                        if (job := c.collect(self.projector)) is not None]
+            with self.metrics.online_flush_failures.count_exceptions():
                 n = sum(c.push(job) for c, job in jobs)
-            except BaseException:
-                self.metrics.online_flush_failures.inc()
-                raise
             if jobs:
-                self.metrics.online_flush_seconds.observe(time.perf_counter() - start)
-                self.metrics.online_rows.inc(n)
+                self.metrics.flushed(time.perf_counter() - start, n)
         self._flushed_at = time.monotonic()
         return n
 
