@@ -16,6 +16,7 @@ first use, never at import of this module.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -181,10 +182,17 @@ def _us_of(when: datetime) -> int:
 
 
 def _entity_key(stored_id: str) -> EntityKey:
+    key, value = _key_protos()
+    return key(join_keys=["user_id"], entity_values=[value(string_val=stored_id)])
+
+
+@functools.cache
+def _key_protos() -> tuple[type, type]:
+    """Feast's EntityKey and Value protos (imported once: a flush makes a key per user)."""
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    return EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=stored_id)])
+    return EntityKey, Value
 
 
 def erase_user_sqlite(settings: Settings, stored_id: str) -> dict[str, int]:

@@ -77,8 +77,10 @@ def repo_config(settings: Settings, engine: str = "local", *, ray_address: str |
         raw = yaml.safe_load(os.path.expandvars((FEATURE_REPO / "feature_store.yaml").read_text()))
     if settings.online_store == "redis":
         require("redis", extra="redis", purpose="the Redis online store (PORTRAIT_ONLINE_STORE)")
-        raw["online_store"] = {"type": "redis", "connection_string": settings.redis_url,
-                               "skip_dedup": True}
+        # Feast's Redis store with a column-wise write (offline/feast_redis.py: same keys and
+        # hashes); versions are compared by `OnlineWriter` before a write, hence skip_dedup
+        raw["online_store"] = {"type": "offline.feast_redis.RedisOnlineStore",
+                               "connection_string": settings.redis_url, "skip_dedup": True}
     if engine == "ray":
         raw["batch_engine"] = {
             "type": "ray.engine", "ray_address": ray_address, "max_workers": workers,

@@ -66,7 +66,8 @@ def test_config_follows_the_settings(tmp_path):
     assert Path(sqlite.online_store.path) == tmp_path.resolve() / "online.db"
     assert Path(sqlite.registry.path) == tmp_path.resolve() / "registry.db"
     redis = fs.repo_config(Settings(data_dir=tmp_path, online_store="redis"))
-    assert redis.online_store.type == "redis" and redis.online_store.skip_dedup
+    assert redis.online_store.type == "offline.feast_redis.RedisOnlineStore"
+    assert redis.online_store.skip_dedup
     objs = fs.definitions(Settings(data_dir=tmp_path))
     assert objs["user_features_source"].path == str(tmp_path.resolve() / "offline" /
                                                     "user_features")

@@ -110,7 +110,7 @@ def test_the_repo_runs_the_plugin_as_its_sqlite_store(tmp_path):
     assert load_repo_config(fs.FEATURE_REPO, fs.FEATURE_REPO / "feature_store.yaml"
                             ).online_store.type == feast_sqlite.TYPE
     redis = fs.repo_config(Settings(data_dir=tmp_path, online_store="redis"))
-    assert redis.online_store.type == "redis"
+    assert redis.online_store.type == "offline.feast_redis.RedisOnlineStore"
 
 
 def test_projector_rows_are_stored_as_feasts_store_stores_them(tmp_path):
