@@ -7,15 +7,12 @@ import pytest
 from feast.infra.online_stores import redis as feast_redis
 from helpers import shoplogs
 from helpers.services import require_redis
+from helpers.stored import projected
 
 from offline import feast_online as fo
 from offline import feast_redis as plugin
 from offline import feast_store as fs
 from offline.feast_rows import push_views, view_rows
-from online import catalogue as cat
-from online import kernels
-from online.eventlog import EventLog
-from online.projector import Projector
 from online.settings import Settings
 
 EVENTS = shoplogs.make_events(300, seed=9, users=8)
@@ -29,25 +26,9 @@ def setup(tmp_path_factory):
     settings = Settings(data_dir=tmp / "redis", online_store="redis")
     require_redis(settings.redis_url)
     store = fs.apply(settings)
-    log_settings = Settings(data_dir=tmp / "log")
-    shoplogs.write(log_settings.event_log_path, EVENTS)
-    with EventLog(log_settings.event_log_path) as log:
-        projector = Projector(log, log_settings.state_dir)
-        projector.run()
-    n = len(projector.state.users)
-    stored = kernels.stored_values(projector.state, np.arange(n))
-    for f in cat.stored_features():
-        column = stored[f.name]
-        if f.dtype == "float64":
-            column[-1] = np.nan
-        elif f.dtype == "timestamp" and f.name != "last_event_ts":
-            column[-1] = cat.NO_TS
-        elif f.dtype == "str":
-            column[-1] = None
-        elif f.dtype == "str_list":
-            column[-1] = []
-    ids = [f"redis-rows-{tmp.name}-{u}" for u in projector.state.users.values[:n]]
-    offsets = np.arange(n, dtype=np.int64) * 5 + 2
+    ids, stored = projected(tmp / "log", EVENTS)
+    ids = [f"redis-rows-{tmp.name}-{u}" for u in ids]
+    offsets = np.arange(len(ids), dtype=np.int64) * 5 + 2
     ts = np.asarray(stored["last_event_ts"], np.int64)
     batches = view_rows(push_views(store, fs.PUSH_SOURCE), ids, stored, offsets, ts)
     client = feast_redis.RedisOnlineStore()._get_client(store.config.online_store)

@@ -6,13 +6,10 @@ import sqlite3
 
 import numpy as np
 from helpers import shoplogs
+from helpers.stored import projected
 
 from offline import feast_online as fo
 from offline import feast_store as fs
-from online import catalogue as cat
-from online import kernels
-from online.eventlog import EventLog
-from online.projector import Projector
 from online.settings import Settings
 
 EVENTS = shoplogs.make_events(400, seed=5, users=9)
@@ -20,25 +17,8 @@ EVENTS = shoplogs.make_events(400, seed=5, users=9)
 
 def _stored(tmp_path):
     """Stored rows of every user of a projected log, plus one row of nulls (NaT, NaN, None)."""
-    settings = Settings(data_dir=tmp_path / "log")
-    shoplogs.write(settings.event_log_path, EVENTS)
-    with EventLog(settings.event_log_path) as log:
-        projector = Projector(log, settings.state_dir)
-        projector.run()
-    n = len(projector.state.users)
-    stored = kernels.stored_values(projector.state, np.arange(n))
-    ids = [projector.state.users.values[u] for u in range(n)]
-    for f in cat.stored_features():  # the last user: every value null or empty
-        column = stored[f.name]
-        if f.dtype == "float64":
-            column[-1] = np.nan
-        elif f.dtype == "timestamp" and f.name != "last_event_ts":
-            column[-1] = cat.NO_TS
-        elif f.dtype == "str":
-            column[-1] = None
-        elif f.dtype == "str_list":
-            column[-1] = []
-    return ids, stored, np.arange(n, dtype=np.int64) * 7 + 3
+    ids, stored = projected(tmp_path / "log", EVENTS)
+    return ids, stored, np.arange(len(ids), dtype=np.int64) * 7 + 3
 
 
 def _tables(settings: Settings) -> dict[str, list]:

@@ -23,6 +23,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import BytesList, Int64List, StringList, Value
 from feast.repo_config import load_repo_config
 from helpers import shoplogs
+from helpers.stored import projected
 
 from offline import feast_online as fo
 from offline import feast_sqlite
@@ -30,9 +31,6 @@ from offline import feast_store as fs
 from offline.backfill.replay import replay
 from offline.feast_rows import push_views, view_rows, write_rows
 from online import catalogue as cat
-from online import kernels
-from online.eventlog import EventLog
-from online.projector import Projector
 from online.settings import Settings
 
 EVENTS = shoplogs.make_events(300, seed=13, users=11)
@@ -74,24 +72,7 @@ def _write(stores: dict[str, FeatureStore], view_name: str, rows: list) -> None:
 
 def _projected(tmp_path):
     """Stored columns of every user of a projected log, the last user's all null or empty."""
-    settings = Settings(data_dir=tmp_path / "log")
-    shoplogs.write(settings.event_log_path, EVENTS)
-    with EventLog(settings.event_log_path) as log:
-        projector = Projector(log, settings.state_dir)
-        projector.run()
-    n = len(projector.state.users)
-    stored = kernels.stored_values(projector.state, np.arange(n))
-    for f in cat.stored_features():
-        column = stored[f.name]
-        if f.dtype == "float64":
-            column[-1] = np.nan
-        elif f.dtype == "timestamp" and f.name != "last_event_ts":
-            column[-1] = cat.NO_TS
-        elif f.dtype == "str":
-            column[-1] = None
-        elif f.dtype == "str_list":
-            column[-1] = []
-    return [projector.state.users.values[u] for u in range(n)], stored
+    return projected(tmp_path / "log", EVENTS)
 
 
 def _key(*pairs) -> EntityKey:
