@@ -212,3 +212,42 @@ def test_a_kept_batch_needs_a_read_key_and_is_sampled(tmp_path) -> None:
         assert kept.content == ok.content
     records = sample.read_text().splitlines()
     assert len(records) == 2 and records[0] == records[1]  # the computed and the kept
+
+
+def test_a_miss_is_computed_before_routing_unless_a_projection_holds_the_state(
+        client, monkeypatch) -> None:
+    """A latest profile not yet kept is computed by the fast path (no thread-pool hop)
+    while the state is free; while a projection holds or waits for it, the route computes
+    it in the thread pool, after the projection, with the same bytes."""
+    import threading
+
+    from online.api.routes import profiles as route
+
+    routed: list[str] = []
+    compute = route._latest_json
+    monkeypatch.setattr(route, "_latest_json",
+                        lambda service, user: routed.append(user) or compute(service, user))
+    first = client.get(PROFILE.format("u1"))
+    assert first.status_code == 200 and routed == [] and _cache(client)[2] == 1
+    service = client.app.state.service
+    service.cache.invalidate(service.offset)  # as a projection leaves it: nothing kept
+    held, answered = threading.Event(), []
+    lock = service._lock
+
+    def projection() -> None:
+        with lock.write():
+            held.set()
+            while not routed:  # hold until the lookup has gone to the route and waits
+                threading.Event().wait(0.01)
+            threading.Event().wait(0.05)
+            answered.append(len(routed))
+
+    worker = threading.Thread(target=projection)
+    worker.start()
+    held.wait(5)
+    during = client.get(PROFILE.format("u1"))
+    worker.join(5)
+    assert routed == ["u1"] and answered == [1]  # the route waited for the projection
+    assert during.status_code == 200 and during.content == first.content
+    # an unknown user is the route's 404, as before
+    assert client.get(PROFILE.format("nobody")).status_code == 404

@@ -10,7 +10,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["ReadWriteLock"]
+__all__ = ["LockBusy", "ReadWriteLock"]
+
+
+class LockBusy(Exception):
+    """A writer holds or waits for the lock, and the reader asked not to wait."""
 
 
 class ReadWriteLock:
@@ -32,8 +36,19 @@ class ReadWriteLock:
         self._writers_waiting = 0
 
     @contextmanager
-    def read(self) -> Iterator[None]:
+    def read(self, wait: bool = True) -> Iterator[None]:
+        """A shared section; with ``wait=False``, `LockBusy` at once when a writer holds or
+        waits for the lock (for a caller that must not block, e.g. an event loop).
+
+        >>> lock = ReadWriteLock()
+        >>> with lock.write(), lock.read(wait=False):  # doctest: +IGNORE_EXCEPTION_DETAIL
+        ...     pass
+        Traceback (most recent call last):
+        LockBusy
+        """
         with self._cond:
+            if not wait and (self.writing or self._writers_waiting):
+                raise LockBusy
             while self.writing or self._writers_waiting:
                 self._cond.wait()
             self.readers += 1

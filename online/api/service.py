@@ -286,12 +286,14 @@ class ProfileService:
         self._sample([body for body, _ in found])
         return offset, [data for _, data in found]
 
-    def profiles_json(self, user_ids: list[str]) -> tuple[int, list[bytes], list[str]]:
+    def profiles_json(self, user_ids: list[str], *, wait: bool = True,
+                      ) -> tuple[int, list[bytes], list[str]]:
         """Latest profiles serialized (`profile_json`), from one offset: (offset, bodies,
         ids with no events). Cached bodies are reused, the others computed in one call and
-        cached; ids are de-duplicated."""
+        cached; ids are de-duplicated. ``wait=False``: `LockBusy` at once while a projection
+        holds or waits for the state (the event loop's call, which must not block)."""
         ids = list(dict.fromkeys(user_ids))
-        with self._lock.read():  # the map and the projector's state belong to one offset
+        with self._lock.read(wait):  # the map and the projector's state belong to one offset
             offset, entries = self.projector.offset, self.cache.entries
             found = {u: entries[u] for u in ids if u in entries}
             todo = [u for u in ids if u not in found]
