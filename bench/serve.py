@@ -5,7 +5,10 @@ Feast: replay to parquet, `feast apply` + materialize into the sqlite online sto
 each server as a subprocess on loopback, one after the other (ours: `portrait serve` as users
 run it, one uvicorn process, models included; `ours_uncached`: the same with
 PORTRAIT_PROFILE_CACHE_USERS=0, every lookup computed; Feast: `feast serve`, its defaults),
-then drives each from a separate load process with an open-loop schedule: request i is sent at
+then drives each from a separate load process with an open-loop schedule (with
+``--ingest-rate``, ``ours_ingesting`` runs the scenarios of ours again while another process
+POSTs that many fresh events a second: every projection empties the profile cache, so this is
+a shop's server under live traffic): request i is sent at
 t0 + i / rate whatever happened before, and its latency counts from that scheduled time, so a
 stall shows up in p99 (no coordinated omission). A server that falls behind is not waited
 for forever: a request still queued 5 s after its time is dropped (counted, latency kept).
@@ -24,6 +27,7 @@ is shared: compare ratios, and run twice.
     python bench/serve.py                      # defaults: 2,000 users, 100,000 events
     python bench/serve.py --rate 1000,3000 --batch-rate 50 --duration 10
     python bench/serve.py --rate 500 --batch-rate 50 --duration 10 --no-feast --no-uncached
+    python bench/serve.py --rate 1000 --no-feast --ingest-rate 2000   # lookups while ingesting
 
 The LAST line printed is one JSON object with every figure.
 """
@@ -209,6 +213,46 @@ def load_worker(spec_path: str) -> None:
     print(json.dumps(asyncio.run(_drive(spec))))
 
 
+def ingest_worker(spec_path: str) -> None:
+    """POST fresh events to our server on a fixed schedule while lookups are measured (the
+    ``ours_ingesting`` scenarios): batches of ``batch`` events at ``rate`` events/s, each
+    event of a known user, stamped with the wall clock (the live watermark moves), its id
+    new; prints what it achieved as one JSON line."""
+    import httpx
+
+    from offline.datasets.synthetic import generate
+
+    spec = json.loads(Path(spec_path).read_text())
+    batch, rate, seconds = spec["batch"], spec["rate"], spec["seconds"]
+    n = max(1, int(rate * seconds / batch))
+    rng = random.Random(spec["seed"])
+    users = spec["users"]
+    template = [e for chunk in generate(len(users), n * batch, spec["seed"] + 1,
+                                        chunk_size=10_000) for e in chunk][:n * batch]
+    latencies, accepted = [], 0
+    with httpx.Client(base_url=f"http://127.0.0.1:{spec['port']}", timeout=60) as client:
+        start = time.perf_counter()
+        for k in range(n):
+            pause = start + k * batch / rate - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+            events = [dict(e, event_id=f"live-{spec['tag']}-{k}-{i}", user_id=rng.choice(users),
+                           ts=now) for i, e in enumerate(template[k * batch:(k + 1) * batch])]
+            t = time.perf_counter()
+            r = client.post("/v1/events", json={"events": events})
+            latencies.append(time.perf_counter() - t)
+            r.raise_for_status()
+            accepted += r.json()["accepted"]
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    print(json.dumps({
+        "events_per_s": round(accepted / elapsed, 1), "accepted": accepted, "batch": batch,
+        "batch_p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+        "batch_p99_ms": round(latencies[min(len(latencies) - 1,
+                                            int(0.99 * len(latencies)))] * 1000, 2)}))
+
+
 # -- data and servers ------------------------------------------------------------------------
 
 
@@ -306,6 +350,7 @@ def start_server(kind: str, env: dict, users: list[str], work: Path) -> tuple[Pr
         _wait_http(lambda: httpx.post(f"http://127.0.0.1:{port}/get-online-features",
                                       json=probe).status_code == 200, proc)
         return proc, port
+    # ours_ingesting: ours, as users run it, with events POSTed during each scenario
     extra = {"PORTRAIT_PROFILE_CACHE_USERS": "0"} if kind == "ours_uncached" else {}
     proc = Proc([sys.executable, "-c", "from offline.cli import main; main()", "serve",
                  "--port", str(port), "--log-level", "warning"], {**env, **extra}, ROOT,
@@ -336,12 +381,26 @@ def prime(kind: str, port: int, users: list[str]) -> float:
     return round(time.perf_counter() - start, 3)
 
 
-def run_load(spec: dict, workdir: Path) -> dict:
+def run_load(spec: dict, workdir: Path, ingest: dict | None = None) -> dict:
+    """One scenario from its own load process; with ``ingest``, an ingest process posts
+    events meanwhile (its figures under ``"ingest"``)."""
     path = workdir / f"spec-{spec['kind']}-{spec['batch']}-{spec['rate']:g}.json"
     path.write_text(json.dumps(spec))
+    feeder = None
+    if ingest is not None:
+        feed = workdir / f"ingest-{spec['batch']}-{spec['rate']:g}.json"
+        feed.write_text(json.dumps({**ingest, "port": spec["port"], "users": spec["users"],
+                                    "seconds": spec["warmup"] + spec["duration"],
+                                    "tag": f"{spec['batch']}-{spec['rate']:g}"}))
+        feeder = subprocess.Popen([sys.executable, __file__, "--ingest", str(feed)],
+                                  stdout=subprocess.PIPE, text=True, cwd=ROOT)
     out = subprocess.run([sys.executable, __file__, "--load", str(path)], capture_output=True,
                          text=True, check=True, cwd=ROOT)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if feeder is not None:
+        fed, _ = feeder.communicate(timeout=600)
+        result["ingest"] = json.loads(fed.strip().splitlines()[-1])
+    return result
 
 
 def main() -> None:
@@ -359,11 +418,19 @@ def main() -> None:
     ap.add_argument("--no-feast", action="store_true", help="measure our server only")
     ap.add_argument("--no-uncached", action="store_true",
                     help="skip ours with the profile cache off (PORTRAIT_PROFILE_CACHE_USERS=0)")
+    ap.add_argument("--ingest", help=argparse.SUPPRESS)
+    ap.add_argument("--ingest-rate", type=float, default=0.0,
+                    help="also measure ours while this many events/s are POSTed (0: not; they "
+                    "stay in the data dir)")
+    ap.add_argument("--ingest-batch", type=int, default=100, help="events per ingest request")
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="keep the data here; an existing one is reused as it is")
     args = ap.parse_args()
     if args.load:
         load_worker(args.load)
+        return
+    if args.ingest:
+        ingest_worker(args.ingest)
         return
 
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
@@ -384,7 +451,10 @@ def main() -> None:
     env = {"PORTRAIT_DATA_DIR": str(data)}
     results: list[dict] = []
     kinds = ["ours"] + ([] if args.no_uncached else ["ours_uncached"])
+    ingest = {"rate": args.ingest_rate, "batch": args.ingest_batch, "seed": args.seed}
     kinds += ["feast"] if feast_info["enabled"] else []
+    # last: its events go into the data dir (and Feast's online store) for good
+    kinds += ["ours_ingesting"] if args.ingest_rate > 0 else []
     rates = [float(r) for r in str(args.rate).split(",") if r.strip()]
     primed: dict[str, float] = {}
     for kind in kinds:  # one server at a time: ours is the data dir's one writer
@@ -396,13 +466,16 @@ def main() -> None:
                 spec = {"kind": kind, "batch": batch, "rate": rate, "duration": args.duration,
                         "warmup": args.warmup, "host": "127.0.0.1", "port": port,
                         "connections": args.connections, "seed": args.seed, "users": users}
-                r = run_load(spec, work)
+                r = run_load(spec, work, ingest if kind == "ours_ingesting" else None)
                 results.append(r)
                 print(f"{kind:13s} {batch:3d} users/req @ {rate:6.0f} req/s: p50 "
                       f"{r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:8.2f} ms  max {r['max_ms']:8.1f}"
                       f" ms  errors {r['errors']}  dropped {r['dropped']}  achieved "
                       f"{r['achieved_rate']} req/s  (sent late p99 {r['send_late_p99_ms']:.2f} "
-                      f"ms; p99 from send {r['p99_from_send_ms']:.2f} ms)", file=sys.stderr)
+                      f"ms; p99 from send {r['p99_from_send_ms']:.2f} ms)"
+                      + (f"; ingesting {r['ingest']['events_per_s']} ev/s, batch p99 "
+                         f"{r['ingest']['batch_p99_ms']} ms" if "ingest" in r else ""),
+                      file=sys.stderr)
         finally:
             proc.stop()
 
