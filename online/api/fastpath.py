@@ -177,6 +177,8 @@ def _computed_now(service, user_id: str) -> bytes | None:
         _, bodies, _ = service.profiles_json([user_id], wait=False)
     except LockBusy:
         return None
+    except Exception:  # the route computes it again and answers the error as the app does
+        return None
     return bodies[0] if bodies else None
 
 
