@@ -268,8 +268,7 @@ class ProfileService:
 
     def cached_profile(self, user_id: str) -> bytes | None:
         """The serialized latest profile of ``user_id`` when cached at the offset (no lock)."""
-        entry = self.cache.get(user_id)
-        if entry is None:
+        if (entry := self.cache.get(user_id)) is None:
             return None
         self._sample([entry[0]])
         return entry[1]
@@ -286,12 +285,11 @@ class ProfileService:
         self._sample([body for body, _ in found])
         return offset, [data for _, data in found]
 
-    def profiles_json(self, user_ids: list[str], *, wait: bool = True,
-                      ) -> tuple[int, list[bytes], list[str]]:
-        """Latest profiles serialized (`profile_json`), from one offset: (offset, bodies,
-        ids with no events). Cached bodies are reused, the others computed in one call and
-        cached; ids are de-duplicated. ``wait=False``: `LockBusy` at once while a projection
-        holds or waits for the state (the event loop's call, which must not block)."""
+    def profiles_json(self, user_ids: list[str], *, wait=True) -> tuple[int, list[bytes], list]:
+        """Latest profiles serialized (`profile_json`), from one offset: (offset, bodies, ids
+        with no events). Cached bodies are reused, the others computed in one call and cached;
+        ids de-duplicated. ``wait=False``: `LockBusy` at once while a projection holds or
+        waits for the state (the event loop's call, which must not block)."""
         ids = list(dict.fromkeys(user_ids))
         with self._lock.read(wait):  # the map and the projector's state belong to one offset
             offset, entries = self.projector.offset, self.cache.entries
