@@ -19,9 +19,9 @@ so `CachedProfiles`, a pure ASGI middleware, answers exactly those requests when
 
 It writes the same status, headers and body as the route. Everything else (a miss while a
 projection runs, a query string, a missing or refused key, an unknown user) goes on to the
-app unchanged, which then
-answers as it always does (the route caches what it computes). The request still counts in
-``/metrics`` under the route's template (``RequestTimer`` wraps this middleware).
+app unchanged, which then answers as it always does (the route caches what it computes). The
+request still counts in ``/metrics`` under the route's template (``RequestTimer`` wraps this
+middleware).
 
 ``POST /v1/profiles:batch`` is answered the same way when its body (``Content-Length`` given,
 ``Content-Type: application/json``) is a valid `BatchProfilesRequest` without ``as_of`` and
