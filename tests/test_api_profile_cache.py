@@ -237,7 +237,9 @@ def test_a_miss_is_computed_before_routing_unless_a_projection_holds_the_state(
     def projection() -> None:
         with lock.write():
             held.set()
-            while not routed:  # hold until the lookup has gone to the route and waits
+            for _ in range(500):  # hold until the lookup has gone to the route (5 s at most)
+                if routed:
+                    break
                 threading.Event().wait(0.01)
             threading.Event().wait(0.05)
             answered.append(len(routed))
