@@ -19,10 +19,9 @@ with Feast's own functions: ``_redis_key`` once per user id (kept across calls),
 per view and feature, ``make_tzaware`` + ``Timestamp.FromDatetime`` once per event time (kept
 across calls: the views of a flush share their rows' times), the values' bytes as
 `EncodedRows` holds them (a proto's canonical bytes, which ``SerializeToString`` of the parsed
-proto gives back). Anything else (Feast's rows, the
-deduplicating path, a view's rows without features) goes to Feast's method unchanged; reads,
-``update``, teardown are Feast's. tests/test_feast_redis.py holds every hash byte-identical to
-Feast's own write.
+proto gives back). Anything else (Feast's rows, the deduplicating path, a view's rows without
+features) goes to Feast's method unchanged; reads, ``update``, teardown are Feast's.
+tests/test_feast_redis.py holds every hash byte-identical to Feast's own write.
 """
 
 from __future__ import annotations
@@ -54,10 +53,12 @@ class RedisOnlineStore(feast_redis.RedisOnlineStore):
     """Feast's Redis online store; ``online_write_batch`` of `EncodedRows` column-wise (see
     the module docstring)."""
 
-    # (project, serialization version, user id) -> Feast's Redis key of the user
-    _keys: dict[tuple[str, int, str], bytes] | None = None
-    _hashes: dict[str, bytes] | None = None  # "{view}:{feature}" -> its murmur3 field
-    _stamps: dict[datetime, bytes] | None = None  # event time -> its serialized Timestamp
+    # kept across calls (`_cache`): (project, serialization version, user id) -> the user's
+    # Redis key; "{view}:{feature}" -> its murmur3 field; event time -> its Timestamp's bytes
+    # (the views of one flush share their rows' times)
+    _keys: dict[tuple[str, int, str], bytes]
+    _hashes: dict[str, bytes]
+    _stamps: dict[datetime, bytes]
 
     def online_write_batch(self, config, table, data: Sequence[tuple],
                            progress: Callable[[int], Any] | None) -> None:
@@ -70,9 +71,7 @@ class RedisOnlineStore(feast_redis.RedisOnlineStore):
         ts_key = f"_ts:{view}".encode()
         fields = [self._hash(f"{view}:{name}") for name in data.names]
         keys = self._redis_keys(config, data)
-        if self._stamps is None or len(self._stamps) > _CACHE_MAX:
-            self._stamps = {}  # the views of one flush share their rows' times
-        times = self._stamps
+        times = self._cache("_stamps")
         ttl = store.key_ttl_seconds
         with client.pipeline(transaction=False) as pipe:
             for i, values in enumerate(zip(*data.values, strict=True)):
@@ -94,9 +93,7 @@ class RedisOnlineStore(feast_redis.RedisOnlineStore):
 
     def _redis_keys(self, config, data: EncodedRows) -> list[bytes]:
         """Feast's ``_redis_key`` of each row's user, made once per user id."""
-        if self._keys is None or len(self._keys) > _CACHE_MAX:
-            self._keys = {}
-        keys, project = self._keys, config.project
+        keys, project = self._cache("_keys"), config.project
         version = config.entity_key_serialization_version
         out = []
         for i, user in enumerate(data.user_ids):
@@ -108,9 +105,15 @@ class RedisOnlineStore(feast_redis.RedisOnlineStore):
         return out
 
     def _hash(self, name: str) -> bytes:
-        if self._hashes is None or len(self._hashes) > _CACHE_MAX:
-            self._hashes = {}
-        field = self._hashes.get(name)
+        hashes = self._cache("_hashes")
+        field = hashes.get(name)
         if field is None:
-            field = self._hashes[name] = _mmh3(name)
+            field = hashes[name] = _mmh3(name)
         return field
+
+    def _cache(self, name: str) -> dict:
+        """The cache ``name`` kept across calls, emptied once it holds over `_CACHE_MAX`."""
+        cache = self.__dict__.get(name)
+        if cache is None or len(cache) > _CACHE_MAX:
+            cache = self.__dict__[name] = {}
+        return cache
